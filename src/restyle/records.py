@@ -1,0 +1,113 @@
+"""The typed records every restyle JSONL file holds; docs/schema.md documents them once.
+
+Each record has `to_dict()` for writing and `from_dict(obj, where)` for reading, which checks
+field names and types and raises DataError naming `where` (file:line) on anything wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from restyle.io import DataError
+
+LETTERS = "ABCD"
+
+
+def _require(obj: dict, where: str, fields: dict[str, type | tuple[type, ...]]) -> None:
+    missing = [k for k in fields if k not in obj]
+    if missing:
+        raise DataError(f"{where}: missing field(s) {', '.join(missing)}")
+    for key, typ in fields.items():
+        if not isinstance(obj[key], typ) or isinstance(obj[key], bool) and typ is int:
+            raise DataError(f"{where}: field '{key}' must be {getattr(typ, '__name__', typ)}, "
+                            f"got {type(obj[key]).__name__}")
+
+
+def _nonempty(value: str, key: str, where: str) -> str:
+    if not value.strip():
+        raise DataError(f"{where}: field '{key}' is empty")
+    return value
+
+
+class _Record:
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class MCItem(_Record):
+    """A four-option multiple-choice question (MMLU and any task of that shape)."""
+
+    id: str
+    subject: str
+    question: str
+    choices: list[str]
+    answer: int  # index of the correct choice, 0..3
+
+    @classmethod
+    def from_dict(cls, obj: dict, where: str) -> MCItem:
+        _require(obj, where, {"id": str, "subject": str, "question": str, "choices": list,
+                              "answer": int})
+        choices = obj["choices"]
+        if len(choices) != 4 or not all(isinstance(c, str) for c in choices):
+            raise DataError(f"{where}: field 'choices' must be a list of 4 strings")
+        if not 0 <= obj["answer"] <= 3:
+            raise DataError(f"{where}: field 'answer' is {obj['answer']}, must be 0..3")
+        return cls(id=_nonempty(obj["id"], "id", where), subject=obj["subject"],
+                   question=_nonempty(obj["question"], "question", where),
+                   choices=list(choices), answer=obj["answer"])
+
+    @property
+    def answer_letter(self) -> str:
+        return LETTERS[self.answer]
+
+
+@dataclass(frozen=True)
+class RuozhibaItem(_Record):
+    """A "silly" question with its answer, as study A's teacher reads them."""
+
+    id: str
+    question: str
+    answer: str
+    source: str  # where the row came from: a file path, a dataset id or "restyle-sample"
+
+    @classmethod
+    def from_dict(cls, obj: dict, where: str) -> RuozhibaItem:
+        _require(obj, where, {"id": str, "question": str, "answer": str, "source": str})
+        return cls(id=_nonempty(obj["id"], "id", where),
+                   question=_nonempty(obj["question"], "question", where),
+                   answer=_nonempty(obj["answer"], "answer", where), source=obj["source"])
+
+
+_FINAL_RE = re.compile(r"####\s*(.+?)\s*$")
+
+
+def gsm8k_final(answer: str, where: str) -> str:
+    """The number after the last '####' of a GSM8K-format solution, commas removed."""
+    lines = [ln for ln in answer.strip().splitlines() if ln.strip()]
+    m = _FINAL_RE.search(lines[-1]) if lines else None
+    if not m:
+        raise DataError(f"{where}: answer does not end with '#### <number>'")
+    return m.group(1).replace(",", "")
+
+
+@dataclass(frozen=True)
+class MathItem(_Record):
+    """A word problem with a human-written worked solution in GSM8K's format."""
+
+    id: str
+    question: str
+    answer: str  # worked solution ending in "#### <number>"
+    final: str  # the number after "####", the exact-match target
+
+    @classmethod
+    def from_dict(cls, obj: dict, where: str) -> MathItem:
+        _require(obj, where, {"id": str, "question": str, "answer": str, "final": str})
+        if gsm8k_final(obj["answer"], where) != obj["final"]:
+            raise DataError(f"{where}: field 'final' does not match the '####' line of 'answer'")
+        return cls(id=_nonempty(obj["id"], "id", where),
+                   question=_nonempty(obj["question"], "question", where),
+                   answer=obj["answer"], final=obj["final"])
