@@ -8,23 +8,14 @@ from snakemake.utils import validate
 # environment without it; jobs get it from the project venv or envs/restyle.post-deploy.sh.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
+from restyle.config import check
 from restyle.gsm8k import SPLITS as GSM8K_SPLITS
 from restyle.mmlu import ROLES as MMLU_ROLES
 
-
+# check() names each wrong key in one line; validate() then fills in the schema's defaults.
+check(config, workflow.source_path("../config/schema.yaml"))
 validate(config, "../config/schema.yaml")
 
-
-def _check_config():
-    """Cross-key checks the schema cannot express; each names the key to fix."""
-    if config["target_model"] not in config["models"]:
-        raise ValueError(
-            f"config target_model: '{config['target_model']}' is not a key of models "
-            f"(known: {', '.join(config['models'])})"
-        )
-
-
-_check_config()
 
 wildcard_constraints:
     model="|".join(map(re.escape, config["models"])),

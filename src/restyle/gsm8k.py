@@ -12,6 +12,7 @@ import operator
 import random
 from collections.abc import Callable
 
+from restyle.hub import load_split
 from restyle.io import DataError
 from restyle.records import MathItem, gsm8k_final
 
@@ -129,9 +130,7 @@ def generate(n: int, seed: int, split: str, exclude: set[str] = frozenset()) -> 
 
 
 def load_hf(dataset_id: str, config_name: str | None, split: str) -> list[MathItem]:
-    import datasets
-
-    ds = datasets.load_dataset(dataset_id, config_name, split=split)
+    ds = load_split(dataset_id, config_name, split)
     items = []
     for i, row in enumerate(ds):
         where = f"{dataset_id} [{split}] row {i}"

@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from restyle.hub import load_split
 from restyle.io import DataError, iter_jsonl
 from restyle.records import LETTERS, MCItem
 
@@ -46,6 +47,9 @@ def load_bundled(path: str | Path) -> list[MCItem]:
         missing = [f for f in fields if f not in obj]
         if missing:
             raise DataError(f"{where}: missing field(s) {', '.join(missing)}")
+        not_text = [f for f in fields if not isinstance(obj[f], str)]
+        if not_text:
+            raise DataError(f"{where}: field(s) {', '.join(not_text)} must be text")
         if obj["question"] == "question" and obj["correct_answer"] == "answer":
             skipped += 1
             continue
@@ -87,9 +91,7 @@ def load_csv(data_dir: str | Path, split: str) -> list[MCItem]:
 
 def load_hf(dataset_id: str, split: str) -> list[MCItem]:
     """`cais/mmlu` (or a copy with its layout) through `datasets`, config "all"."""
-    import datasets
-
-    ds = datasets.load_dataset(dataset_id, "all", split=split)
+    ds = load_split(dataset_id, "all", split)
     missing = {"question", "subject", "choices", "answer"} - set(ds.column_names)
     if missing:
         raise DataError(f"{dataset_id} [{split}]: missing column(s) {', '.join(sorted(missing))}")
@@ -116,13 +118,20 @@ def split_bundled(items: Sequence[MCItem], seed: int,
                   per_subject: dict[str, int | None]) -> dict[str, list[MCItem]]:
     """Split one pool into disjoint dev/train/test sets, independently per subject.
 
-    Each subject's items are shuffled with a generator seeded by `"{seed}:{subject}"` (so adding
-    or removing a subject never changes another's split), then the first `dev` items become dev,
-    the next `train` become train, and the rest test (capped at `test` when that is set).
+    The result depends only on the set of items. Exact repeats (same subject, question and choices; MMLU's test split has 27) are dropped
+    first so that no question appears in two roles. Each subject's items are then shuffled with
+    a generator seeded by `"{seed}:{subject}"` (so adding or removing a subject never changes
+    another's split); the first `dev` items become dev, the next `train` become train, and the
+    rest test (capped at `test` when that is set).
     """
     n_dev, n_train, n_test = (per_subject.get(r) for r in ("dev", "train", "test"))
+    items = sorted(items, key=lambda it: it.id)  # the split depends on the items, not their order
+    unique = {(it.subject, it.question, tuple(it.choices)): it for it in reversed(items)}
+    if len(unique) < len(items):
+        log.info("dropped %d repeated questions before splitting", len(items) - len(unique))
+    kept = [it for it in items if unique[(it.subject, it.question, tuple(it.choices))] is it]
     out: dict[str, list[MCItem]] = {r: [] for r in ROLES}
-    for subject, group in sorted(_by_subject(items).items()):
+    for subject, group in sorted(_by_subject(kept).items()):
         group = list(group)
         random.Random(f"{seed}:{subject}").shuffle(group)
         n_dev_s, n_train_s = n_dev or 0, n_train or 0

@@ -7,6 +7,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
+from restyle.hub import load_split
 from restyle.io import DataError, iter_jsonl, read_jsonl
 from restyle.records import RuozhibaItem
 
@@ -51,9 +52,7 @@ def load_file(path: str | Path) -> list[RuozhibaItem]:
 
 
 def load_hf(dataset_id: str, config_name: str | None, split: str) -> list[RuozhibaItem]:
-    import datasets
-
-    ds = datasets.load_dataset(dataset_id, config_name, split=split)
+    ds = load_split(dataset_id, config_name, split)
     return [_from_cqia(row, f"{dataset_id} [{split}] row {i}", i, dataset_id)
             for i, row in enumerate(ds)]
 

@@ -1,0 +1,43 @@
+"""Config checks with messages that name the key to fix.
+
+`snakemake.utils.validate` fills in defaults but reports an error with the whole schema dumped
+after it; `check` runs first and says, one line per problem, which key is wrong and why.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
+        return "; ".join(f"config {_key([*error.path, k])}: unknown key{hint}" for k in extra)
+    return f"config {_key(error.path)}: {error.message}"
+
+
+def check(config: dict, schema_path: str | Path) -> None:
+    """Raise ConfigError listing every schema violation and cross-key inconsistency."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    problems = [_describe(e) for e in sorted(validator.iter_errors(config), key=lambda e: list(e.path))]
+    models = config.get("models") or {"smollm2-135m": None}
+    target = config.get("target_model", "smollm2-135m")
+    if isinstance(models, dict) and target not in models:
+        problems.append(f"config target_model: '{target}' is not a key of models "
+                        f"(known: {', '.join(models)})")
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))

@@ -1,0 +1,84 @@
+import json
+
+import pytest
+
+from restyle.io import DataError, atomic_path, read_jsonl, write_jsonl
+from restyle.records import MCItem, MathItem, RuozhibaItem
+
+GOOD = {"id": "a", "subject": "s", "question": "q?", "choices": ["1", "2", "3", "4"], "answer": 2}
+
+
+def test_roundtrip_keeps_records(tmp_path):
+    items = [MCItem.from_dict(GOOD, "here"), MCItem.from_dict({**GOOD, "id": "b", "answer": 0}, "x")]
+    assert write_jsonl(tmp_path / "x.jsonl", items) == 2
+    assert read_jsonl(tmp_path / "x.jsonl", MCItem.from_dict) == items
+    assert items[0].answer_letter == "C"
+
+
+def test_malformed_line_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n\n{not json\n")
+    with pytest.raises(DataError, match=rf"{path}:3: malformed JSON"):
+        read_jsonl(path, MCItem.from_dict)
+
+
+def test_non_object_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text("[1, 2]\n")
+    with pytest.raises(DataError, match=rf"{path}:1: expected a JSON object, got list"):
+        read_jsonl(path, MCItem.from_dict)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(DataError, match="nope.jsonl: file not found"):
+        read_jsonl(tmp_path / "nope.jsonl", MCItem.from_dict)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"answer": 4}, "field 'answer' is 4, must be 0..3"),
+    ({"answer": -1}, "must be 0..3"),
+    ({"answer": True}, "field 'answer' must be int"),
+    ({"choices": ["a", "b", "c"]}, "list of 4 strings"),
+    ({"question": "  "}, "field 'question' is empty"),
+    ({"subject": None}, "field 'subject' must be str"),
+])
+def test_mc_item_validation_names_field(tmp_path, change, message):
+    path = tmp_path / "items.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n" + json.dumps({**GOOD, **change}) + "\n")
+    with pytest.raises(DataError, match=rf"{path}:2: .*{message}"):
+        read_jsonl(path, MCItem.from_dict)
+
+
+def test_missing_fields_are_listed():
+    with pytest.raises(DataError, match="f.jsonl:7: missing field\\(s\\) answer, source"):
+        RuozhibaItem.from_dict({"id": "1", "question": "q"}, "f.jsonl:7")
+
+
+def test_math_item_final_must_match_solution():
+    ok = {"id": "1", "question": "q", "answer": "2+2 = <<2+2=4>>4\n#### 4", "final": "4"}
+    assert MathItem.from_dict(ok, "w").final == "4"
+    with pytest.raises(DataError, match="'final' does not match"):
+        MathItem.from_dict({**ok, "final": "5"}, "w")
+    with pytest.raises(DataError, match="does not end with '#### <number>'"):
+        MathItem.from_dict({**ok, "answer": "it is 4"}, "w")
+
+
+def test_failed_write_leaves_old_file_and_no_partial(tmp_path):
+    path = tmp_path / "out.jsonl"
+    write_jsonl(path, [GOOD])
+
+    def rows():
+        yield GOOD
+        raise RuntimeError("crash mid-write")
+
+    with pytest.raises(RuntimeError):
+        write_jsonl(path, rows())
+    assert path.read_text() == json.dumps(GOOD) + "\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
+
+
+def test_failed_first_write_leaves_nothing(tmp_path):
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "new.json") as tmp:
+        tmp.write_text("half")
+        raise RuntimeError
+    assert list(tmp_path.iterdir()) == []
