@@ -1,0 +1,110 @@
+"""The Snakemake workflow itself: lint, config errors before any job, and real runs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+from restyle.io import read_jsonl
+from restyle.records import MathItem, MCItem, RuozhibaItem
+
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+
+
+def snakemake(workdir, *args, config=None):
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2", *args]
+    if config is not None:
+        path = Path(workdir) / "test-config.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(config))
+        cmd += ["--configfile", str(path)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+def test_lint_is_clean():
+    result = subprocess.run([SNAKEMAKE, "--lint"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+def test_default_config_dry_run_shows_the_dag(tmp_path):
+    result = subprocess.run([SNAKEMAKE, "-n", "--directory", str(tmp_path), "-s", str(REPO / "Snakefile"),
+                             "--configfile", str(REPO / "config" / "config.yaml")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    for rule in ("prepare_model", "prepare_mmlu", "prepare_ruozhiba", "prepare_gsm8k", "all"):
+        assert f"{rule} " in result.stdout
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"data": {"mmlu": {"bogus": 1}}}, "config data.mmlu.bogus: unknown key (allowed: csv_dir,"),
+    ({"data": {"gsm8k": {"per_split": {"train": "x"}}}},
+     "config data.gsm8k.per_split.train: 'x' is not of type 'integer', 'null'"),
+    ({"data": {"mmlu": {"source": "s3"}}}, "config data.mmlu.source: 's3' is not one of"),
+    ({"target_model": "llama"}, "config target_model: 'llama' is not a key of models"),
+    ({"modles": {}}, "config modles: unknown key"),
+])
+def test_bad_config_stops_before_any_job_and_names_the_key(tmp_path, config, message):
+    result = snakemake(tmp_path, config=config)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert not (tmp_path / "resources").exists() and not (tmp_path / "logs").exists()
+
+
+@pytest.fixture()
+def tiny(tmp_path, smollm2_manifest):
+    """A workdir with a config whose every source is a small file the test wrote."""
+    mmlu_dir = tmp_path / "mmlu_csv"
+    for split in ("dev", "val", "test"):
+        (mmlu_dir / split).mkdir(parents=True)
+        rows = "".join(f'"{split} q{i}",a,b,c,d,{"ABCD"[i % 4]}\n' for i in range(6))
+        (mmlu_dir / split / f"anatomy_{split}.csv").write_text(rows)
+    ruozhiba = tmp_path / "ruozhiba.jsonl"
+    ruozhiba.write_text(json.dumps({"instruction": "为什么？", "input": "", "output": "因为。"},
+                                   ensure_ascii=False) + "\n")
+    config = {
+        "models": {"tiny": {"source": str(smollm2_manifest.parent / "hf")}},
+        "target_model": "tiny",
+        "data": {"mmlu": {"source": "csv", "csv_dir": str(mmlu_dir), "subjects": ["anatomy"],
+                          "per_subject": {"train": 4, "dev": 2, "test": 5}},
+                 "ruozhiba": {"source": "file", "path": str(ruozhiba)},
+                 "gsm8k": {"per_split": {"train": 3, "test": 2}, "seed": 5}}}
+    return tmp_path / "work", config
+
+
+def test_real_run_then_incremental_rerun(tiny):
+    workdir, config = tiny
+    result = snakemake(workdir, config=config)
+    assert result.returncode == 0, result.stderr
+    data = workdir / "resources" / "data"
+    mmlu = {r: read_jsonl(data / "mmlu" / f"{r}.jsonl", MCItem.from_dict) for r in ("train", "dev", "test")}
+    assert {r: len(v) for r, v in mmlu.items()} == {"train": 4, "dev": 2, "test": 5}
+    assert mmlu["test"][1].id == "mmlu/anatomy/test/1"
+    [question] = read_jsonl(data / "ruozhiba.jsonl", RuozhibaItem.from_dict)
+    assert question.question == "为什么？"
+    assert len(read_jsonl(data / "gsm8k" / "test.jsonl", MathItem.from_dict)) == 2
+    manifest = json.loads((workdir / "resources/models/tiny/manifest.json").read_text())
+    assert manifest["path"] == config["models"]["tiny"]["source"]
+    assert "test: 5 items, 1 subjects" in (workdir / "logs" / "prepare_mmlu.log").read_text()
+
+    assert "Nothing to be done" in snakemake(workdir, "-n", config=config).stdout
+
+    config["data"]["gsm8k"]["seed"] = 6  # a changed parameter reruns that rule only
+    plan = snakemake(workdir, "-n", config=config).stdout
+    assert "rule prepare_gsm8k:" in plan
+    assert "prepare_mmlu" not in plan and "prepare_ruozhiba" not in plan
+
+
+def test_failed_job_leaves_no_output_and_logs_the_line(tiny):
+    workdir, config = tiny
+    bad = Path(config["data"]["ruozhiba"]["path"])
+    bad.write_text(bad.read_text() + '{"instruction": "q"}\n')
+    result = snakemake(workdir, "resources/data/ruozhiba.jsonl", config=config)
+    assert result.returncode != 0
+    assert not (workdir / "resources" / "data" / "ruozhiba.jsonl").exists()
+    log = (workdir / "logs" / "prepare_ruozhiba.log").read_text()
+    assert f"{bad}:2: missing or non-text field 'output'" in log
