@@ -111,3 +111,41 @@ class MathItem(_Record):
         return cls(id=_nonempty(obj["id"], "id", where),
                    question=_nonempty(obj["question"], "question", where),
                    answer=obj["answer"], final=obj["final"])
+
+
+CHAT_ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class SFTRecord(_Record):
+    """One supervised fine-tuning example: every SFT set restyle makes holds these.
+
+    Training computes the loss on `completion` only, with `prompt` rendered by the target
+    model's own chat template (`restyle.chat.encode`, shared with the familiarity scorer).
+    """
+
+    id: str  # unique within its file; "{dataset}/{source_id}" by convention
+    source_id: str  # id of the MCItem/MathItem/RuozhibaItem it was made from
+    dataset: str  # the SFT set: a rule slug (study A) or a variant name (study B)
+    prompt: list[dict]  # chat messages before the response, ending with a user turn
+    completion: str  # the assistant response that is trained on
+    # how the row was made: teacher backend and model, template name and hash, generation
+    # parameters, token counts, cache key; empty for rows copied from human data
+    provenance: dict
+
+    @classmethod
+    def from_dict(cls, obj: dict, where: str) -> SFTRecord:
+        _require(obj, where, {"id": str, "source_id": str, "dataset": str, "prompt": list,
+                              "completion": str, "provenance": dict})
+        prompt = obj["prompt"]
+        for i, msg in enumerate(prompt):
+            if not (isinstance(msg, dict) and msg.get("role") in CHAT_ROLES
+                    and isinstance(msg.get("content"), str)):
+                raise DataError(f"{where}: prompt[{i}] must be {{role: system|user|assistant, "
+                                "content: text}}")
+        if not prompt or prompt[-1]["role"] != "user":
+            raise DataError(f"{where}: prompt must end with a user message")
+        return cls(id=_nonempty(obj["id"], "id", where), source_id=obj["source_id"],
+                   dataset=obj["dataset"], prompt=[dict(m) for m in prompt],
+                   completion=_nonempty(obj["completion"], "completion", where),
+                   provenance=dict(obj["provenance"]))
