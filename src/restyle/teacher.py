@@ -1,0 +1,650 @@
+"""Teacher LLM calls: one `generate` for every stage, whatever the backend.
+
+Every call gets a persistent response cache (`restyle.cache`, keyed on backend, model, rendered
+messages, generation parameters and schema; never the API key or the endpoint URL), JSON-schema
+checks with bounded re-asking, token and cost accounting, and provenance on every result.
+
+Backend config (one dict per call site; defaults in brackets):
+
+    backend: "openai" | "local"
+    model: str               # openai: the model name sent to the API (required);
+                             # local: a label for cache and provenance [the manifest's `source`]
+    schema_retries: int      # re-asks after a reply that is not JSON or breaks the schema [2]
+    # backend "openai" (OpenAI, vLLM, llama.cpp server: anything speaking chat completions)
+    base_url: str            # endpoint, e.g. http://localhost:8000/v1 [the SDK's, OpenAI's own]
+    api_key_env: str         # NAME of the environment variable holding the key; without it a
+                             # placeholder key is sent (local servers need none) [none]
+    timeout_s: float         # per HTTP request [120]
+    max_in_flight: int       # concurrent requests [16]
+    requests_per_minute: int # sliding 60 s window; 0 or absent = unlimited [unlimited]
+    tokens_per_minute: int   # counts prompt (chars/4) + max_tokens per request [unlimited]
+    max_retries: int         # retries after 429, 408/409, 5xx, timeouts, dropped connections,
+                             # malformed bodies [6]
+    backoff_s: float         # first backoff; doubles each retry, with jitter [1.0]
+    backoff_max_s: float     # backoff cap (a longer Retry-After is still honoured) [60]
+    batch: bool              # use the Batch API (half price, results within 24 h) [false]
+    batch_wait_s: float      # how long one run polls for batch results before raising
+                             # BatchPending (rerun later to collect) [0]
+    batch_poll_s: float      # polling interval while waiting [30]
+    batch_resubmits: int     # times requests that failed inside a batch are resubmitted [2]
+    # backend "local" (transformers, in process)
+    manifest: str            # manifest.json written by restyle.models.prepare (required)
+    batch_size: int          # prompts per generate() call [8]
+    device: str              # "cpu", "cuda", ... [cuda if available]
+
+Request `params` are the generation parameters: `max_tokens` [512 locally and for estimates],
+`temperature` [0 = greedy locally], `top_p`, `seed` [0 locally]; the openai backend passes them
+to `chat.completions.create` as they are. Prices are per million tokens:
+`{model: {"input": float, "output": float}}`; Batch API answers cost half.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import email.utils
+import hashlib
+import json
+import logging
+import os
+import random
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from tqdm import tqdm
+
+from restyle.cache import Cache
+from restyle.io import atomic_path, write_jsonl
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_TOKENS = 512
+WINDOW_S = 60  # the "minute" of requests_per_minute and tokens_per_minute
+BATCH_DISCOUNT = 0.5
+# Worth another try: rate limited, request timeout, conflict, server errors.
+RETRY_STATUS = {408, 409, 429}
+# Wrong key, no access, no such model or endpoint: every item would fail the same way.
+FATAL_STATUS = {401, 403, 404}
+ACCOUNTING_FIELDS = ["stage", "backend", "model", "requests", "cached", "sent", "failed",
+                     "attempts", "prompt_tokens", "completion_tokens", "cost",
+                     "run_prompt_tokens", "run_completion_tokens", "run_cost"]
+
+
+class TeacherError(RuntimeError):
+    """A failure that dooms the whole stage (bad key, unknown model, bad config)."""
+
+
+class BatchPending(TeacherError):
+    """Batch API results are not ready yet; what is collected is cached, rerun later."""
+
+
+@dataclass(frozen=True)
+class Request:
+    id: str
+    messages: list[dict]
+    template: str  # prompt template name
+    template_hash: str  # `template_hash(template text)`
+    params: dict = field(default_factory=dict)
+    schema: dict | None = None  # JSON schema the reply must satisfy
+
+
+@dataclass
+class Result:
+    id: str
+    text: str | None
+    parsed: Any  # the reply as JSON when the request had a schema
+    ok: bool
+    error: str | None
+    provenance: dict
+    cached: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Answer:
+    text: str
+    parsed: Any
+    prompt_tokens: int
+    completion_tokens: int
+    batch: bool = False
+
+
+def template_hash(template_text: str) -> str:
+    return hashlib.sha256(template_text.encode()).hexdigest()[:16]
+
+
+def cache_key(request: Request, backend: str, model: str) -> str:
+    blob = json.dumps({"backend": backend, "model": model, "messages": request.messages,
+                       "params": request.params, "schema": request.schema},
+                      sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def model_name(cfg: dict) -> str:
+    if cfg.get("model"):
+        return cfg["model"]
+    if cfg["backend"] == "local":
+        return json.loads(Path(cfg["manifest"]).read_text())["source"]
+    raise TeacherError("teacher config: 'model' is required for the openai backend")
+
+
+def check_reply(text: str, schema: dict | None) -> tuple[Any, str | None]:
+    """(parsed JSON, None) for an acceptable reply, (None, reason) otherwise."""
+    if schema is None:
+        return None, None
+    body = text.strip()
+    if body.startswith("```"):  # models often fence JSON even when asked not to
+        body = body.strip("`").removeprefix("json").strip()
+    try:
+        parsed = json.loads(body)
+    except json.JSONDecodeError as e:
+        return None, f"reply is not JSON ({e.msg} at char {e.pos})"
+    try:
+        jsonschema.validate(parsed, schema)
+    except jsonschema.ValidationError as e:
+        where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
+        return None, f"reply breaks the schema at {where}: {e.message}"
+    return parsed, None
+
+
+def approx_tokens(messages: list[dict]) -> int:
+    """~4 characters a token, plus a few per message for the role markup."""
+    return sum(len(str(m.get("content", ""))) // 4 + 4 for m in messages)
+
+
+def _cost(prices: dict | None, model: str, prompt: int, completion: int,
+          batch: bool) -> float | None:
+    if not prices or model not in prices:
+        return None
+    p = prices[model]
+    cost = (prompt * p["input"] + completion * p["output"]) / 1e6
+    return cost * BATCH_DISCOUNT if batch else cost
+
+
+def _redactor(secret: str | None) -> Callable[[str], str]:
+    return (lambda s: s.replace(secret, "***")) if secret else (lambda s: s)
+
+
+class _Run:
+    """What one `generate` call shares: config, cache, the secret to redact, this run's bill."""
+
+    def __init__(self, cfg: dict, cache: Cache, prices: dict | None, total: int):
+        self.cfg, self.cache, self.prices = cfg, cache, prices
+        self.backend, self.model = cfg["backend"], model_name(cfg)
+        self.schema_tries = 1 + cfg.get("schema_retries", 2)
+        self.secret = os.environ.get(cfg["api_key_env"]) if cfg.get("api_key_env") else None
+        self.redact = _redactor(self.secret)
+        self.attempts = self.prompt_tokens = self.completion_tokens = 0
+        self.cost: float | None = 0.0
+        self.progress = tqdm(total=total, desc=f"teacher {self.model}", unit="req",
+                             disable=not sys.stderr.isatty())
+
+    def bill(self, prompt: int, completion: int, batch: bool = False) -> None:
+        self.prompt_tokens += prompt
+        self.completion_tokens += completion
+        cost = _cost(self.prices, self.model, prompt, completion, batch)
+        self.cost = None if cost is None or self.cost is None else self.cost + cost
+
+    def accept(self, key: str, req: Request, text: str, prompt: int, completion: int,
+               batch: bool = False) -> _Answer | str:
+        """Bill a reply; cache and return it if acceptable, else return why it is not."""
+        self.bill(prompt, completion, batch)
+        parsed, reason = check_reply(text, req.schema)
+        if reason is not None:
+            return reason
+        self.cache.put(key, self.backend, self.model, text, prompt, completion, batch)
+        return _Answer(text, parsed, prompt, completion, batch)
+
+
+# ---------------------------------------------------------------- openai backend (HTTP)
+
+class _Window:
+    """At most `limit` units in any WINDOW_S; a single request above the limit goes alone."""
+
+    def __init__(self, limit: int):
+        self.limit, self.events = limit, deque()
+
+    async def take(self, amount: int) -> None:
+        amount = min(amount, self.limit)
+        while True:
+            now = time.monotonic()
+            while self.events and self.events[0][0] <= now - WINDOW_S:
+                self.events.popleft()
+            if sum(a for _, a in self.events) + amount <= self.limit:
+                self.events.append((now, amount))
+                return
+            await asyncio.sleep(self.events[0][0] + WINDOW_S - now)
+
+
+class _Limits:
+    def __init__(self, cfg: dict):
+        self.in_flight = asyncio.Semaphore(cfg.get("max_in_flight", 16))
+        rpm, tpm = cfg.get("requests_per_minute"), cfg.get("tokens_per_minute")
+        self.rpm, self.tpm = _Window(rpm) if rpm else None, _Window(tpm) if tpm else None
+
+    @contextlib.asynccontextmanager
+    async def slot(self, tokens: int):
+        async with self.in_flight:
+            if self.rpm:
+                await self.rpm.take(1)
+            if self.tpm:
+                await self.tpm.take(tokens)
+            yield
+
+
+class _GaveUp(Exception):
+    pass
+
+
+def retry_after(headers) -> float | None:
+    """Seconds the server asked us to wait (Retry-After-Ms, Retry-After seconds or HTTP date)."""
+    for name, scale in (("retry-after-ms", 1000), ("retry-after", 1)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value) / scale)
+        except ValueError:
+            parsed = email.utils.parsedate_tz(value)
+            if parsed is not None:
+                return max(0.0, email.utils.mktime_tz(parsed) - time.time())
+    return None
+
+
+def _api_body(run: _Run, req: Request) -> dict:
+    body = {"model": run.model, "messages": req.messages, **req.params}
+    if req.schema is not None:
+        body["response_format"] = {"type": "json_schema",
+                                   "json_schema": {"name": "reply", "schema": req.schema}}
+    return body
+
+
+def _parse_completion(completion) -> tuple[str, int | None, int | None] | None:
+    """(text, prompt tokens, completion tokens) from a chat completion, None if it has no text."""
+    try:
+        text = completion.choices[0].message.content
+    except (AttributeError, IndexError, TypeError):
+        return None
+    if not isinstance(text, str):
+        return None
+    usage = getattr(completion, "usage", None)
+    return text, getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
+
+
+async def _call(run: _Run, client, limits: _Limits, req: Request) -> tuple[str, int, int]:
+    """One reply for `req`, retrying transient failures; raises _GaveUp after the last."""
+    import openai
+
+    cfg = run.cfg
+    tries = 1 + cfg.get("max_retries", 6)
+    base, cap = cfg.get("backoff_s", 1.0), cfg.get("backoff_max_s", 60)
+    tokens = approx_tokens(req.messages) + req.params.get("max_tokens", DEFAULT_MAX_TOKENS)
+    reason = ""
+    for attempt in range(tries):
+        wait = None
+        async with limits.slot(tokens):
+            run.attempts += 1
+            try:
+                completion = await client.chat.completions.create(**_api_body(run, req))
+            except openai.APIStatusError as e:
+                reason = e.message  # "Error code: 429 - <the server's message>"
+                if e.status_code in FATAL_STATUS:
+                    raise TeacherError(run.redact(f"item {req.id}: {reason}")) from None
+                if e.status_code not in RETRY_STATUS and e.status_code < 500:
+                    raise _GaveUp(reason) from None
+                wait = retry_after(e.response.headers)
+            except openai.APITimeoutError:
+                reason = f"timed out after {cfg.get('timeout_s', 120)} s"
+            except openai.APIConnectionError as e:
+                reason = f"connection error ({e.__cause__ or e})"
+            except json.JSONDecodeError as e:
+                reason = f"malformed JSON response body ({e.msg})"
+            else:
+                reply = _parse_completion(completion)
+                if reply is not None:
+                    text, prompt, completion_tokens = reply
+                    return (text, approx_tokens(req.messages) if prompt is None else prompt,
+                            len(text) // 4 if completion_tokens is None else completion_tokens)
+                reason = "response has no choices[0].message.content"
+        if attempt + 1 < tries:
+            backoff = min(cap, base * 2 ** attempt) * random.uniform(0.5, 1.0)
+            log.info("item %s: %s; retry %d/%d", req.id, run.redact(reason), attempt + 1, tries - 1)
+            await asyncio.sleep(backoff if wait is None else max(wait, backoff))
+    raise _GaveUp(f"gave up after {tries} attempts, last: {reason}")
+
+
+async def _ask(run: _Run, client, limits: _Limits, key: str, req: Request) -> _Answer | str:
+    try:
+        for _ in range(run.schema_tries):
+            outcome = run.accept(key, req, *await _call(run, client, limits, req))
+            if isinstance(outcome, _Answer):
+                return outcome
+            log.info("item %s: %s; asking again", req.id, outcome)
+        return f"no acceptable reply in {run.schema_tries} tries, last: {outcome}"
+    except _GaveUp as e:
+        return str(e)
+    finally:
+        run.progress.update()
+
+
+def _client(run: _Run):
+    import openai
+
+    cfg = run.cfg
+    if cfg.get("api_key_env") and not run.secret:
+        raise TeacherError(f"teacher config api_key_env: environment variable "
+                           f"{cfg['api_key_env']} is not set")
+    # the SDK's own retries are off: ours honour the config and count attempts
+    return openai.AsyncOpenAI(api_key=run.secret or "not-needed", base_url=cfg.get("base_url"),
+                              timeout=cfg.get("timeout_s", 120), max_retries=0)
+
+
+async def _openai(run: _Run, todo: dict[str, Request]) -> dict[str, _Answer | str]:
+    import openai
+
+    async with _client(run) as client:
+        if run.cfg.get("batch"):
+            try:
+                return await _batch(run, client, todo)
+            except openai.APIError as e:  # batch ids are in the cache: a rerun picks up from here
+                raise TeacherError(run.redact(f"Batch API: {e}")) from None
+        limits = _Limits(run.cfg)
+        try:
+            async with asyncio.TaskGroup() as group:  # a fatal error cancels the rest
+                tasks = {k: group.create_task(_ask(run, client, limits, k, r))
+                         for k, r in todo.items()}
+        except ExceptionGroup as eg:
+            raise eg.exceptions[0] from None
+    return {k: t.result() for k, t in tasks.items()}
+
+
+# ---------------------------------------------------------------- OpenAI Batch API
+
+async def _collect(run: _Run, client, batch, todo: dict[str, Request]) -> None:
+    """Cache the accepted answers of a finished batch; note why the others failed."""
+    from openai.types.chat import ChatCompletion
+
+    for file_id in (batch.output_file_id, batch.error_file_id):
+        if not file_id:
+            continue
+        content = await client.files.content(file_id)
+        for line in content.text.splitlines():
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            key, response = row.get("custom_id"), row.get("response") or {}
+            body = response.get("body") or {}
+            req = todo.get(key)
+            if req is None:  # a request this stage no longer makes
+                continue
+            reply = None
+            if response.get("status_code") == 200:
+                reply = _parse_completion(ChatCompletion.construct(**body))
+            if reply is None:
+                error = row.get("error") or body.get("error") or {}
+                reason = f"failed in batch {batch.id}: {error.get('message', 'no reply')}"
+            else:
+                text, prompt, completion = reply
+                outcome = run.accept(key, req, text, prompt or 0, completion or 0, batch=True)
+                if isinstance(outcome, _Answer):
+                    continue
+                reason = f"batch {batch.id}: {outcome}"
+            run.cache.set_batch_error(key, batch.id, run.redact(reason))
+    if batch.status != "completed":
+        log.warning("batch %s ended %s; its unanswered requests will be resubmitted",
+                    batch.id, batch.status)
+
+
+async def _submit(run: _Run, client, todo: dict[str, Request]) -> str:
+    lines = [json.dumps({"custom_id": k, "method": "POST", "url": "/v1/chat/completions",
+                         "body": _api_body(run, r)}, ensure_ascii=False) for k, r in todo.items()]
+    upload = await client.files.create(file=("batch.jsonl", "\n".join(lines).encode()),
+                                       purpose="batch")
+    batch = await client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
+                                        completion_window="24h")
+    run.cache.add_batch(batch.id, list(todo))
+    log.info("submitted batch %s with %d requests", batch.id, len(todo))
+    return batch.id
+
+
+async def _batch(run: _Run, client, todo: dict[str, Request]) -> dict[str, _Answer | str]:
+    cfg = run.cfg
+    deadline = time.monotonic() + cfg.get("batch_wait_s", 0)
+    max_submissions = 1 + cfg.get("batch_resubmits", 2)
+    failed: dict[str, str] = {}
+    while True:
+        waiting: dict[str, list[str]] = {}
+        for batch_id, keys in run.cache.open_batches().items():
+            batch = await client.batches.retrieve(batch_id)
+            if batch.status in ("completed", "failed", "expired", "cancelled"):
+                await _collect(run, client, batch, todo)
+                run.cache.mark_collected(batch_id)
+            else:
+                waiting[batch_id] = keys
+        in_batch = {k for keys in waiting.values() for k in keys}
+        answered = run.cache.get_many(list(todo))
+        resubmit = {}
+        for key, req in todo.items():
+            if key in answered or key in in_batch or key in failed:
+                continue
+            if run.cache.submissions(key) >= max_submissions:
+                failed[key] = (f"{run.cache.last_batch_error(key)} "
+                               f"(submitted {max_submissions} times)")
+            else:
+                resubmit[key] = req
+        if resubmit:
+            waiting[await _submit(run, client, resubmit)] = list(resubmit)
+        if not waiting:
+            break
+        if time.monotonic() >= deadline:
+            raise BatchPending(f"batch(es) {', '.join(waiting)} still running; "
+                               "rerun later to collect the results")
+        await asyncio.sleep(cfg.get("batch_poll_s", 30))
+    run.progress.update(len(todo))
+    answered = run.cache.get_many(list(todo))
+    return {k: failed[k] if k in failed else
+            _Answer(answered[k].text, check_reply(answered[k].text, todo[k].schema)[0],
+                    answered[k].prompt_tokens, answered[k].completion_tokens, answered[k].batch)
+            for k in todo}
+
+
+# ---------------------------------------------------------------- local backend (transformers)
+
+def _local_batch(model, tokenizer, conversations: list[list[dict]], params: dict,
+                 seed: int) -> list[tuple[str, int, int]]:
+    """(text, prompt tokens, completion tokens) for each conversation, generated together."""
+    import torch
+
+    prompts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
+               for c in conversations]
+    # the rendered template already holds any BOS token; adding it again would double it
+    enc = tokenizer(prompts, return_tensors="pt", padding=True,
+                    add_special_tokens=False).to(model.device)
+    temperature = params.get("temperature", 0.0)
+    sampling = ({"do_sample": True, "temperature": temperature, "top_p": params.get("top_p", 1.0)}
+                if temperature > 0 else {"do_sample": False, "temperature": None, "top_p": None,
+                                         "top_k": None})
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=params.get("max_tokens", DEFAULT_MAX_TOKENS),
+                             pad_token_id=tokenizer.pad_token_id, **sampling)
+    new = out[:, enc["input_ids"].shape[1]:]
+    eos = model.generation_config.eos_token_id
+    eos = torch.tensor(eos if isinstance(eos, list) else [eos if eos is not None
+                                                           else tokenizer.eos_token_id])
+    replies = []
+    for row, mask in zip(new.cpu(), enc["attention_mask"].cpu()):
+        ends = torch.isin(row, eos).nonzero()
+        n = int(ends[0]) + 1 if len(ends) else len(row)  # count the EOS, not the padding after it
+        replies.append((tokenizer.decode(row[:n], skip_special_tokens=True).strip(),
+                        int(mask.sum()), n))
+    return replies
+
+
+def _local(run: _Run, todo: dict[str, Request]) -> dict[str, _Answer | str]:
+    from restyle import models
+
+    model, tokenizer = models.load(run.cfg["manifest"], device=run.cfg.get("device"))
+    tokenizer.padding_side = "left"  # decoder-only: new tokens must follow the prompt directly
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    size = run.cfg.get("batch_size", 8)
+    out: dict[str, _Answer | str] = {}
+    groups: dict[str, list[str]] = {}  # one generate() call takes one set of parameters
+    for key, req in todo.items():
+        groups.setdefault(json.dumps(req.params, sort_keys=True), []).append(key)
+    for keys in groups.values():
+        params = todo[keys[0]].params
+        # greedy decoding gives the same reply again: re-ask only when sampling
+        tries = run.schema_tries if params.get("temperature", 0.0) > 0 else 1
+        pending = sorted(keys, key=lambda k: approx_tokens(todo[k].messages))  # less padding
+        for attempt in range(tries):
+            for i in range(0, len(pending), size):
+                chunk = pending[i:i + size]
+                replies = _local_batch(model, tokenizer, [todo[k].messages for k in chunk],
+                                       params, params.get("seed", 0) + attempt)
+                for key, reply in zip(chunk, replies):
+                    out[key] = run.accept(key, todo[key], *reply)
+                    run.attempts += 1
+                    if isinstance(out[key], _Answer) or attempt + 1 == tries:
+                        run.progress.update()
+            pending = [k for k in pending if isinstance(out[k], str)]
+            if not pending:
+                break
+        for key in pending:
+            out[key] = f"no acceptable reply in {tries} tries, last: {out[key]}"
+    return out
+
+
+# ---------------------------------------------------------------- stage API
+
+def _dedupe(requests: Sequence[Request], keys: list[str], cached) -> dict[str, Request]:
+    todo: dict[str, Request] = {}
+    for key, req in zip(keys, requests):
+        if key not in cached:
+            todo.setdefault(key, req)  # identical requests are sent once
+    return todo
+
+
+def generate(requests: Sequence[Request], backend_cfg: dict, cache_path: str | Path, *,
+             stage: str, failures_path: str | Path | None = None,
+             accounting_path: str | Path | None = None,
+             prices: dict | None = None) -> list[Result]:
+    """Answer every request (from the cache where possible), in order.
+
+    Failed items come back with ok=False and the reason, and go to `failures_path` (JSONL);
+    `accounting_path` gets one CSV row for the stage. Raises TeacherError only for failures that
+    doom every item (wrong key, unknown model) and BatchPending in Batch API mode.
+    """
+    cfg = backend_cfg
+    if cfg.get("backend") not in ("openai", "local"):
+        raise TeacherError(f"teacher config backend: '{cfg.get('backend')}' is not openai or local")
+    cache = Cache(cache_path)
+    try:
+        model = model_name(cfg)
+        keys = [cache_key(r, cfg["backend"], model) for r in requests]
+        cached = cache.get_many(keys)
+        todo = _dedupe(requests, keys, cached)
+        log.info("%s: %d requests, %d cached, %d to send to %s %s", stage, len(requests),
+                 len(requests) - sum(k not in cached for k in keys), len(todo), cfg["backend"],
+                 model)
+        run = _Run(cfg, cache, prices, len(todo))
+        try:
+            if not todo:
+                answers = {}
+            elif cfg["backend"] == "local":
+                answers = _local(run, todo)
+            else:
+                answers = asyncio.run(_openai(run, todo))
+        finally:
+            run.progress.close()
+        results = [_result(run, req, key, cached.get(key), answers.get(key))
+                   for req, key in zip(requests, keys)]
+    finally:
+        cache.close()
+    failures = [r for r in results if not r.ok]
+    for r in failures:
+        log.warning("%s", r.error)
+    if failures:
+        log.warning("%s: %d of %d items failed%s", stage, len(failures), len(results),
+                    f"; see {failures_path}" if failures_path else "")
+    if failures_path:
+        write_jsonl(failures_path, failures)
+    if accounting_path:
+        _write_accounting(accounting_path, stage, run, results, todo)
+    return results
+
+
+def _result(run: _Run, req: Request, key: str, cached, answer: _Answer | str | None) -> Result:
+    if cached is not None:
+        answer = _Answer(cached.text, check_reply(cached.text, req.schema)[0],
+                         cached.prompt_tokens, cached.completion_tokens, cached.batch)
+    prov = {"backend": run.backend, "model": run.model, "template": req.template,
+            "template_hash": req.template_hash, "params": req.params, "cache_key": key}
+    if isinstance(answer, _Answer):
+        prov |= {"prompt_tokens": answer.prompt_tokens,
+                 "completion_tokens": answer.completion_tokens, "batch": answer.batch}
+        return Result(req.id, answer.text, answer.parsed, True, None, prov, cached is not None)
+    error = run.redact(f"item {req.id}: {answer}")
+    return Result(req.id, None, None, False, error, prov, False)
+
+
+def _write_accounting(path, stage: str, run: _Run, results: list[Result], todo: dict) -> None:
+    ok = [r for r in results if r.ok]
+    prompt = sum(r.provenance["prompt_tokens"] for r in ok)
+    completion = sum(r.provenance["completion_tokens"] for r in ok)
+    costs = [_cost(run.prices, run.model, r.provenance["prompt_tokens"],
+                   r.provenance["completion_tokens"], r.provenance["batch"]) for r in ok]
+    row = {"stage": stage, "backend": run.backend, "model": run.model, "requests": len(results),
+           "cached": sum(r.cached for r in results), "sent": len(todo),
+           "failed": len(results) - len(ok), "attempts": run.attempts,
+           "prompt_tokens": prompt, "completion_tokens": completion,
+           "cost": None if None in costs else round(sum(costs), 6),
+           "run_prompt_tokens": run.prompt_tokens, "run_completion_tokens": run.completion_tokens,
+           "run_cost": None if run.cost is None else round(run.cost, 6)}
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=ACCOUNTING_FIELDS)
+        writer.writeheader()
+        writer.writerow(row)
+
+
+def estimate(requests: Sequence[Request], backend_cfg: dict, cache_path: str | Path,
+             prices: dict | None = None) -> dict:
+    """What `generate` would send, before anything is sent: counts, token bounds, cost bound.
+
+    Prompt tokens come from the model's tokenizer for the local backend and ~4 characters a
+    token otherwise; completion tokens are the `max_tokens` bound.
+    """
+    cfg = backend_cfg
+    model = model_name(cfg)
+    keys = [cache_key(r, cfg["backend"], model) for r in requests]
+    cache = Cache(cache_path)
+    try:
+        cached = cache.get_many(keys)
+    finally:
+        cache.close()
+    todo = _dedupe(requests, keys, cached)
+    count = _local_token_counter(cfg["manifest"]) if cfg["backend"] == "local" else approx_tokens
+    prompt = sum(count(r.messages) for r in todo.values())
+    completion = sum(r.params.get("max_tokens", DEFAULT_MAX_TOKENS) for r in todo.values())
+    return {"requests": len(requests), "cached": sum(k in cached for k in keys),
+            "to_send": len(todo), "prompt_tokens": prompt, "completion_tokens": completion,
+            "cost": _cost(prices, model, prompt, completion, bool(cfg.get("batch")))}
+
+
+def _local_token_counter(manifest: str | Path) -> Callable[[list[dict]], int]:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(json.loads(Path(manifest).read_text())["path"])
+    return lambda messages: len(tokenizer(
+        tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False),
+        add_special_tokens=False)["input_ids"])

@@ -1,0 +1,238 @@
+"""The teacher client against a real HTTP server on 127.0.0.1 (tests/chat_server.py) and a real
+local model (the bundled SmolLM2)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from chat_server import ChatServer  # noqa: E402
+
+from restyle import teacher  # noqa: E402
+from restyle.teacher import (BatchPending, Request, TeacherError, estimate, generate,  # noqa: E402
+                             template_hash)
+
+SCHEMA = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+PRICES = {"m": {"input": 1.0, "output": 2.0}}
+
+
+def requests(names, schema=None, params=None):
+    return [Request(id=f"id-{n}", messages=[{"role": "user", "content": n}], template="t",
+                    template_hash=template_hash("{q}"), params=params or {"max_tokens": 16},
+                    schema=schema) for n in names]
+
+
+def config(server, **extra):
+    return {"backend": "openai", "model": "m", "base_url": server.url, "timeout_s": 0.5,
+            "backoff_s": 0.02, "max_in_flight": 8, **extra}
+
+
+def test_faults_end_answered_or_failed_with_reason_and_rerun_sends_nothing(tmp_path):
+    faults = {"rate": ["429@0.3", "429"], "err": ["500", "500"], "drop": ["drop"],
+              "slow": ["slow"], "malformed": ["malformed"], "bad400": ["400"],
+              "hopeless": ["500"] * 10}
+    names = [*faults, "plain-1", "plain-2"]
+    with ChatServer(faults, slow_s=1.5) as server:
+        cfg = config(server, max_retries=3)
+        start = time.monotonic()
+        results = generate(requests(names), cfg, tmp_path / "cache.db", stage="s",
+                           failures_path=tmp_path / "failed.jsonl",
+                           accounting_path=tmp_path / "acct.csv", prices=PRICES)
+        assert time.monotonic() - start >= 0.3  # Retry-After was honoured
+        by_id = {r.id: r for r in results}
+        assert [r.id for r in results] == [f"id-{n}" for n in names]
+        for n in ["rate", "err", "drop", "slow", "malformed", "plain-1", "plain-2"]:
+            assert by_id[f"id-{n}"].ok and by_id[f"id-{n}"].text == f"echo: {n}"
+        assert "id-bad400" in by_id["id-bad400"].error and "400" in by_id["id-bad400"].error
+        assert server.count("bad400") == 1  # a 400 is not worth retrying
+        assert "gave up after 4 attempts" in by_id["id-hopeless"].error
+        assert "id-hopeless" in by_id["id-hopeless"].error
+        failed = [json.loads(line) for line in (tmp_path / "failed.jsonl").read_text().splitlines()]
+        assert {f["id"] for f in failed} == {"id-bad400", "id-hopeless"}
+        assert all(f["error"] for f in failed)
+        [row] = csv.DictReader((tmp_path / "acct.csv").open())
+        assert (row["requests"], row["cached"], row["sent"], row["failed"]) == ("9", "0", "9", "2")
+        # attempts count requests that never reached the server too (a stale pooled connection)
+        assert int(row["attempts"]) >= len(server.requests) and float(row["cost"]) > 0
+
+        sent_before = len(server.requests)
+        again = generate(requests(names), cfg, tmp_path / "cache.db", stage="s",
+                         accounting_path=tmp_path / "acct.csv", prices=PRICES)
+        resent = server.requests[sent_before:]
+        assert set(resent) == {"bad400", "hopeless"}  # only the failed ones again
+        assert [r.id for r in again if not r.cached] == ["id-bad400", "id-hopeless"]
+        assert again[names.index("bad400")].ok  # the 400 was a one-off
+        [row] = csv.DictReader((tmp_path / "acct.csv").open())
+        assert (row["cached"], row["sent"]) == ("7", "2")
+        assert float(row["run_cost"]) < float(row["cost"])  # cached answers cost nothing now
+
+
+def test_schema_retries_then_records_failure(tmp_path):
+    faults = {"fixable": ["badschema", "notjson"], "never": ["notjson"] * 5}
+    with ChatServer(faults) as server:
+        results = generate(requests(["fixable", "never", "ok"], schema=SCHEMA),
+                           config(server, schema_retries=2), tmp_path / "c.db", stage="s",
+                           failures_path=tmp_path / "failed.jsonl")
+        fixable, never, ok = results
+        assert fixable.ok and fixable.parsed == {"answer": "fixable"}
+        assert server.count("fixable") == 3 and server.count("never") == 3
+        assert not never.ok and "id-never" in never.error and "not JSON" in never.error
+        assert ok.parsed == {"answer": "ok"}
+        assert [json.loads(x)["id"] for x in (tmp_path / "failed.jsonl").read_text().splitlines()] \
+            == ["id-never"]
+
+
+def test_provenance_estimate_and_duplicates(tmp_path):
+    with ChatServer() as server:
+        cfg = config(server)
+        reqs = requests(["a", "b", "a"])  # the same request twice is sent once
+        est = estimate(reqs, cfg, tmp_path / "c.db", PRICES)
+        assert est["to_send"] == 2 and est["completion_tokens"] == 32 and est["cost"] > 0
+        results = generate(reqs, cfg, tmp_path / "c.db", stage="s")
+        assert server.requests == ["a", "b"] or server.requests == ["b", "a"]
+        prov = results[0].provenance
+        assert prov["backend"] == "openai" and prov["model"] == "m" and prov["template"] == "t"
+        assert prov["template_hash"] == template_hash("{q}") and prov["params"] == {"max_tokens": 16}
+        assert prov["prompt_tokens"] > 0 and prov["completion_tokens"] > 0
+        assert prov["cache_key"] == results[2].provenance["cache_key"]
+        assert estimate(reqs, cfg, tmp_path / "c.db", PRICES)["to_send"] == 0
+        # a different model, parameter or schema is a different request
+        assert estimate(requests(["a"], params={"max_tokens": 17}), cfg, tmp_path / "c.db")[
+            "to_send"] == 1
+        assert estimate(requests(["a"], schema=SCHEMA), cfg, tmp_path / "c.db")["to_send"] == 1
+
+
+def test_rate_limits_space_requests(tmp_path, monkeypatch):
+    monkeypatch.setattr(teacher, "WINDOW_S", 0.4)  # a short "minute"
+    with ChatServer() as server:
+        start = time.monotonic()
+        generate(requests(["a", "b", "c", "d", "e"]), config(server, requests_per_minute=2),
+                 tmp_path / "c.db", stage="s")
+        assert time.monotonic() - start >= 0.8  # 2 + 2 + 1 requests: three windows
+        start = time.monotonic()
+        # ~4 prompt tokens + 16 max_tokens each: two requests fit in 45 tokens, not three
+        generate(requests(["f", "g", "h"]), config(server, tokens_per_minute=45),
+                 tmp_path / "c.db", stage="s")
+        assert time.monotonic() - start >= 0.4
+
+
+CLIENT = """
+import sys
+from restyle.teacher import Request, generate
+url, cache = sys.argv[1], sys.argv[2]
+reqs = [Request(f"id-{i}", [{"role": "user", "content": f"k{i}"}], "t", "h", {"max_tokens": 8})
+        for i in range(40)]
+generate(reqs, {"backend": "openai", "model": "m", "base_url": url, "max_in_flight": 2},
+         cache, stage="s")
+"""
+
+
+def test_kill_mid_run_loses_only_in_flight(tmp_path):
+    cache = tmp_path / "c.db"
+    with ChatServer(latency=0.05) as server:
+        proc = subprocess.Popen([sys.executable, "-c", CLIENT, server.url, str(cache)])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if cache.exists():
+                with sqlite3.connect(cache, timeout=10) as db:
+                    if db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] >= 10:
+                        break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        with sqlite3.connect(cache, timeout=10) as db:
+            committed = db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+        assert 10 <= committed < 40
+        answered = set(server.requests)
+        sent_before = len(server.requests)
+        results = generate([Request(f"id-{i}", [{"role": "user", "content": f"k{i}"}], "t", "h",
+                                    {"max_tokens": 8}) for i in range(40)],
+                           config(server), cache, stage="s")
+        assert all(r.ok for r in results)
+        resent = server.requests[sent_before:]
+        assert len(resent) == 40 - committed
+        # only requests in flight at the kill (answered by the server, never committed) repeat
+        assert len(set(resent) & answered) <= 2
+
+
+def test_batch_api_submit_collect_resubmit(tmp_path):
+    faults = {"flaky": ["batchfail"], "broken": ["batchfail"] * 5}
+    reqs = requests(["a", "flaky", "broken"])
+    with ChatServer(faults, batch_pending_polls=1) as server:
+        cfg = config(server, batch=True, batch_resubmits=1)
+        with pytest.raises(BatchPending, match="rerun later"):
+            generate(reqs, cfg, tmp_path / "c.db", stage="s")  # submitted, still running
+        # a later run collects, resubmits what failed inside the batch, waits for that too
+        waiting = {**cfg, "batch_wait_s": 5, "batch_poll_s": 0.05}
+        a, flaky, broken = generate(reqs, waiting, tmp_path / "c.db", stage="s",
+                                    accounting_path=tmp_path / "a.csv", prices=PRICES)
+        assert a.ok and a.provenance["batch"] and flaky.ok and flaky.text == "echo: flaky"
+        assert not broken.ok and "id-broken" in broken.error and "server had an error" in broken.error
+        assert sorted(server.requests) == ["a", "broken", "broken", "flaky", "flaky"]
+        [row] = csv.DictReader((tmp_path / "a.csv").open())
+        full = sum(PRICES["m"]["input"] * r.provenance["prompt_tokens"]
+                   + PRICES["m"]["output"] * r.provenance["completion_tokens"]
+                   for r in (a, flaky)) / 1e6
+        assert float(row["cost"]) == pytest.approx(full / 2, abs=1e-6)  # half price
+        # a rerun sends nothing: answers are cached, `broken` has used its resubmissions
+        again = generate(reqs, waiting, tmp_path / "c.db", stage="s")
+        assert [r.cached for r in again] == [True, True, False] and len(server.requests) == 5
+
+
+def test_api_key_never_written_logged_or_raised(tmp_path, monkeypatch, caplog):
+    secret = "sk-test-PLANTED-0123456789abcdef"
+    monkeypatch.setenv("RESTYLE_TEST_KEY", secret)
+    caplog.set_level(logging.DEBUG)
+    faults = {"echoed": ["auth"], "fails": ["500"] * 5, "bad": ["notjson"] * 5}
+    with ChatServer(faults) as server:
+        cfg = config(server, api_key_env="RESTYLE_TEST_KEY", max_retries=1)
+        results = generate(requests(["fails", "ok"]) + requests(["bad"], schema=SCHEMA), cfg,
+                           tmp_path / "c.db", stage="s", failures_path=tmp_path / "f.jsonl",
+                           accounting_path=tmp_path / "a.csv", prices=PRICES)
+        assert [r.ok for r in results] == [False, True, False]
+        estimate(requests(["x"]), cfg, tmp_path / "c.db", PRICES)
+        with pytest.raises(TeacherError) as raised:  # the server echoes the key in its 401
+            generate(requests(["echoed"]), cfg, tmp_path / "c.db", stage="s")
+    texts = [str(raised.value), repr(raised.value), caplog.text,
+             *(json.dumps(r.to_dict()) for r in results)]
+    assert "401" in texts[0] and "***" in texts[0]
+    assert not [t for t in texts if secret in t]
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert written and not [p for p in written if secret.encode() in p.read_bytes()]
+
+
+def test_missing_key_variable_is_named(tmp_path, monkeypatch):
+    monkeypatch.delenv("RESTYLE_NO_SUCH_KEY", raising=False)
+    with ChatServer() as server, pytest.raises(TeacherError, match="RESTYLE_NO_SUCH_KEY"):
+        generate(requests(["a"]), config(server, api_key_env="RESTYLE_NO_SUCH_KEY"),
+                 tmp_path / "c.db", stage="s")
+
+
+def test_local_backend_generates_batched_and_caches(tmp_path, smollm2_manifest):
+    prompts = ["What is 2+2?", "Name a colour.", "What is the capital of France?"]
+    reqs = [Request(f"p{i}", [{"role": "user", "content": p}], "t", "h", {"max_tokens": 12})
+            for i, p in enumerate(prompts)]
+    cfg = {"backend": "local", "manifest": str(smollm2_manifest), "batch_size": 2}
+    est = estimate(reqs, cfg, tmp_path / "c.db")
+    assert est["to_send"] == 3 and est["prompt_tokens"] > 30 and est["completion_tokens"] == 36
+    results = generate(reqs, cfg, tmp_path / "c.db", stage="s", accounting_path=tmp_path / "a.csv")
+    assert all(r.ok and r.text.strip() for r in results)
+    assert all(0 < r.provenance["completion_tokens"] <= 12 for r in results)
+    assert sum(r.provenance["prompt_tokens"] for r in results) == est["prompt_tokens"]
+    assert results[0].provenance["model"] == "bundled:smollm2-135m-instruct"
+    # left padding: batched greedy replies equal one-at-a-time ones
+    alone = generate(reqs, {**cfg, "batch_size": 1}, tmp_path / "c1.db", stage="s")
+    assert [r.text for r in alone] == [r.text for r in results]
+    again = generate(reqs, cfg, tmp_path / "c.db", stage="s")
+    assert all(r.cached for r in again) and [r.text for r in again] == [r.text for r in results]
