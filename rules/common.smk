@@ -25,6 +25,20 @@ def model_manifest(name):
     return f"resources/models/{name}/manifest.json"
 
 
+def teacher_inputs(name):
+    """Files a stage asking teacher `name` depends on: the model manifest of a local teacher."""
+    teacher = config["teachers"][name]
+    return [model_manifest(teacher["model_key"])] if teacher["backend"] == "local" else []
+
+
+def teacher_backend(name):
+    """The backend dict restyle.teacher.generate takes, for teacher `name` in config."""
+    teacher = {k: v for k, v in config["teachers"][name].items() if v is not None}
+    if teacher["backend"] == "local":
+        teacher["manifest"] = model_manifest(teacher.pop("model_key"))
+    return teacher
+
+
 def all_outputs():
     return [
         model_manifest(config["target_model"]),

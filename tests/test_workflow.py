@@ -47,6 +47,10 @@ def test_default_config_dry_run_shows_the_dag(tmp_path):
     ({"data": {"mmlu": {"source": "s3"}}}, "config data.mmlu.source: 's3' is not one of"),
     ({"target_model": "llama"}, "config target_model: 'llama' is not a key of models"),
     ({"modles": {}}, "config modles: unknown key"),
+    ({"teachers": {"t": {"backend": "local", "model_key": "nope"}}},
+     "config teachers.t.model_key: 'nope' is not a key of models"),
+    ({"teachers": {"t": {"backend": "openai", "api_key": "sk-123"}}},
+     "config teachers.t.api_key: unknown key"),
 ])
 def test_bad_config_stops_before_any_job_and_names_the_key(tmp_path, config, message):
     result = snakemake(tmp_path, config=config)

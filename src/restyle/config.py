@@ -39,5 +39,13 @@ def check(config: dict, schema_path: str | Path) -> None:
     if isinstance(models, dict) and target not in models:
         problems.append(f"config target_model: '{target}' is not a key of models "
                         f"(known: {', '.join(models)})")
+    for name, teacher in (config.get("teachers") or {}).items():
+        if not isinstance(teacher, dict) or not isinstance(models, dict):
+            continue
+        if teacher.get("backend") == "local" and teacher.get("model_key") not in models:
+            problems.append(f"config teachers.{name}.model_key: '{teacher.get('model_key')}' is "
+                            f"not a key of models (known: {', '.join(models)})")
+        if teacher.get("backend") == "openai" and not teacher.get("model"):
+            problems.append(f"config teachers.{name}.model: required for the openai backend")
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
