@@ -105,16 +105,22 @@ def prepare(name: str, spec: dict, out_dir: str | Path, cache_dir: str | Path) -
     return manifest
 
 
-def load(manifest_path: str | Path, dtype=None, device: str | None = None):
-    """(model, tokenizer) from a manifest written by `prepare`; fp32 on CPU unless told."""
-    import json
-
+def load_folder(path: str | Path, dtype=None, device: str | None = None):
+    """(model, tokenizer) from a Hugging Face model folder, in eval mode; bf16 on GPU and fp32 on
+    CPU unless told."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = json.loads(Path(manifest_path).read_text())["path"]
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
     return model, tokenizer
+
+
+def load(manifest_path: str | Path, dtype=None, device: str | None = None):
+    """(model, tokenizer) of the model a manifest written by `prepare` points at."""
+    import json
+
+    path = json.loads(Path(manifest_path).read_text())["path"]
+    return load_folder(path, dtype=dtype, device=device)

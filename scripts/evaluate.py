@@ -1,0 +1,26 @@
+import re
+
+from restyle import evaluate, logs
+from restyle.io import read_jsonl
+from restyle.records import MathItem, MCItem
+
+log = logs.to_file(snakemake.log[0], snakemake.rule)
+wc, cfg = snakemake.wildcards, snakemake.params.cfg
+model, tokenizer = evaluate.load_model(snakemake.input.manifest, snakemake.params.checkpoint)
+if wc.task == "mmlu":
+    items = read_jsonl(snakemake.input["items"], MCItem.from_dict)
+    dev = read_jsonl(snakemake.input.dev, MCItem.from_dict)
+    rows = evaluate.evaluate_mc(model, tokenizer, items, dev, evaluate.MCOptions(**cfg))
+else:
+    items = read_jsonl(snakemake.input["items"], MathItem.from_dict)
+    rows = evaluate.evaluate_generation(model, tokenizer, items, evaluate.GenerationOptions(**cfg))
+    rows.insert(1, "subject", wc.task)
+seed = re.fullmatch(r"(.+)/seed(\d+)", wc.run)
+labels = {"model": wc.model, "run": wc.run, "sft_set": seed.group(1) if seed else "base",
+          "seed": int(seed.group(2)) if seed else None}
+summary = evaluate.summarize(rows, wc.task, labels)
+rows.to_csv(snakemake.output["items"], index=False)
+summary.to_csv(snakemake.output.summary, index=False)
+overall = summary[summary.subject == evaluate.ALL_SUBJECTS].iloc[0]
+log.info("%s %s: accuracy %.3f +- %.3f over %d questions", wc.run, wc.task, overall.accuracy,
+         overall.stderr, overall.n)

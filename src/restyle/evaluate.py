@@ -1,0 +1,223 @@
+"""Evaluation of a base model or a fine-tuned checkpoint on multiple-choice and generation tasks.
+
+Multiple choice follows lm-evaluation-harness's MMLU task: the prompt is the subject line, the
+k-shot examples (first k dev items of the subject) and the question with its lettered options,
+ending in "Answer:"; the prediction is the letter whose continuation (" A" .. " D") has the
+highest log-likelihood. The four letters are single tokens after the same prompt, so one forward
+pass per question scores all four. Generation tasks are answered greedily with the model's chat
+template, and the extracted final number is compared exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from restyle.answers import extract_number, numbers_match
+from restyle.records import LETTERS, MathItem, MCItem
+
+log = logging.getLogger(__name__)
+
+SUBJECT_LINE = "The following are multiple choice questions (with answers) about {subject}.\n\n"
+ALL_SUBJECTS = "ALL"  # the summary row that averages over every question (not over subjects)
+SUMMARY_COLUMNS = ["model", "run", "sft_set", "seed", "task", "subject", "n", "accuracy", "stderr"]
+
+
+def question_block(item: MCItem) -> str:
+    options = "".join(f"\n{letter}. {choice}" for letter, choice in zip(LETTERS, item.choices))
+    return f"{item.question.strip()}{options}\nAnswer:"
+
+
+def mc_prompt(item: MCItem, shots: Sequence[MCItem] = ()) -> str:
+    """lm-evaluation-harness's MMLU prompt: subject line, solved examples, the question."""
+    header = SUBJECT_LINE.format(subject=item.subject.replace("_", " "))
+    solved = "".join(f"{question_block(s)} {s.answer_letter}\n\n" for s in shots)
+    return header + solved + question_block(item)
+
+
+def shots_by_subject(dev: Sequence[MCItem], k: int) -> dict[str, list[MCItem]]:
+    shots: dict[str, list[MCItem]] = defaultdict(list)
+    for item in dev:
+        if len(shots[item.subject]) < k:
+            shots[item.subject].append(item)
+    return shots
+
+
+def letter_token_ids(tokenizer, chat: bool) -> list[int]:
+    """Token ids of the four answer continuations; each must be a single token."""
+    ids = []
+    for letter in LETTERS:
+        # after "Answer:" the continuation is " A"; after a chat template's assistant header it is "A"
+        toks = tokenizer.encode(letter if chat else f" {letter}", add_special_tokens=False)
+        if len(toks) != 1:
+            raise ValueError(f"the tokenizer splits answer letter {letter!r} into {len(toks)} tokens")
+        ids.append(toks[0])
+    return ids
+
+
+def _encode_prompts(tokenizer, prompts: Sequence[str], chat: bool) -> list[list[int]]:
+    if chat:
+        return [list(tokenizer.apply_chat_template([{"role": "user", "content": p}],
+                                                   add_generation_prompt=True,
+                                                   tokenize=True)["input_ids"]) for p in prompts]
+    return [tokenizer.encode(p) for p in prompts]
+
+
+def _left_padded(seqs: Sequence[list[int]], pad_id: int, device) -> tuple[torch.Tensor, ...]:
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        ids[row, width - len(seq):] = torch.tensor(seq)
+        mask[row, width - len(seq):] = 1
+    # positions count real tokens only, so a left-padded row computes what it would alone
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids.to(device), mask.to(device), positions.to(device)
+
+
+def _batches(order: Sequence[int], lengths: Sequence[int], max_tokens: int):
+    """Indices in `order` (longest first), grouped so that batch width x rows <= max_tokens."""
+    batch: list[int] = []
+    for i in order:
+        if batch and lengths[batch[0]] * (len(batch) + 1) > max_tokens:
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
+
+
+@torch.no_grad()
+def next_token_logprobs(model, tokenizer, seqs: Sequence[list[int]], token_ids: Sequence[int],
+                        max_batch_tokens: int = 8192, desc: str = "scoring") -> torch.Tensor:
+    """log p(token | seq) for each seq and each of `token_ids`: one forward pass per seq,
+    batched by length so that padding stays small."""
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    lengths = [len(s) for s in seqs]
+    order = sorted(range(len(seqs)), key=lambda i: -lengths[i])
+    out = torch.empty((len(seqs), len(token_ids)), dtype=torch.float32)
+    columns = torch.tensor(list(token_ids), device=device)
+    with tqdm(total=len(seqs), desc=desc, unit="q", disable=not sys.stderr.isatty()) as bar:
+        for batch in _batches(order, lengths, max_batch_tokens):
+            ids, mask, positions = _left_padded([seqs[i] for i in batch], pad, device)
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                           logits_to_keep=1).logits[:, -1, :].float()
+            out[batch] = torch.log_softmax(logits, dim=-1)[:, columns].cpu()
+            bar.update(len(batch))
+    return out
+
+
+@dataclass(frozen=True)
+class MCOptions:
+    k_shot: int = 0
+    chat_template: bool = False
+    max_batch_tokens: int = 8192
+
+
+def evaluate_mc(model, tokenizer, items: Sequence[MCItem], dev: Sequence[MCItem],
+                options: MCOptions) -> pd.DataFrame:
+    """One row per item: id, subject, gold, pred, correct, logprob_A..D."""
+    shots = shots_by_subject(dev, options.k_shot)
+    prompts = [mc_prompt(it, shots.get(it.subject, [])) for it in items]
+    seqs = _encode_prompts(tokenizer, prompts, options.chat_template)
+    scores = next_token_logprobs(model, tokenizer, seqs,
+                                 letter_token_ids(tokenizer, options.chat_template),
+                                 options.max_batch_tokens, desc="multiple choice")
+    pred = scores.argmax(dim=-1).tolist()
+    rows = pd.DataFrame({"id": [it.id for it in items], "subject": [it.subject for it in items],
+                         "gold": [LETTERS[it.answer] for it in items],
+                         "pred": [LETTERS[p] for p in pred],
+                         "prompt_tokens": [len(s) for s in seqs]})
+    rows["correct"] = rows["gold"] == rows["pred"]
+    for j, letter in enumerate(LETTERS):
+        rows[f"logprob_{letter}"] = scores[:, j].numpy()
+    return rows
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    instruction: str = ""
+    max_new_tokens: int = 256
+    batch_size: int = 8
+
+
+@torch.no_grad()
+def generate_answers(model, tokenizer, prompts: Sequence[str], options: GenerationOptions) -> list[str]:
+    """Greedy replies to user prompts with the model's chat template, batched by length."""
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    seqs = _encode_prompts(tokenizer, prompts, chat=True)
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+    replies: list[str] = [""] * len(seqs)
+    with tqdm(total=len(seqs), desc="generation", unit="q", disable=not sys.stderr.isatty()) as bar:
+        for start in range(0, len(order), options.batch_size):
+            batch = order[start:start + options.batch_size]
+            ids, mask, _ = _left_padded([seqs[i] for i in batch], pad, device)
+            out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
+                                 max_new_tokens=options.max_new_tokens, pad_token_id=pad)
+            for row, i in enumerate(batch):
+                replies[i] = tokenizer.decode(out[row, ids.shape[1]:], skip_special_tokens=True)
+            bar.update(len(batch))
+    return replies
+
+
+def evaluate_generation(model, tokenizer, items: Sequence[MathItem],
+                        options: GenerationOptions) -> pd.DataFrame:
+    """One row per item: id, gold, pred (extracted number or empty), correct, response."""
+    prompts = [f"{it.question}\n{options.instruction}".strip() for it in items]
+    replies = generate_answers(model, tokenizer, prompts, options)
+    preds = [extract_number(r) for r in replies]
+    return pd.DataFrame({"id": [it.id for it in items], "gold": [it.final for it in items],
+                         "pred": [p or "" for p in preds],
+                         "correct": [p is not None and numbers_match(p, it.final)
+                                     for p, it in zip(preds, items)],
+                         "response": replies})
+
+
+def accuracy_stderr(correct: pd.Series) -> tuple[int, float, float]:
+    """n, accuracy and its standard error (sample standard deviation / sqrt(n), as lm-eval)."""
+    n = len(correct)
+    acc = float(correct.mean()) if n else float("nan")
+    stderr = math.sqrt(acc * (1 - acc) / (n - 1)) if n > 1 else float("nan")
+    return n, acc, stderr
+
+
+def summarize(items: pd.DataFrame, task: str, labels: dict) -> pd.DataFrame:
+    """Per-subject rows and an ALL row (micro-average over questions), with `labels` (model, run,
+    sft_set, seed) on every row."""
+    groups = [(s, g["correct"]) for s, g in items.groupby("subject", sort=True)] \
+        if "subject" in items else []
+    groups.append((ALL_SUBJECTS, items["correct"]))
+    rows = []
+    for subject, correct in groups:
+        n, acc, stderr = accuracy_stderr(correct)
+        rows.append({**labels, "task": task, "subject": subject, "n": n, "accuracy": acc,
+                     "stderr": stderr})
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def load_model(manifest: str | Path, checkpoint: str | Path | None = None):
+    """(model, tokenizer): the base model, with a LoRA adapter or a full fine-tune on top."""
+    from restyle import models
+
+    if checkpoint is None:
+        return models.load(manifest)
+    checkpoint = Path(checkpoint)
+    if (checkpoint / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base, tokenizer = models.load(manifest)
+        return PeftModel.from_pretrained(base, checkpoint).eval(), tokenizer
+    # a full fine-tune saved as a complete model folder
+    return models.load_folder(checkpoint)
+

