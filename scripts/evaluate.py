@@ -1,5 +1,3 @@
-import re
-
 from restyle import evaluate, logs
 from restyle.io import read_jsonl
 from restyle.records import MathItem, MCItem
@@ -15,10 +13,10 @@ else:
     items = read_jsonl(snakemake.input["items"], MathItem.from_dict)
     rows = evaluate.evaluate_generation(model, tokenizer, items, evaluate.GenerationOptions(**cfg))
     rows.insert(1, "subject", wc.task)
-seed = re.fullmatch(r"(.+)/seed(\d+)", wc.run)
-labels = {"model": wc.model, "run": wc.run, "sft_set": seed.group(1) if seed else "base",
-          "seed": int(seed.group(2)) if seed else None}
+labels = evaluate.run_labels(wc.model, wc.run)
 summary = evaluate.summarize(rows, wc.task, labels)
+for column, value in reversed([*labels.items(), ("task", wc.task)]):
+    rows.insert(0, column, value)
 rows.to_csv(snakemake.output["items"], index=False)
 summary.to_csv(snakemake.output.summary, index=False)
 overall = summary[summary.subject == evaluate.ALL_SUBJECTS].iloc[0]

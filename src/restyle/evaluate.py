@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
@@ -190,6 +191,13 @@ def accuracy_stderr(correct: pd.Series) -> tuple[int, float, float]:
     acc = float(correct.mean()) if n else float("nan")
     stderr = math.sqrt(acc * (1 - acc) / (n - 1)) if n > 1 else float("nan")
     return n, acc, stderr
+
+
+def run_labels(model: str, run: str) -> dict:
+    """Columns naming a run: "base", or "{sft_set}/seed{seed}" for a checkpoint."""
+    m = re.fullmatch(r"(.+)/seed(\d+)", run)
+    return {"model": model, "run": run, "sft_set": m.group(1) if m else "base",
+            "seed": int(m.group(2)) if m else None}
 
 
 def summarize(items: pd.DataFrame, task: str, labels: dict) -> pd.DataFrame:

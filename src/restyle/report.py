@@ -1,0 +1,200 @@
+"""The tables and plots a researcher reads, from evaluation and familiarity CSVs.
+
+Study A: accuracy change per rule and MMLU subject against the base model and against training
+on the original items, averaged over seeds per question, with paired bootstrap intervals; roll-
+ups per MMLU category and overall (micro-averaged over questions); how consistently different
+rules move the same subject. Study B: per response variant, the untrained model's familiarity
+with the set, in-task and cross-task accuracy change, and familiarity after training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")  # files only; clusters have no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from restyle import stats  # noqa: E402
+from restyle.mmlu import SUBJECT_CATEGORY  # noqa: E402
+
+BASE = "base"
+STUDY_A_PREFIX, STUDY_B_PREFIX = "studyA-", "studyB-"
+STUDY_A_BASELINES = ("studyA-original", "studyA-teacher_plain")
+DELTA_COLUMNS = ["delta", "low", "high", "significant"]
+
+
+def read_csvs(paths: Iterable[str | Path]) -> pd.DataFrame:
+    frames = [pd.read_csv(p) for p in paths]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def question_scores(items: pd.DataFrame, sft_set: str, task: str) -> pd.Series:
+    """Per question (indexed by id): correctness averaged over the seeds of `sft_set`."""
+    rows = items[(items.sft_set == sft_set) & (items.task == task)]
+    return rows.groupby("id")["correct"].mean()
+
+
+def _compare(a: pd.Series, b: pd.Series, ids: Sequence[str], n_boot: int, seed: int) -> dict:
+    d = stats.paired_bootstrap(a.loc[ids].to_numpy(), b.loc[ids].to_numpy(), n_boot, seed)
+    return {"delta": d.delta, "low": d.low, "high": d.high, "significant": d.excludes_zero}
+
+
+def _scopes(items: pd.DataFrame) -> list[tuple[str, str, list[str]]]:
+    """(scope, name, question ids): each subject, each MMLU category present, and overall."""
+    by_id = items.drop_duplicates("id").set_index("id")["subject"]
+    scopes = [("subject", s, sorted(ids.index)) for s, ids in by_id.groupby(by_id)]
+    categories = by_id.map(SUBJECT_CATEGORY).fillna("unknown")
+    scopes += [("category", c, sorted(ids.index)) for c, ids in by_id.groupby(categories)]
+    return [*scopes, ("overall", "ALL", sorted(by_id.index))]
+
+
+def study_a_table(items: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """One row per (study A set, scope): accuracy, and its change against the base model and
+    against `studyA-original`, each with a paired bootstrap 95 % interval."""
+    mmlu = items[items.task == "mmlu"]
+    sets = sorted(s for s in mmlu.sft_set.unique() if s.startswith(STUDY_A_PREFIX)
+                  and s != "studyA-original")
+    base = question_scores(mmlu, BASE, "mmlu")
+    original = question_scores(mmlu, "studyA-original", "mmlu")
+    rows = []
+    for sft_set in sets:
+        scores = question_scores(mmlu, sft_set, "mmlu")
+        seeds = mmlu[mmlu.sft_set == sft_set].seed.nunique()
+        for scope, name, ids in _scopes(mmlu[mmlu.id.isin(scores.index)]):
+            row = {"sft_set": sft_set, "seeds": seeds, "scope": scope, "name": name,
+                   "n": len(ids), "accuracy": scores.loc[ids].mean()}
+            for label, ref in (("base", base), ("original", original)):
+                if len(ref) and set(ids) <= set(ref.index):
+                    cmp = _compare(scores, ref, ids, n_boot, seed)
+                else:
+                    cmp = dict.fromkeys(DELTA_COLUMNS, np.nan)
+                row |= {f"{k}_vs_{label}": v for k, v in cmp.items()}
+            rows.append(row)
+    columns = ["sft_set", "seeds", "scope", "name", "n", "accuracy"] + [
+        f"{k}_vs_{r}" for r in ("base", "original") for k in DELTA_COLUMNS]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def rule_effects(table: pd.DataFrame) -> pd.DataFrame:
+    """Subjects x rules: accuracy change against the base model, rules only (no baselines)."""
+    rules = table[(table.scope == "subject") & ~table.sft_set.isin(STUDY_A_BASELINES)]
+    return rules.pivot(index="name", columns="sft_set", values="delta_vs_base")
+
+
+def consistency(effects: pd.DataFrame) -> pd.DataFrame:
+    """The paper's main claim in numbers: do different rules move a subject the same way?"""
+    shares = stats.variance_shares(effects) if effects.size else dict.fromkeys(
+        ("subject", "rule", "residual"), np.nan)
+    agreement = stats.rule_agreement(effects) if effects.shape[1] > 1 else np.nan
+    same_sign = (np.sign(effects).nunique(axis=1) == 1).mean() if effects.size else np.nan
+    return pd.DataFrame([{"rules": effects.shape[1], "subjects": effects.shape[0],
+                          "mean_rank_correlation": agreement,
+                          "share_subjects_all_rules_same_sign": same_sign,
+                          "variance_share_subject": shares["subject"],
+                          "variance_share_rule": shares["rule"],
+                          "variance_share_residual": shares["residual"]}])
+
+
+def study_b_table(items: pd.DataFrame, familiarity: pd.DataFrame, n_boot: int = 2000,
+                  seed: int = 0) -> pd.DataFrame:
+    """One row per (study B set, evaluation task): familiarity of the untrained and trained model
+    with the set, accuracy and its change against the base model (in-task when the set was made
+    from that task, cross-task otherwise)."""
+    sets = sorted(s for s in items.sft_set.unique() if s.startswith(STUDY_B_PREFIX))
+    rows = []
+    for sft_set in sets:
+        source_task, variant = sft_set.removeprefix(STUDY_B_PREFIX).split("-", 1)
+        before = familiarity[(familiarity.run == BASE) & (familiarity.dataset == sft_set)]
+        after = familiarity[(familiarity.run.str.startswith(f"{sft_set}/seed"))
+                            & (familiarity.dataset == sft_set)]
+        for task in sorted(items.task.unique()):
+            scores = question_scores(items, sft_set, task)
+            base = question_scores(items, BASE, task)
+            ids = sorted(scores.index)
+            cmp = _compare(scores, base, ids, n_boot, seed) if len(base) else \
+                dict.fromkeys(DELTA_COLUMNS, np.nan)
+            rows.append({
+                "sft_set": sft_set, "variant": variant, "source_task": source_task, "task": task,
+                "relation": "in-task" if task == source_task else "cross-task",
+                "examples": before["count"].sum() if len(before) else np.nan,
+                "corpus_ppl_before": before.corpus_perplexity.mean() if len(before) else np.nan,
+                "mean_ppl_before": before.mean_perplexity.mean() if len(before) else np.nan,
+                "corpus_ppl_after": after.corpus_perplexity.mean() if len(after) else np.nan,
+                "n": len(ids), "accuracy": scores.mean(),
+                **{f"{k}_vs_base": v for k, v in cmp.items()}})
+    return pd.DataFrame(rows, columns=[
+        "sft_set", "variant", "source_task", "task", "relation", "examples", "corpus_ppl_before",
+        "mean_ppl_before", "corpus_ppl_after", "n", "accuracy",
+        *[f"{k}_vs_base" for k in DELTA_COLUMNS]])
+
+
+def _empty_figure(path: str | Path, message: str) -> None:
+    fig, ax = plt.subplots(figsize=(6, 2))
+    ax.text(0.5, 0.5, message, ha="center", va="center")
+    ax.axis("off")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_heatmap(effects: pd.DataFrame, path: str | Path) -> None:
+    if effects.empty:
+        return _empty_figure(path, "no study A rule was evaluated in this run")
+    values = effects.to_numpy(dtype=float) * 100
+    limit = np.nanmax(np.abs(values)) or 1.0
+    fig, ax = plt.subplots(figsize=(max(6.0, 3 + 0.9 * effects.shape[1]), 1.8 + 0.35 * effects.shape[0]))
+    image = ax.imshow(values, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+    ax.set_xticks(range(effects.shape[1]), [c.removeprefix(STUDY_A_PREFIX) for c in effects.columns],
+                  rotation=40, ha="right")
+    ax.set_yticks(range(effects.shape[0]), effects.index)
+    for (r, c), v in np.ndenumerate(values):
+        ax.text(c, r, f"{v:+.1f}", ha="center", va="center", fontsize=7)
+    fig.colorbar(image, ax=ax, label="change vs base (points)")
+    ax.set_title("Study A: accuracy change per rule and subject", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_familiarity_vs_accuracy(table: pd.DataFrame, path: str | Path) -> None:
+    rows = table[table.relation == "in-task"].dropna(subset=["corpus_ppl_before"])
+    if rows.empty:
+        return _empty_figure(path, "no study B set with familiarity and evaluation in this run")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    err = np.vstack([rows.delta_vs_base - rows.low_vs_base, rows.high_vs_base - rows.delta_vs_base])
+    ax.errorbar(rows.corpus_ppl_before, rows.delta_vs_base * 100, yerr=err * 100, fmt="o", capsize=3)
+    for _, r in rows.iterrows():
+        ax.annotate(r.variant, (r.corpus_ppl_before, r.delta_vs_base * 100), fontsize=8,
+                    xytext=(4, 4), textcoords="offset points")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("corpus perplexity of the untrained model on the set")
+    ax.set_ylabel("in-task accuracy change vs base (points, 95 % CI)")
+    ax.set_title("Study B: familiarity vs what fine-tuning on the set gives")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_familiarity_shift(table: pd.DataFrame, path: str | Path) -> None:
+    rows = table.drop_duplicates("sft_set").dropna(subset=["corpus_ppl_before"])
+    if rows.empty:
+        return _empty_figure(path, "no study B familiarity in this run")
+    fig, ax = plt.subplots(figsize=(1.5 + 0.9 * len(rows), 4))
+    x = np.arange(len(rows))
+    ax.bar(x - 0.2, rows.corpus_ppl_before, 0.4, label="before fine-tuning")
+    ax.bar(x + 0.2, rows.corpus_ppl_after, 0.4, label="after fine-tuning on the set")
+    ax.set_xticks(x, rows.variant, rotation=30, ha="right")
+    ax.set_ylabel("corpus perplexity on the set")
+    ax.set_title("Study B: familiarity before and after training")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,103 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from restyle import report
+
+
+def items_for(sft_set, seed, task, subject, correct, prefix="q"):
+    run = "base" if sft_set == "base" else f"{sft_set}/seed{seed}"
+    return pd.DataFrame({"model": "m", "run": run, "sft_set": sft_set,
+                         "seed": None if sft_set == "base" else seed, "task": task,
+                         "id": [f"{prefix}{subject}/{i}" for i in range(len(correct))],
+                         "subject": subject, "correct": correct})
+
+
+@pytest.fixture()
+def study_a_items():
+    n = 100
+    base = np.zeros(n, bool)
+    base[:30] = True  # 30 % on each subject
+    better = base.copy()
+    better[30:50] = True  # +20 points
+    frames = []
+    for subject in ("global_facts", "college_physics"):
+        frames += [items_for("base", None, "mmlu", subject, base),
+                   items_for("studyA-original", 0, "mmlu", subject, base)]
+        # r1 helps global facts by 20 points in both seeds, and does nothing for physics
+        for seed in (0, 1):
+            frames.append(items_for("studyA-r1", seed, "mmlu", subject,
+                                    better if subject == "global_facts" else base))
+        # r2: seed 0 +20, seed 1 +0 on global facts -> +10 on average; physics unchanged
+        frames += [items_for("studyA-r2", 0, "mmlu", subject, better if subject == "global_facts" else base),
+                   items_for("studyA-r2", 1, "mmlu", subject, base)]
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_study_a_deltas_are_paired_averaged_over_seeds_and_flagged(study_a_items):
+    table = report.study_a_table(study_a_items, n_boot=500).set_index(["sft_set", "name"])
+    r1 = table.loc[("studyA-r1", "global_facts")]
+    assert r1.seeds == 2 and r1.n == 100 and r1.accuracy == pytest.approx(0.5)
+    assert r1.delta_vs_base == pytest.approx(0.2) and r1.delta_vs_original == pytest.approx(0.2)
+    assert r1.low_vs_base < 0.2 < r1.high_vs_base and r1.significant_vs_base
+    physics = table.loc[("studyA-r1", "college_physics")]
+    assert physics.delta_vs_base == 0 and not physics.significant_vs_base
+    assert table.loc[("studyA-r2", "global_facts")].delta_vs_base == pytest.approx(0.1)
+    # categories and overall are micro-averages over questions
+    assert table.loc[("studyA-r1", "other")].delta_vs_base == pytest.approx(0.2)
+    assert table.loc[("studyA-r1", "stem")].delta_vs_base == 0
+    overall = table.loc[("studyA-r1", "ALL")]
+    assert overall.n == 200 and overall.delta_vs_base == pytest.approx(0.1)
+    assert "studyA-original" not in table.index.get_level_values(0)
+
+
+def test_consistency_of_rules(study_a_items, tmp_path):
+    effects = report.rule_effects(report.study_a_table(study_a_items, n_boot=200))
+    assert list(effects.columns) == ["studyA-r1", "studyA-r2"]
+    assert effects.loc["global_facts"].tolist() == pytest.approx([0.2, 0.1])
+    summary = report.consistency(effects).iloc[0]
+    assert summary.mean_rank_correlation == pytest.approx(1.0)
+    assert summary.share_subjects_all_rules_same_sign == 1.0
+    assert summary.variance_share_subject > summary.variance_share_rule
+    report.plot_heatmap(effects, tmp_path / "heatmap.png")
+    assert (tmp_path / "heatmap.png").stat().st_size > 5000
+
+
+def test_study_b_in_task_cross_task_and_familiarity(tmp_path):
+    n = 50
+    base, good = np.zeros(n, bool), np.zeros(n, bool)
+    base[:10], good[:20] = True, True
+    items = pd.concat([
+        items_for("base", None, "gsm8k", "gsm8k", base, "g"),
+        items_for("base", None, "mmlu", "anatomy", base, "m"),
+        items_for("studyB-gsm8k-teacher", 0, "gsm8k", "gsm8k", good, "g"),
+        items_for("studyB-gsm8k-teacher", 0, "mmlu", "anatomy", base, "m"),
+        items_for("studyB-gsm8k-human", 0, "gsm8k", "gsm8k", base, "g"),
+        items_for("studyB-gsm8k-human", 0, "mmlu", "anatomy", base, "m")], ignore_index=True)
+    familiarity = pd.DataFrame([
+        {"model": "m", "run": "base", "dataset": "studyB-gsm8k-teacher", "count": 16,
+         "corpus_perplexity": 3.0, "mean_perplexity": 3.4},
+        {"model": "m", "run": "base", "dataset": "studyB-gsm8k-human", "count": 16,
+         "corpus_perplexity": 9.0, "mean_perplexity": 11.0},
+        {"model": "m", "run": "studyB-gsm8k-teacher/seed0", "dataset": "studyB-gsm8k-teacher",
+         "count": 16, "corpus_perplexity": 2.0, "mean_perplexity": 2.2}])
+    table = report.study_b_table(items, familiarity, n_boot=300).set_index(["variant", "task"])
+    teacher = table.loc[("teacher", "gsm8k")]
+    assert teacher.relation == "in-task" and teacher.delta_vs_base == pytest.approx(0.2)
+    assert teacher.corpus_ppl_before == 3.0 and teacher.corpus_ppl_after == 2.0
+    assert table.loc[("teacher", "mmlu")].relation == "cross-task"
+    assert table.loc[("teacher", "mmlu")].delta_vs_base == 0
+    assert table.loc[("human", "gsm8k")].mean_ppl_before == 11.0
+    assert np.isnan(table.loc[("human", "gsm8k")].corpus_ppl_after)
+    report.plot_familiarity_vs_accuracy(table.reset_index(), tmp_path / "scatter.png")
+    report.plot_familiarity_shift(table.reset_index(), tmp_path / "shift.png")
+    assert (tmp_path / "scatter.png").stat().st_size > 5000
+    assert (tmp_path / "shift.png").stat().st_size > 5000
+
+
+def test_empty_inputs_give_empty_tables_and_explicit_figures(tmp_path):
+    empty = pd.DataFrame(columns=["model", "run", "sft_set", "seed", "task", "id", "subject", "correct"])
+    table = report.study_a_table(empty)
+    assert table.empty and "delta_vs_base" in table.columns
+    report.plot_heatmap(report.rule_effects(table), tmp_path / "h.png")
+    assert (tmp_path / "h.png").exists()

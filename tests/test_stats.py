@@ -1,0 +1,56 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from restyle import stats
+
+
+def test_interval_contains_a_planted_effect_and_excludes_zero():
+    rng = np.random.default_rng(1)
+    n = 2000
+    b = rng.random(n) < 0.40
+    # a answers correctly everything b does, plus 10 % of the rest: true difference 0.06
+    a = b | (rng.random(n) < 0.10)
+    true = a.mean() - b.mean()
+    d = stats.paired_bootstrap(a, b, seed=3)
+    assert d.low < true < d.high
+    assert d.delta == pytest.approx(true)
+    assert d.excludes_zero and d.low > 0
+
+
+def test_interval_contains_zero_without_an_effect():
+    rng = np.random.default_rng(2)
+    covered = 0
+    for trial in range(40):
+        p = rng.random(300) * 0.8 + 0.1  # question difficulty, shared by both runs
+        a, b = rng.random(300) < p, rng.random(300) < p
+        covered += not stats.paired_bootstrap(a, b, n_boot=1000, seed=trial).excludes_zero
+    assert covered >= 34  # a 95 % interval; allow sampling slack over 40 trials
+
+
+def test_pairing_makes_the_interval_narrower_than_independent_runs():
+    rng = np.random.default_rng(4)
+    easy = rng.random(400) < 0.5
+    a = easy | (rng.random(400) < 0.05)
+    d = stats.paired_bootstrap(a, easy, seed=0)
+    independent_se = np.sqrt(a.var() / 400 + easy.var() / 400)
+    assert (d.high - d.low) < 2 * 1.96 * independent_se
+
+
+def test_rule_agreement_and_variance_shares():
+    subjects = ["s1", "s2", "s3", "s4"]
+    # every rule helps s1 most and hurts s4 most: effects share one ranking
+    same = pd.DataFrame({"r1": [5, 2, 0, -4], "r2": [6, 1, -1, -5], "r3": [4, 3, 1, -3]},
+                        index=subjects)
+    assert stats.rule_agreement(same) == pytest.approx(1.0)
+    shares = stats.variance_shares(same)
+    assert shares["subject"] > 0.9 and sum(shares.values()) == pytest.approx(1.0)
+    opposite = pd.DataFrame({"r1": [1, 2, 3, 4], "r2": [4, 3, 2, 1]}, index=subjects)
+    assert stats.rule_agreement(opposite) == pytest.approx(-1.0)
+    by_rule = pd.DataFrame({"r1": [3, 3, 3, 3], "r2": [-3, -3, -3, -3]}, index=subjects)
+    assert stats.variance_shares(by_rule)["rule"] == pytest.approx(1.0)
+
+
+def test_misaligned_input_is_refused():
+    with pytest.raises(ValueError, match="aligned"):
+        stats.paired_bootstrap(np.ones(3), np.ones(4))
