@@ -1,0 +1,16 @@
+"""Rule train: one fine-tune through restyle.launch (torchrun), see restyle.train."""
+
+from restyle import logs
+from restyle.train import Job, launch_job
+
+log = logs.to_file(snakemake.log[0], snakemake.rule)
+settings = dict(snakemake.params.settings)
+deepspeed = list(snakemake.input.deepspeed)
+settings["deepspeed"] = deepspeed[0] if deepspeed else None  # the JSON file of zero2/zero3
+job = Job(manifest=snakemake.input.manifest, sft=snakemake.input.sft,
+          adapter_dir=snakemake.output.adapter, metrics=snakemake.output.metrics,
+          checkpoint_dir=snakemake.params.checkpoints, seed=int(snakemake.wildcards.seed),
+          settings=settings,
+          labels={"model": snakemake.wildcards.model, "sft_set": snakemake.wildcards.sft_set})
+launch_job(job, gpus=int(snakemake.resources.gpu), cpus=snakemake.threads,
+           log_path=snakemake.log[0])
