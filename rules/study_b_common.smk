@@ -1,0 +1,88 @@
+# Input functions and config checks of study B (rules/study_b.smk includes this file).
+from restyle import variants as study_b_variants
+
+STUDY_B = config["study_b"]
+
+for _key in ("teacher", "target_teacher"):
+    if STUDY_B[_key] not in config["teachers"]:
+        raise ValueError(
+            f"config study_b.{_key}: '{STUDY_B[_key]}' is not a key of teachers "
+            f"(known: {', '.join(config['teachers'])})"
+        )
+
+
+def study_b_sft_sets():
+    """Names of every study B SFT set the config asks for (results/sft/{name}.jsonl); a set
+    may be empty when no answer passed the filters (see study_b_trainable_sets)."""
+    return [
+        study_b_variants.sft_set_name(task, variant)
+        for task in STUDY_B["tasks"]
+        for variant in STUDY_B["variants"]
+    ]
+
+
+def study_b_sft_files():
+    return [f"results/sft/{name}.jsonl" for name in study_b_sft_sets()]
+
+
+def study_b_trainable_sets(wildcards=None):
+    """The non-empty study B sets. Waits for the study_b_variant checkpoint, so call it only
+    inside an input function, never at parse time (not in the input list of the default target)."""
+    out = []
+    for task in STUDY_B["tasks"]:
+        for variant in STUDY_B["variants"]:
+            job = checkpoints.study_b_variant.get(task=task, variant=variant)
+            if study_b_variants.count_rows(job.output.sft):
+                out.append(study_b_variants.sft_set_name(task, variant))
+    return out
+
+
+def study_b_roles(variant):
+    """Which teacher entries a variant asks: role -> config name."""
+    roles = {}
+    if variant.startswith("teacher") or variant in ("minimum_change", "best_of_n"):
+        roles["teacher"] = STUDY_B["teacher"]
+    if variant in study_b_variants.TARGET_VARIANTS:
+        roles["target"] = STUDY_B["target_teacher"]
+    return roles
+
+
+def study_b_variant_inputs(wildcards):
+    inputs = {"questions": study_b_variants.TASK_FILES[wildcards.task]}
+    for role, name in study_b_roles(wildcards.variant).items():
+        inputs[role] = teacher_inputs(name)
+    if wildcards.variant in study_b_variants.SCORED_VARIANTS:
+        inputs["target_model"] = model_manifest(config["target_model"])
+    if wildcards.variant in study_b_variants.PPL_SPLITS:
+        inputs["source"] = study_b_variants.sft_path(wildcards.task, STUDY_B["ppl_split_of"])
+    return inputs
+
+
+def study_b_variant_cfg(wildcards):
+    """The config a variant depends on (so changing another variant's setting reruns nothing)."""
+    skip = {"tasks", "variants"}
+    if wildcards.variant not in study_b_variants.SCORED_VARIANTS:
+        skip |= {"familiarity"}
+    if wildcards.variant != "best_of_n":
+        skip |= {"best_of_n", "sampling"}
+    if wildcards.variant not in study_b_variants.PPL_SPLITS:
+        skip |= {"ppl_split_of"}
+    return {k: v for k, v in STUDY_B.items() if k not in skip}
+
+
+def familiarity_outputs(model, runs):
+    """Familiarity summaries of `model` for `runs`: "base" (the untrained model) or
+    "{sft_set}/seed{seed}" (a checkpoint at results/train/{model}/{run}/adapter)."""
+    return expand("results/familiarity/{model}/{run}/summary.csv", model=model, run=runs)
+
+
+def study_b_outputs():
+    """What the default target asks of study B: every set, the stats table, base familiarity;
+    nothing when study_b.tasks or study_b.variants is empty (study B switched off)."""
+    if not study_b_sft_sets():
+        return []
+    return [
+        *study_b_sft_files(),
+        "results/studyB/stats.csv",
+        *familiarity_outputs(config["target_model"], ["base"]),
+    ]

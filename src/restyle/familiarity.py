@@ -1,0 +1,225 @@
+"""Familiarity: how likely a model finds the responses of an SFT set before (or after) training.
+
+For every SFTRecord the prompt and the completion are rendered by the model's own chat template
+with `restyle.chat.encode`, the function training uses, so exactly the tokens that training puts
+the loss on (labels != IGNORE_INDEX) are scored here. Per example: the number of response tokens,
+the summed and mean negative log-likelihood (nats) and the perplexity exp(mean NLL). Per
+(model, set): the mean of the per-example perplexities, the corpus perplexity exp(total NLL /
+total tokens) (the two differ: short responses weigh as much as long ones in the first), median,
+quartiles and count.
+
+Speed: examples are sorted by length and batched (left-padded, with explicit position ids, so a
+padded row gets the same positions as it would alone); logits are computed only for the positions
+that predict response tokens (`logits_to_keep`), never for the prompt; no gradient. Models load in
+bf16 on GPU and fp32 on CPU (`restyle.models.load`); a LoRA adapter goes on top with peft.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from restyle.chat import IGNORE_INDEX, Encoded, encode
+from restyle.records import SFTRecord
+
+log = logging.getLogger(__name__)
+
+PER_EXAMPLE_COLUMNS = ["model", "run", "dataset", "id", "source_id", "tokens", "nll_sum",
+                       "mean_nll", "perplexity"]
+SUMMARY_COLUMNS = ["model", "run", "dataset", "count", "tokens", "mean_nll", "corpus_nll",
+                   "mean_perplexity", "corpus_perplexity", "median_perplexity", "q1_perplexity",
+                   "q3_perplexity"]
+
+
+@dataclass(frozen=True)
+class Score:
+    tokens: int  # response tokens scored
+    nll_sum: float  # nats, summed over those tokens
+
+    @property
+    def mean_nll(self) -> float:
+        return self.nll_sum / self.tokens if self.tokens else math.nan
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.mean_nll) if self.tokens else math.nan
+
+
+def load(manifest: str | Path, adapter: str | Path | None = None, device: str | None = None,
+         dtype=None):
+    """(model, tokenizer): the base model of `manifest`, with the LoRA adapter (a PEFT folder)
+    or the full fine-tune (a model folder) at `adapter` on top when given."""
+    from restyle import models
+
+    if adapter is None:
+        return models.load(manifest, dtype=dtype, device=device)
+    adapter = Path(adapter)
+    if (adapter / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base, tokenizer = models.load(manifest, dtype=dtype, device=device)
+        return PeftModel.from_pretrained(base, adapter).eval(), tokenizer
+    return models.load_folder(adapter, dtype=dtype, device=device)
+
+
+def encode_records(tokenizer, records: Iterable[SFTRecord],
+                   max_length: int | None = None) -> list[Encoded]:
+    return [encode(tokenizer, r.prompt, r.completion, max_length=max_length) for r in records]
+
+
+def _batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None):
+    """Indices, longest first, cut into batches of at most `batch_size` rows and (when set)
+    `max_batch_tokens` padded tokens; a single row over the budget goes alone."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batch: list[int] = []
+    for i in order:
+        width = lengths[batch[0]] if batch else lengths[i]  # the first row is the longest
+        if batch and (len(batch) >= batch_size
+                      or (max_batch_tokens and width * (len(batch) + 1) > max_batch_tokens)):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
+
+
+def _forward(model, input_ids, attention_mask, position_ids, keep: int):
+    try:
+        return model(input_ids=input_ids, attention_mask=attention_mask,
+                     position_ids=position_ids, logits_to_keep=keep, use_cache=False).logits
+    except TypeError:  # a model class without logits_to_keep: compute all, keep the tail
+        return model(input_ids=input_ids, attention_mask=attention_mask,
+                     position_ids=position_ids, use_cache=False).logits[:, -keep:]
+
+
+@torch.inference_mode()
+def score_encoded(model, encoded: Sequence[Encoded], batch_size: int = 8,
+                  max_batch_tokens: int | None = None, pad_id: int = 0) -> list[Score]:
+    """A Score per encoded example, in input order, from batched forward passes."""
+    device = next(model.parameters()).device
+    out: list[Score | None] = [None] * len(encoded)
+    for batch in _batches([len(e.input_ids) for e in encoded], batch_size, max_batch_tokens):
+        rows = [encoded[i] for i in batch]
+        if not any(e.n_response_tokens for e in rows):
+            for i in batch:
+                out[i] = Score(0, 0.0)
+            continue
+        width = max(len(e.input_ids) for e in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, e in enumerate(rows):  # left padding: every response ends at the last column
+            n = len(e.input_ids)
+            ids[r, width - n:] = torch.tensor(e.input_ids)
+            labels[r, width - n:] = torch.tensor(e.labels)
+            mask[r, width - n:] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        # the logit at column c predicts the token at c + 1: keep columns first-1 .. width-2
+        first = int((labels != IGNORE_INDEX).any(0).nonzero()[0])
+        first = max(first, 1)  # column 0 has nothing before it to predict it
+        keep = width - first + 1
+        logits = _forward(model, ids.to(device), mask.to(device), positions.to(device), keep)
+        logits = logits[:, :-1]  # columns first-1 .. width-2
+        targets = labels[:, first:].to(device)
+        scored = targets != IGNORE_INDEX
+        nll = torch.nn.functional.cross_entropy(logits[scored].float(), targets[scored],
+                                                reduction="none")
+        row_of = scored.nonzero()[:, 0]
+        sums = torch.zeros(len(rows), dtype=torch.float64, device=device)
+        sums.index_add_(0, row_of, nll.double())
+        counts = scored.sum(-1)
+        for r, i in enumerate(batch):
+            out[i] = Score(int(counts[r]), float(sums[r]))
+    return out  # type: ignore[return-value]
+
+
+@torch.inference_mode()
+def score_naive(model, encoded: Sequence[Encoded]) -> list[Score]:
+    """One example at a time with the model's own loss: the reference the batched scorer must
+    equal (tests) and beat (benchmarks/familiarity.py)."""
+    device = next(model.parameters()).device
+    out = []
+    for e in encoded:
+        n = e.n_response_tokens - (e.labels[0] != IGNORE_INDEX)  # the first token is never predicted
+        if n == 0:
+            out.append(Score(0, 0.0))
+            continue
+        loss = model(input_ids=torch.tensor([e.input_ids], device=device),
+                     labels=torch.tensor([e.labels], device=device)).loss
+        out.append(Score(n, float(loss) * n))
+    return out
+
+
+def score_records(model, tokenizer, records: Sequence[SFTRecord], batch_size: int = 8,
+                  max_length: int | None = None,
+                  max_batch_tokens: int | None = None) -> list[Score]:
+    encoded = encode_records(tokenizer, records, max_length)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return score_encoded(model, encoded, batch_size, max_batch_tokens, pad)
+
+
+def _quantile(values: list[float], q: float) -> float:
+    """Linear-interpolation quantile (numpy's default) of a non-empty list."""
+    values = sorted(values)
+    pos = (len(values) - 1) * q
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return values[lo] + (values[hi] - values[lo]) * (pos - lo)
+
+
+def summarize(scores: Sequence[Score]) -> dict:
+    """count, tokens, mean_nll (of per-example means), corpus_nll, and the perplexities: mean of
+    per-example, corpus exp(total NLL / total tokens), median and quartiles of per-example.
+    Examples with no response token are left out; an empty set gives count 0 and NaNs."""
+    scores = [s for s in scores if s.tokens]
+    tokens = sum(s.tokens for s in scores)
+    if not scores:
+        nan = math.nan
+        return {"count": 0, "tokens": 0, "mean_nll": nan, "corpus_nll": nan,
+                "mean_perplexity": nan, "corpus_perplexity": nan, "median_perplexity": nan,
+                "q1_perplexity": nan, "q3_perplexity": nan}
+    ppl = [s.perplexity for s in scores]
+    corpus_nll = sum(s.nll_sum for s in scores) / tokens
+    return {"count": len(scores), "tokens": tokens,
+            "mean_nll": sum(s.mean_nll for s in scores) / len(scores),
+            "corpus_nll": corpus_nll, "mean_perplexity": sum(ppl) / len(ppl),
+            "corpus_perplexity": math.exp(corpus_nll), "median_perplexity": _quantile(ppl, 0.5),
+            "q1_perplexity": _quantile(ppl, 0.25), "q3_perplexity": _quantile(ppl, 0.75)}
+
+
+def score_sets(model, tokenizer, sets: dict[str, Sequence[SFTRecord]], model_label: str,
+               run: str, batch_size: int = 8, max_length: int | None = None,
+               max_batch_tokens: int | None = None) -> tuple[list[dict], list[dict]]:
+    """(per-example rows, summary rows) for every named SFT set, with one loaded model."""
+    per_example, summary = [], []
+    for name, records in sets.items():
+        start = time.perf_counter()
+        scores = score_records(model, tokenizer, records, batch_size, max_length,
+                               max_batch_tokens)
+        for rec, s in zip(records, scores):
+            per_example.append({"model": model_label, "run": run, "dataset": name, "id": rec.id,
+                                "source_id": rec.source_id, "tokens": s.tokens,
+                                "nll_sum": s.nll_sum, "mean_nll": s.mean_nll,
+                                "perplexity": s.perplexity})
+        row = {"model": model_label, "run": run, "dataset": name, **summarize(scores)}
+        summary.append(row)
+        seconds = time.perf_counter() - start
+        log.info("%s: %d examples, %d response tokens, corpus perplexity %.3f, mean %.3f "
+                 "(%.1f s, %.0f tokens/s)", name, row["count"], row["tokens"],
+                 row["corpus_perplexity"], row["mean_perplexity"], seconds,
+                 row["tokens"] / seconds if seconds else 0)
+    return per_example, summary
+
+
+def write_csv(path: str | Path, rows: list[dict], columns: list[str]) -> None:
+    import pandas as pd
+
+    from restyle.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        pd.DataFrame(rows, columns=columns).to_csv(tmp, index=False)

@@ -1,0 +1,525 @@
+"""Study B's response variants: the same training questions, answered in different styles.
+
+One SFT set per (task, variant), `studyB-{task}-{variant}` (`results/sft/{set}.jsonl`); every
+set holds the same prompt for a question (the question plus `study_b.instructions[task]`), only
+the completion differs:
+
+- human: the ground truth as people wrote it (GSM8K's worked solution; for MMLU the bare answer
+  "The answer is (C).").
+- teacher: the teacher's own answer to the prompt.
+- teacher_rewrite: the teacher rewrites the human answer in its own words, keeping its content.
+- teacher_steps / teacher_detailed_steps: the teacher answers step by step / in detailed steps.
+- self_rewrite: the target model (a teacher entry serving it) rewrites the human answer (SDFT).
+- minimum_change: the target model answers; the teacher corrects that answer with the smallest
+  edits that make it right, keeping the target's wording.
+- best_of_n: n sampled teacher answers (distinct seeds); the correct one the target model finds
+  least perplexing is kept.
+- low_ppl / high_ppl: the lower and upper halves, by target-model perplexity, of another set
+  (`study_b.ppl_split_of`); an odd middle example goes to neither.
+
+Every completion whose final answer can be checked is compared with the gold answer (GSM8K:
+`restyle.answers.extract_number` vs the item's `final`; MMLU: `extract_choice` vs the answer
+index) when `study_b.filter_correct` is on; dropped items and why go to a side file, counts to a
+stats CSV. A set may end up empty (a weak teacher gets every answer wrong): its SFT file is then
+empty and its stats say so; nothing is made up to fill it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import tempfile
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from restyle import teacher as teacher_mod
+from restyle.answers import extract_choice, extract_number, numbers_match
+from restyle.io import DataError, atomic_path, read_jsonl, write_jsonl
+from restyle.records import LETTERS, MathItem, MCItem, SFTRecord
+from restyle.teacher import Request, Result, template_hash
+
+log = logging.getLogger(__name__)
+
+TASKS = ("gsm8k", "mmlu")
+VARIANTS = ("human", "teacher", "teacher_rewrite", "teacher_steps", "teacher_detailed_steps",
+            "self_rewrite", "minimum_change", "best_of_n", "low_ppl", "high_ppl")
+PPL_SPLITS = ("low_ppl", "high_ppl")
+TARGET_VARIANTS = ("self_rewrite", "minimum_change")  # ask the target model
+SCORED_VARIANTS = ("best_of_n", *PPL_SPLITS)  # need the target model's perplexity
+TASK_FILES = {"gsm8k": "resources/data/gsm8k/train.jsonl",
+              "mmlu": "resources/data/mmlu/train.jsonl"}
+STATS_COLUMNS = ["task", "variant", "sft_set", "questions", "candidates", "kept", "dropped",
+                 "teacher_failed", "no_answer", "wrong_answer", "other_dropped",
+                 "mean_completion_chars", "prompt_tokens", "completion_tokens", "cost"]
+
+# How each task's final answer must be written; part of every generation template.
+FORMATS = {"gsm8k": "End with a line '#### <number>'.",
+           "mmlu": "End with 'The answer is (X)', where X is the letter of the correct option."}
+
+TEMPLATES = {
+    "answer": "{prompt}",
+    "steps": "{prompt}\n\nAnswer step by step: write one short step per line, then the final "
+             "answer. {format}",
+    "detailed_steps": "{prompt}\n\nAnswer step by step in detail: explain every step and why it "
+                      "follows from the previous ones, then give the final answer. {format}",
+    "rewrite": "Rewrite the answer below in your own words. Keep its content, its reasoning and "
+               "its final answer; do not add new facts. {format}\n\nQuestion:\n{question}\n\n"
+               "Answer:\n{answer}\n\nWrite only the rewritten answer.",
+    "minimum_change": "Below are a question, its correct final answer and a student's answer. "
+                      "Correct the student's answer with as few edits as possible so that its "
+                      "reasoning and final answer are right. Keep the student's wording wherever "
+                      "it is right; if the whole answer is right, copy it unchanged. {format}\n\n"
+                      "Question:\n{question}\n\nCorrect final answer: {gold}\n\n"
+                      "Student's answer:\n{draft}\n\nWrite only the corrected answer.",
+}
+
+
+def sft_set_name(task: str, variant: str) -> str:
+    return f"studyB-{task}-{variant}"
+
+
+def sft_path(task: str, variant: str) -> str:
+    return f"results/sft/{sft_set_name(task, variant)}.jsonl"
+
+
+# ---------------------------------------------------------------- items of a task
+
+Item = MathItem | MCItem
+
+
+def load_items(task: str, path: str | Path, cap: int | None) -> list[Item]:
+    """The task's training items; with a cap, the first `cap`, taken round-robin over MMLU
+    subjects so a small cap still covers every subject."""
+    if task not in TASKS:
+        raise DataError(f"config study_b.tasks: unknown task '{task}' (known: {', '.join(TASKS)})")
+    items: list[Item] = read_jsonl(path, MathItem.from_dict if task == "gsm8k" else MCItem.from_dict)
+    if cap is None or cap >= len(items):
+        return items
+    if task == "gsm8k":
+        return items[:cap]
+    groups: dict[str, list[MCItem]] = defaultdict(list)
+    for it in items:
+        groups[it.subject].append(it)
+    out: list[Item] = []
+    depth = 0
+    while len(out) < cap:
+        for group in groups.values():
+            if depth < len(group) and len(out) < cap:
+                out.append(group[depth])
+        depth += 1
+    return out
+
+
+def question_text(task: str, item: Item) -> str:
+    if task == "gsm8k":
+        return item.question.strip()
+    options = "".join(f"\n{letter}. {choice}" for letter, choice in zip(LETTERS, item.choices))
+    return f"{item.question.strip()}{options}"
+
+
+def sft_prompt(task: str, item: Item, instruction: str) -> list[dict]:
+    """The prompt every variant of this question shares (training sees exactly this)."""
+    body = question_text(task, item)
+    return [{"role": "user", "content": f"{body}\n\n{instruction}" if instruction else body}]
+
+
+def human_answer(task: str, item: Item) -> str:
+    if task == "gsm8k":
+        return item.answer
+    return f"The answer is ({item.answer_letter})."
+
+
+def gold_text(task: str, item: Item) -> str:
+    if task == "gsm8k":
+        return item.final
+    return f"({item.answer_letter}) {item.choices[item.answer]}"
+
+
+def check_answer(task: str, item: Item, text: str) -> tuple[str | None, str | None]:
+    """(extracted answer, None) when `text`'s final answer is right, else (extracted, reason)."""
+    if task == "gsm8k":
+        got = extract_number(text)
+        if got is None:
+            return None, "no_answer: no number found"
+        return got, None if numbers_match(got, item.final) else f"wrong_answer: {got} != {item.final}"
+    choice = extract_choice(text)
+    if choice is None:
+        return None, "no_answer: no option letter found"
+    got = LETTERS[choice]
+    return got, None if choice == item.answer else f"wrong_answer: {got} != {item.answer_letter}"
+
+
+def prompt_hash(messages: list[dict]) -> str:
+    return hashlib.sha256(json.dumps(messages, sort_keys=True, ensure_ascii=False)
+                          .encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- teacher calls
+
+class Asker:
+    """Sends requests through restyle.teacher.generate, one call per step, and gathers every
+    call's failures and accounting rows for the job's two side files."""
+
+    def __init__(self, backends: dict[str, dict], names: dict[str, str], cache_path: str | Path,
+                 prices: dict | None, stage: str):
+        self.backends, self.names = backends, names  # role ("teacher"/"target") -> config, name
+        self.cache_path, self.prices, self.stage = cache_path, prices, stage
+        self.failures: list[dict] = []
+        self.accounting: list[dict] = []
+        self.tmp = tempfile.TemporaryDirectory(prefix="restyle-studyB-")
+
+    def ask(self, role: str, requests: list[Request], step: str) -> list[Result]:
+        if not requests:
+            return []
+        stage = f"{self.stage}:{step}"
+        fail = Path(self.tmp.name) / f"{step}.failures.jsonl"
+        acct = Path(self.tmp.name) / f"{step}.accounting.csv"
+        results = teacher_mod.generate(requests, self.backends[role], self.cache_path,
+                                       stage=stage, failures_path=fail, accounting_path=acct,
+                                       prices=self.prices)
+        self.failures += [{"step": step, **r.to_dict()} for r in results if not r.ok]
+        with open(acct, newline="", encoding="utf-8") as f:
+            self.accounting += list(csv.DictReader(f))
+        return results
+
+    def write(self, failures_path: str | Path, accounting_path: str | Path) -> None:
+        write_jsonl(failures_path, self.failures)
+        with atomic_path(accounting_path) as tmp, open(tmp, "w", newline="",
+                                                       encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=teacher_mod.ACCOUNTING_FIELDS)
+            writer.writeheader()
+            writer.writerows(self.accounting)
+        self.tmp.cleanup()
+
+    def totals(self) -> dict:
+        def total(key):
+            values = [r.get(key) for r in self.accounting]
+            if any(v in (None, "") for v in values):
+                return None if key == "cost" else 0
+            return round(sum(float(v) for v in values), 6)
+
+        return {"prompt_tokens": int(total("prompt_tokens") or 0),
+                "completion_tokens": int(total("completion_tokens") or 0),
+                "cost": total("cost") if self.accounting else 0.0}
+
+
+def _request(item: Item, variant: str, template: str, messages_text: str,
+             params: dict) -> Request:
+    return Request(id=f"{variant}/{item.id}", messages=[{"role": "user", "content": messages_text}],
+                   template=template, template_hash=template_hash(TEMPLATES[template]),
+                   params=params)
+
+
+# ---------------------------------------------------------------- candidates and filtering
+
+@dataclass
+class Candidate:
+    item: Item
+    text: str | None  # None when the teacher call failed
+    provenance: dict
+    error: str | None = None
+
+
+@dataclass
+class Built:
+    records: list[SFTRecord]
+    dropped: list[dict]
+    stats: dict
+
+
+class Context:
+    """What building one set needs: task, variant, config section, teacher access, items."""
+
+    def __init__(self, task: str, variant: str, cfg: dict, items: Sequence[Item],
+                 asker: Asker | None = None,
+                 scorer: Callable[[list[SFTRecord]], list[float]] | None = None,
+                 source_records: Sequence[SFTRecord] | None = None):
+        self.task, self.variant, self.cfg, self.items = task, variant, cfg, list(items)
+        self.asker, self.scorer, self.source_records = asker, scorer, source_records
+        self.instruction = cfg["instructions"][task]
+        self.format = FORMATS[task]
+        self.sft_set = sft_set_name(task, variant)
+        self.base_provenance = {"study": "B", "task": task, "variant": variant,
+                                "sft_set": self.sft_set}
+        self._sent: dict[str, list[dict]] = {}  # request id -> messages, for prompt_hash
+
+    def prompt(self, item: Item) -> list[dict]:
+        return sft_prompt(self.task, item, self.instruction)
+
+    def fill(self, template: str, item: Item, **extra) -> str:
+        fields = {"prompt": self.prompt(item)[-1]["content"], "format": self.format,
+                  "question": question_text(self.task, item), "answer": human_answer(self.task, item),
+                  "gold": gold_text(self.task, item), **extra}
+        return TEMPLATES[template].format(**fields)
+
+    def params(self, **extra) -> dict:
+        gen = self.cfg["generation"]
+        return {"max_tokens": gen["max_tokens"], "temperature": gen["temperature"],
+                "seed": gen["seed"], **extra}
+
+    def candidates_from(self, results: Sequence[Result], items: Sequence[Item], role: str
+                        ) -> list[Candidate]:
+        out = []
+        name = self.asker.names[role]
+        for item, r in zip(items, results):
+            prov = {**self.base_provenance, "teacher_name": name, **r.provenance,
+                    "prompt_hash": prompt_hash(self._messages(r))}
+            out.append(Candidate(item, r.text if r.ok else None, prov, r.error))
+        return out
+
+    def _messages(self, result: Result) -> list[dict]:
+        return self._sent.get(result.id, [])
+
+    def ask(self, role: str, requests: list[Request], step: str) -> list[Result]:
+        self._sent.update({r.id: r.messages for r in requests})
+        return self.asker.ask(role, requests, step)
+
+
+def _dropped_row(ctx: Context, item: Item, reason: str, text: str | None = None,
+                 extracted: str | None = None) -> dict:
+    return {"task": ctx.task, "variant": ctx.variant, "source_id": item.id,
+            "reason": reason, "extracted": extracted, "completion": text}
+
+
+def filter_candidates(ctx: Context, candidates: Sequence[Candidate]
+                      ) -> tuple[list[tuple[Candidate, str | None]], list[dict]]:
+    """(kept candidates with their extracted answers, dropped rows)."""
+    kept, dropped = [], []
+    for c in candidates:
+        if c.text is None:
+            dropped.append(_dropped_row(ctx, c.item, f"teacher_failed: {c.error}"))
+            continue
+        if not c.text.strip():
+            dropped.append(_dropped_row(ctx, c.item, "no_answer: empty reply", c.text))
+            continue
+        extracted, reason = check_answer(ctx.task, c.item, c.text)
+        if reason is not None and ctx.cfg["filter_correct"]:
+            dropped.append(_dropped_row(ctx, c.item, reason, c.text, extracted))
+            continue
+        kept.append((c, extracted))
+    return kept, dropped
+
+
+def to_record(ctx: Context, c: Candidate, extracted: str | None, **extra_prov) -> SFTRecord:
+    prov = {**c.provenance, "extracted": extracted, "gold": gold_text(ctx.task, c.item),
+            "correct": check_answer(ctx.task, c.item, c.text)[1] is None, **extra_prov}
+    return SFTRecord(id=f"{ctx.sft_set}/{c.item.id}", source_id=c.item.id, dataset=ctx.sft_set,
+                     prompt=ctx.prompt(c.item), completion=c.text.strip(), provenance=prov)
+
+
+# ---------------------------------------------------------------- the variants
+
+def _human(ctx: Context) -> list[Candidate]:
+    return [Candidate(it, human_answer(ctx.task, it),
+                      {**ctx.base_provenance, "source": "human ground truth"})
+            for it in ctx.items]
+
+
+def _single(role: str, template: str) -> Callable[[Context], list[Candidate]]:
+    def build(ctx: Context) -> list[Candidate]:
+        reqs = [_request(it, ctx.variant, template, ctx.fill(template, it), ctx.params())
+                for it in ctx.items]
+        return ctx.candidates_from(ctx.ask(role, reqs, ctx.variant), ctx.items, role)
+    return build
+
+
+def _minimum_change(ctx: Context) -> list[Candidate]:
+    drafts = ctx.ask("target", [_request(it, "draft", "answer", ctx.fill("answer", it),
+                                         ctx.params()) for it in ctx.items], "draft")
+    draft_cands = ctx.candidates_from(drafts, ctx.items, "target")
+    out, todo, todo_drafts = [], [], []
+    for it, d in zip(ctx.items, draft_cands):
+        if d.text is None or not d.text.strip():
+            out.append(Candidate(it, None, d.provenance, d.error or "empty draft from the target"))
+        else:
+            todo.append(it)
+            todo_drafts.append(d)
+    reqs = [_request(it, ctx.variant, "minimum_change",
+                     ctx.fill("minimum_change", it, draft=d.text.strip()), ctx.params())
+            for it, d in zip(todo, todo_drafts)]
+    fixed = ctx.candidates_from(ctx.ask("teacher", reqs, "correct"), todo, "teacher")
+    for c, d in zip(fixed, todo_drafts):
+        c.provenance["draft"] = {"text": d.text, **{k: d.provenance[k] for k in (
+            "teacher_name", "backend", "model", "template_hash", "params", "cache_key",
+            "prompt_tokens", "completion_tokens") if k in d.provenance}}
+        out.append(c)
+    return out
+
+
+def _best_of_n(ctx: Context) -> tuple[list[tuple[Candidate, str | None, dict]], list[dict]]:
+    n, sampling = ctx.cfg["best_of_n"], ctx.cfg["sampling"]
+    reqs, owners = [], []
+    for it in ctx.items:
+        for i in range(n):
+            params = ctx.params(temperature=sampling["temperature"], top_p=sampling["top_p"],
+                                seed=ctx.cfg["generation"]["seed"] + i)
+            req = _request(it, ctx.variant, "answer", ctx.fill("answer", it), params)
+            reqs.append(Request(f"{req.id}#{i}", req.messages, req.template, req.template_hash,
+                                req.params))
+            owners.append((it, i))
+    cands = ctx.candidates_from(ctx.ask("teacher", reqs, "samples"), [o[0] for o in owners],
+                                "teacher")
+    for c, (_, i) in zip(cands, owners):
+        c.provenance["sample"] = i
+    kept, dropped = filter_candidates(ctx, cands)
+    by_item: dict[str, list[tuple[Candidate, str | None]]] = defaultdict(list)
+    for c, ex in kept:
+        by_item[c.item.id].append((c, ex))
+    records_in = [to_record(ctx, c, ex) for c, ex in kept]
+    ppl = ctx.scorer(records_in) if records_in else []
+    ppl_of = {(c.item.id, c.provenance["sample"]): p for (c, _), p in zip(kept, ppl)}
+    chosen, final_dropped = [], []
+    for it in ctx.items:
+        options = by_item.get(it.id, [])
+        if not options:
+            reasons = sorted({d["reason"].split(":")[0] for d in dropped
+                              if d["source_id"] == it.id})
+            final_dropped.append(_dropped_row(
+                ctx, it, f"{'/'.join(reasons) or 'other'}: no acceptable sample among {n}"))
+            continue
+        scored = sorted(options, key=lambda o: ppl_of[(it.id, o[0].provenance["sample"])])
+        c, ex = scored[0]
+        chosen.append((c, ex, {"n": n, "acceptable_samples": len(options),
+                               "target_perplexity": ppl_of[(it.id, c.provenance["sample"])]}))
+    # the per-sample drops stay on record too, marked as samples
+    side = [{**d, "reason": f"sample: {d['reason']}"} for d in dropped]
+    return chosen, final_dropped + side
+
+
+def _ppl_split(ctx: Context) -> tuple[list[SFTRecord], list[dict]]:
+    source = list(ctx.source_records or [])
+    if not source:
+        return [], []
+    ppl = ctx.scorer(source)
+    order = sorted(range(len(source)), key=lambda i: (ppl[i], source[i].id))
+    half = len(source) // 2
+    low, high = order[:half], order[len(source) - half:]
+    chosen = low if ctx.variant == "low_ppl" else high
+    median = ppl[order[len(order) // 2]] if len(order) % 2 else (
+        (ppl[order[half - 1]] + ppl[order[half]]) / 2)
+    records = []
+    for rank, i in enumerate(order):
+        if i not in chosen:
+            continue
+        src = source[i]
+        prov = {**src.provenance, **ctx.base_provenance, "split_of": src.dataset,
+                "target_perplexity": ppl[i], "perplexity_rank": rank, "median_perplexity": median}
+        records.append(SFTRecord(id=f"{ctx.sft_set}/{src.source_id}", source_id=src.source_id,
+                                 dataset=ctx.sft_set, prompt=src.prompt,
+                                 completion=src.completion, provenance=prov))
+    dropped = [{"task": ctx.task, "variant": ctx.variant, "source_id": source[i].source_id,
+                "reason": f"other: in the {'upper' if ctx.variant == 'low_ppl' else 'lower'} half"
+                          if i in (high if ctx.variant == "low_ppl" else low) else
+                          "other: middle example of an odd-sized set",
+                "extracted": None, "completion": None}
+               for i in order if i not in chosen]
+    return records, dropped
+
+
+SINGLE = {"teacher": ("teacher", "answer"), "teacher_rewrite": ("teacher", "rewrite"),
+          "teacher_steps": ("teacher", "steps"),
+          "teacher_detailed_steps": ("teacher", "detailed_steps"),
+          "self_rewrite": ("target", "rewrite")}
+
+
+def build(ctx: Context) -> Built:
+    """The SFT records, dropped rows and stats row of one (task, variant)."""
+    v = ctx.variant
+    if v in PPL_SPLITS:
+        records, dropped = _ppl_split(ctx)
+        candidates = len(ctx.source_records or [])
+    elif v == "best_of_n":
+        chosen, dropped = _best_of_n(ctx)
+        records = [to_record(ctx, c, ex, **extra) for c, ex, extra in chosen]
+        candidates = len(ctx.items) * ctx.cfg["best_of_n"]
+    else:
+        if v == "human":
+            cands = _human(ctx)
+        elif v == "minimum_change":
+            cands = _minimum_change(ctx)
+        elif v in SINGLE:
+            cands = _single(*SINGLE[v])(ctx)
+        else:
+            raise DataError(f"config study_b.variants: unknown variant '{v}' "
+                            f"(known: {', '.join(VARIANTS)})")
+        kept, dropped = filter_candidates(ctx, cands)
+        records = [to_record(ctx, c, ex) for c, ex in kept]
+        candidates = len(cands)
+    final_drops = [d for d in dropped if not d["reason"].startswith("sample: ")]
+    reasons = Counter(d["reason"].split(":")[0].split("/")[0] for d in final_drops)
+    totals = ctx.asker.totals() if ctx.asker else {"prompt_tokens": 0, "completion_tokens": 0,
+                                                   "cost": 0.0}
+    stats = {"task": ctx.task, "variant": v, "sft_set": ctx.sft_set,
+             "questions": len(ctx.items) if v not in PPL_SPLITS else candidates,
+             "candidates": candidates, "kept": len(records), "dropped": len(final_drops),
+             "teacher_failed": reasons.get("teacher_failed", 0),
+             "no_answer": reasons.get("no_answer", 0),
+             "wrong_answer": reasons.get("wrong_answer", 0),
+             "other_dropped": sum(n for r, n in reasons.items()
+                                  if r not in ("teacher_failed", "no_answer", "wrong_answer")),
+             "mean_completion_chars": round(sum(len(r.completion) for r in records)
+                                            / len(records), 1) if records else None,
+             **totals}
+    log.info("%s: %d of %d kept (%s)", ctx.sft_set, len(records), stats["questions"],
+             ", ".join(f"{k} {n}" for k, n in sorted(reasons.items())) or "none dropped")
+    if not records:
+        log.warning("%s is EMPTY: no %s answer passed the filters; its SFT file is written "
+                    "empty and later stages skip it", ctx.sft_set, v)
+    return Built(records, dropped, stats)
+
+
+def write_stats(path: str | Path, rows: list[dict]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=STATS_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def count_rows(path: str | Path) -> int:
+    """Examples in an SFT JSONL file (0 for an empty set)."""
+    with open(path, encoding="utf-8") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def make_scorer(manifest: str | Path, batch_size: int, max_length: int | None,
+                max_batch_tokens: int | None) -> Callable[[list[SFTRecord]], list[float]]:
+    """Target-model perplexity of SFT records, the model loaded on first use."""
+    loaded = {}
+
+    def score(records: list[SFTRecord]) -> list[float]:
+        from restyle import familiarity
+
+        if "model" not in loaded:
+            loaded["model"], loaded["tokenizer"] = familiarity.load(manifest)
+        scores = familiarity.score_records(loaded["model"], loaded["tokenizer"], records,
+                                           batch_size, max_length, max_batch_tokens)
+        return [s.perplexity for s in scores]
+    return score
+
+
+def run(task: str, variant: str, cfg: dict, items_path: str | Path, out: dict,
+        backends: dict[str, dict], names: dict[str, str], cache_path: str | Path,
+        prices: dict | None, target_manifest: str | Path | None = None,
+        source_path: str | Path | None = None) -> dict:
+    """Build one set and write its files. `out` names the paths: sft, dropped, stats, failures,
+    accounting. `backends`/`names` map the roles "teacher" and "target" to a backend dict for
+    restyle.teacher.generate and the config name of that teacher. Returns the stats row."""
+    items = load_items(task, items_path, cfg["items"])
+    asker = Asker(backends, names, cache_path, prices, stage=sft_set_name(task, variant))
+    scorer = None
+    if variant in SCORED_VARIANTS:
+        fam = cfg["familiarity"]
+        scorer = make_scorer(target_manifest, fam["batch_size"], fam["max_length"],
+                             fam["max_batch_tokens"])
+    source = (read_jsonl(source_path, SFTRecord.from_dict) if variant in PPL_SPLITS else None)
+    ctx = Context(task, variant, cfg, items, asker, scorer, source)
+    built = build(ctx)
+    write_jsonl(out["sft"], built.records)
+    write_jsonl(out["dropped"], built.dropped)
+    write_stats(out["stats"], [built.stats])
+    asker.write(out["failures"], out["accounting"])
+    return built.stats
