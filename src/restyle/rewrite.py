@@ -1,0 +1,314 @@
+"""Study A, step 2: rule-guided rewriting of MMLU training items into SFT sets, the two
+baselines (`original`: the item with a bare answer; `teacher_plain`: the teacher's own reasoning,
+no rule) and the quality gate.
+
+Rewrite reply format (read leniently; a small model rarely keeps it exactly):
+
+    Question: <the rewritten question>
+    A. <option>  ... D. <option>        (options mode "teacher" only)
+    Reasoning: <reasoning in the spirit of the rule>
+    Answer: <letter>
+
+Options mode `teacher`: the teacher writes the four options too, and the gate checks they are all
+there and still say what the originals say (so the gold letter still names the right answer).
+Mode `keep`: the teacher rewrites only the question and reasoning; the original options are
+attached verbatim.
+
+Quality gate, in order (the first failing check is the reason an item is dropped): the teacher
+call failed; the reply has no question / no reasoning / no final answer ("parse"); an option is
+missing or changed ("options"); the final answer is not the gold option ("answer"); optionally,
+a near-duplicate of a kept row in the same set ("duplicate").
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from difflib import SequenceMatcher
+
+from restyle.io import atomic_path
+from restyle.records import LETTERS, MCItem, SFTRecord
+from restyle.teacher import Request, Result, template_hash
+
+REWRITE_TEMPLATE = (
+    "Rule: {name}: {description}\n{instructions}\n"
+    "Rewrite the multiple-choice question below so that it follows the rule. {options_ask}"
+    "Then explain the answer in the spirit of the rule.\n\n"
+    "Question: {question}\n{options}\nCorrect answer: {letter}\n\n"
+    "Reply in this format:\nQuestion: <rewritten question>\n{options_format}"
+    "Reasoning: <two or three sentences>\nAnswer: {letter}")
+PLAIN_TEMPLATE = (
+    "{question}\n{options}\n\n{hint}Explain the reasoning in two or three sentences, then end "
+    "with the line\nAnswer: <letter>")
+OPTIONS_ASK = {"teacher": "Keep the four options and their meaning. ", "keep": ""}
+OPTIONS_FORMAT = {"teacher": "A. <option>\nB. <option>\nC. <option>\nD. <option>\n", "keep": ""}
+
+STAGES = ("teacher", "parse", "options", "answer", "duplicate")
+STATS_FIELDS = ["sft_set", "rule", "subject", "total", "kept", "dropped",
+                *(f"dropped_{s}" for s in STAGES)]
+
+_LABEL = re.compile(r"^\s*(?:\*\*)?(rewritten question|new question|question|reasoning|"
+                    r"explanation|answer|correct answer)(?:\*\*)?\s*[:：]\s*(.*)$", re.IGNORECASE)
+_OPTION = re.compile(r"^\s*\(?([A-D])[.):]\s+(.+)$")
+# "Answer: C", "the answer is (C)", "The answer to the question is: C"
+_ANSWER = re.compile(r"\b(?i:answer)\b(?:[^.\n:]{0,30}?\b(?i:is))?\s*[:：]?\s*\(?([A-D])\b"
+                     r"(?:\)|\.|,|\s|$)")
+_ANSWER_SENTENCE = re.compile(r"(?:^|(?<=[.!?]))\s*(?:so\s+|thus\s+|therefore\s+)?(?:the\s+)?"
+                              r"(?:correct\s+)?answer\b(?:\s+is)?\s*[:：]?\s*\(?[A-D]\b[^\n]*",
+                              re.IGNORECASE)
+
+
+def format_options(choices: Sequence[str]) -> str:
+    return "\n".join(f"{letter}. {text}" for letter, text in zip(LETTERS, choices))
+
+
+def format_mc(question: str, choices: Sequence[str]) -> str:
+    """The user turn of every study A set: the question, then `A. ..` to `D. ..`."""
+    return f"{question.strip()}\n{format_options(choices)}"
+
+
+def final_line(item: MCItem) -> str:
+    return f"The answer is ({item.answer_letter}) {item.choices[item.answer]}"
+
+
+def select_items(items: Sequence[MCItem], limit: int | None) -> list[MCItem]:
+    """At most `limit` items, taken round-robin over subjects in file order (all when None)."""
+    if limit is None or limit >= len(items):
+        return list(items)
+    by_subject: dict[str, list[MCItem]] = defaultdict(list)
+    for item in items:
+        by_subject[item.subject].append(item)
+    queues, out = [list(v) for v in by_subject.values()], []
+    while len(out) < limit:
+        for queue in queues:
+            if queue and len(out) < limit:
+                out.append(queue.pop(0))
+    chosen = {it.id for it in out}
+    return [it for it in items if it.id in chosen]
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False)
+                          .encode()).hexdigest()[:16]
+
+
+def rewrite_requests(rule: dict, items: Sequence[MCItem], cfg: dict) -> list[Request]:
+    mode = cfg["options"]
+    params = {"max_tokens": cfg["max_tokens"], "temperature": cfg["temperature"]}
+    how = f"How to apply it: {rule['instructions']}\n" if rule.get("instructions") else ""
+    reqs = []
+    for item in items:
+        content = REWRITE_TEMPLATE.format(
+            name=rule["name"], description=rule["description"], instructions=how,
+            options_ask=OPTIONS_ASK[mode], question=item.question.strip(),
+            options=format_options(item.choices), letter=item.answer_letter,
+            options_format=OPTIONS_FORMAT[mode])
+        reqs.append(Request(id=item.id, messages=[{"role": "user", "content": content}],
+                            template=f"study_a_rewrite_{mode}",
+                            template_hash=template_hash(REWRITE_TEMPLATE + OPTIONS_ASK[mode]
+                                                        + OPTIONS_FORMAT[mode]),
+                            params=params))
+    return reqs
+
+
+def plain_requests(items: Sequence[MCItem], cfg: dict) -> list[Request]:
+    params = {"max_tokens": cfg["max_tokens"], "temperature": cfg["temperature"]}
+    reqs = []
+    for item in items:
+        hint = f"The correct answer is {item.answer_letter}. " if cfg["show_answer"] else ""
+        content = PLAIN_TEMPLATE.format(question=item.question.strip(),
+                                        options=format_options(item.choices), hint=hint)
+        reqs.append(Request(id=item.id, messages=[{"role": "user", "content": content}],
+                            template="study_a_teacher_plain" + ("_hint" if hint else ""),
+                            template_hash=template_hash(PLAIN_TEMPLATE), params=params))
+    return reqs
+
+
+@dataclass(frozen=True)
+class Parsed:
+    question: str | None  # None for teacher_plain (the original question is kept)
+    options: dict[str, str]  # letter -> text, as the teacher wrote them
+    reasoning: str
+    letter: str
+
+
+class Rejected(ValueError):
+    def __init__(self, stage: str, reason: str):
+        super().__init__(f"{stage}: {reason}")
+        self.stage, self.reason = stage, reason
+
+
+def final_letter(text: str) -> str | None:
+    """The letter of the last 'Answer: X' / 'the answer is (X)' in the text."""
+    found = _ANSWER.findall(text)
+    return found[-1].upper() if found else None
+
+
+def _strip_answer(text: str) -> str:
+    return re.sub(r"\s+", " ", _ANSWER_SENTENCE.sub(" ", text)).strip()
+
+
+def parse_reply(text: str, rewrite: bool) -> Parsed:
+    """Split a reply into question, options, reasoning and final letter; Rejected("parse")."""
+    sections: dict[str, list[str]] = defaultdict(list)
+    options: dict[str, str] = {}
+    current = "lead"
+    for raw in text.splitlines():
+        m = _LABEL.match(raw)
+        if m:
+            label = m.group(1).lower()
+            current = {"rewritten question": "question", "new question": "question",
+                       "explanation": "reasoning", "correct answer": "answer"}.get(label, label)
+            if m.group(2).strip():
+                sections[current].append(m.group(2).strip())
+            continue
+        o = _OPTION.match(raw)
+        if o and rewrite:
+            options.setdefault(o.group(1), o.group(2).strip())
+            current = "after_options"
+            continue
+        if raw.strip():
+            sections[current].append(raw.strip())
+    letter = final_letter(text)
+    if letter is None:
+        raise Rejected("parse", "no final answer letter")
+    question, lead = None, sections.get("lead", [])
+    if rewrite:
+        # without a "Question:" label the first line is the question and the rest reasoning
+        q = sections.get("question") or lead[:1]
+        if not sections.get("question"):
+            lead = lead[1:]
+        question = _strip_answer(" ".join(q))
+        if len(question.split()) < 3:
+            raise Rejected("parse", "no rewritten question")
+    reasoning_parts = sections.get("reasoning") or sections.get("after_options") or lead
+    reasoning = _strip_answer(" ".join(reasoning_parts))
+    if len(reasoning.split()) < 3:
+        raise Rejected("parse", "no reasoning")
+    return Parsed(question, options, reasoning, letter)
+
+
+def _norm(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
+def check_options(parsed: Parsed, item: MCItem, min_similarity: float) -> None:
+    """Rejected("options") unless all four options are there and each matches the original."""
+    missing = [letter for letter in LETTERS if letter not in parsed.options]
+    if missing:
+        raise Rejected("options", f"option(s) {', '.join(missing)} missing")
+    for letter, original in zip(LETTERS, item.choices):
+        got, want = _norm(parsed.options[letter]), _norm(original)
+        ratio = 1.0 if got == want else SequenceMatcher(None, got, want).ratio()
+        if ratio < min_similarity:
+            raise Rejected("options", f"option {letter} changed ({parsed.options[letter]!r} vs "
+                                      f"{original!r}, similarity {ratio:.2f})")
+
+
+def gate(parsed: Parsed, item: MCItem, options_mode: str, gate_cfg: dict) -> None:
+    if options_mode == "teacher" and parsed.question is not None and gate_cfg["check_options"]:
+        check_options(parsed, item, gate_cfg["option_similarity"])
+    if parsed.letter != item.answer_letter:
+        raise Rejected("answer", f"teacher's final answer is {parsed.letter}, gold is "
+                                 f"{item.answer_letter}")
+
+
+def _shingles(text: str) -> set[str]:
+    words = _norm(text).split()
+    return {" ".join(words[i:i + 3]) for i in range(max(1, len(words) - 2))}
+
+
+def near_duplicate(text: str, kept: list[tuple[str, set[str]]], threshold: float) -> str | None:
+    """The id of a kept row whose prompt shares >= threshold of word 3-grams (Jaccard)."""
+    mine = _shingles(text)
+    for rid, theirs in kept:
+        if len(mine & theirs) / max(1, len(mine | theirs)) >= threshold:
+            return rid
+    return None
+
+
+def build_set(sft_set: str, items: Sequence[MCItem], requests: Sequence[Request],
+              results: Sequence[Result], *, rule: dict | None, teacher_name: str,
+              options_mode: str, gate_cfg: dict) -> tuple[list[SFTRecord], list[dict]]:
+    """Turn teacher results into SFT records; everything dropped comes back with its reason."""
+    records, dropped, seen = [], [], []
+    rule_fields = ({"rule": rule["slug"], "rule_name": rule["name"],
+                    "rule_hash": _hash({k: rule.get(k) for k in
+                                        ("slug", "name", "description", "instructions")})}
+                   if rule else {"rule": None})
+    for item, req, res in zip(items, requests, results):
+        base = {"id": f"{sft_set}/{item.id}", "source_id": item.id, "subject": item.subject,
+                "sft_set": sft_set, **rule_fields}
+        try:
+            if not res.ok:
+                raise Rejected("teacher", res.error or "no reply")
+            parsed = parse_reply(res.text, rewrite=rule is not None)
+            gate(parsed, item, options_mode, gate_cfg)
+            if rule is not None and options_mode == "teacher":
+                question = format_mc(parsed.question, [parsed.options[x] for x in LETTERS])
+            else:
+                question = format_mc(parsed.question or item.question, item.choices)
+            if gate_cfg["near_duplicates"]:
+                twin = near_duplicate(question, seen, gate_cfg["near_duplicate_threshold"])
+                if twin:
+                    raise Rejected("duplicate", f"near-duplicate of {twin}")
+        except Rejected as e:
+            dropped.append({**base, "stage": e.stage, "reason": e.reason,
+                            "reply": res.text})
+            continue
+        seen.append((base["id"], _shingles(question)))
+        prov = res.provenance
+        records.append(SFTRecord(
+            id=base["id"], source_id=item.id, dataset=sft_set,
+            prompt=[{"role": "user", "content": question}],
+            completion=f"{parsed.reasoning}\n\n{final_line(item)}",
+            provenance={"study": "A", "sft_set": sft_set, "source_id": item.id,
+                        "subject": item.subject, **rule_fields, "teacher": teacher_name,
+                        "backend": prov["backend"], "model": prov["model"],
+                        "template": prov["template"], "template_hash": prov["template_hash"],
+                        "prompt_hash": _hash(req.messages), "params": prov["params"],
+                        "prompt_tokens": prov["prompt_tokens"],
+                        "completion_tokens": prov["completion_tokens"],
+                        "cache_key": prov["cache_key"], "batch": prov["batch"],
+                        "cached": res.cached}))
+    return records, dropped
+
+
+def original_set(sft_set: str, items: Sequence[MCItem]) -> list[SFTRecord]:
+    """The MMLU items themselves with a bare answer: no teacher."""
+    return [SFTRecord(id=f"{sft_set}/{it.id}", source_id=it.id, dataset=sft_set,
+                      prompt=[{"role": "user", "content": format_mc(it.question, it.choices)}],
+                      completion=final_line(it),
+                      provenance={"study": "A", "sft_set": sft_set, "source_id": it.id,
+                                  "subject": it.subject, "rule": None, "teacher": None,
+                                  "template": "study_a_original", "cache_key": ""})
+            for it in items]
+
+
+def stats_rows(sft_set: str, rule: str | None, items: Sequence[MCItem],
+               dropped: Sequence[dict]) -> list[dict]:
+    """Kept and dropped counts (by gate stage) per subject, plus an `all` row."""
+    total = Counter(it.subject for it in items)
+    drops = Counter((d["subject"], d["stage"]) for d in dropped)
+    rows = []
+    for subject in [*sorted(total), "all"]:
+        n = sum(total.values()) if subject == "all" else total[subject]
+        by_stage = {s: (sum(v for (_, st), v in drops.items() if st == s) if subject == "all"
+                        else drops[(subject, s)]) for s in STAGES}
+        lost = sum(by_stage.values())
+        rows.append({"sft_set": sft_set, "rule": rule or "", "subject": subject, "total": n,
+                     "kept": n - lost, "dropped": lost,
+                     **{f"dropped_{s}": v for s, v in by_stage.items()}})
+    return rows
+
+
+def write_stats(path, rows: Sequence[dict]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=STATS_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)

@@ -1,0 +1,516 @@
+"""Study A, step 1: explanatory rules from Ruozhiba questions (or a fixed list from config).
+
+The teacher reads batches of Ruozhiba questions with their answers and, from each perspective
+(education, psychology, cognitive science by default), writes rules explaining why such questions
+teach well ("extract"). One consolidation call merges near-duplicates into the final N rules
+("consolidate"); a rule that still lacks rewriting instructions gets them from one more call per
+rule ("instructions"). Every teacher call goes through `restyle.teacher.generate`.
+
+Replies are read leniently, because the offline default teacher (SmolLM2-135M) rarely keeps a
+format: the line format `Name: explanation` per rule, with list markers, bold and lead-ins like
+"The reason is that" stripped. For an openai teacher, `structured` asks for a JSON schema instead.
+Nothing is ever invented: every kept name, description and instruction is the teacher's own text
+(a candidate without a name is named by the first words of its own description, which provenance
+records as `name_from: description`). When consolidation yields fewer than N usable rules, the
+best-formed extracted candidates fill the set. Every candidate that is not kept, and every reply
+line that could not be read, is listed with the reason in the dropped file.
+
+The rules document (results/rules/rules.json) is described in docs/schema.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import tempfile
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+
+from restyle import teacher
+from restyle.records import RuozhibaItem
+from restyle.teacher import Request, template_hash
+
+log = logging.getLogger(__name__)
+
+RESERVED_SLUGS = ("original", "teacher_plain")  # the baseline SFT sets of study A
+SLUG_RE = r"[a-z0-9]+(?:-[a-z0-9]+)*"
+
+EXTRACT_TEMPLATE = (
+    "Trick questions:\n{questions}\n\n"
+    "Why are trick questions like these good teaching material? Answer from the view of "
+    "{perspective}, one reason per line, each line in the form  Name: explanation")
+CONSOLIDATE_TEMPLATE = (
+    "Here are rules that explain why trick questions teach well:\n{candidates}\n\n"
+    "Merge rules that say the same thing and write the {n} most useful rules. For each rule "
+    "write three lines:\nName: <short name>\nDescription: <one paragraph>\n"
+    "Instructions: <how to rewrite an exam question so that it follows the rule>")
+INSTRUCTIONS_TEMPLATE = (
+    "Rule: {name}: {description}\n\n"
+    "In two sentences, tell a teacher how to rewrite a multiple-choice exam question so that it "
+    "follows this rule.\nInstructions:")
+TEMPLATES = {"extract": EXTRACT_TEMPLATE, "consolidate": CONSOLIDATE_TEMPLATE,
+             "instructions": INSTRUCTIONS_TEMPLATE}
+
+_RULE_ITEM = {"type": "object", "required": ["name", "description"],
+              "properties": {"name": {"type": "string"}, "description": {"type": "string"},
+                             "instructions": {"type": "string"}}}
+EXTRACT_SCHEMA = {"type": "object", "required": ["rules"],
+                  "properties": {"rules": {"type": "array", "items": _RULE_ITEM}}}
+CONSOLIDATE_SCHEMA = {
+    "type": "object", "required": ["rules"],
+    "properties": {"rules": {"type": "array", "items": {
+        **_RULE_ITEM, "required": ["name", "description", "instructions"]}}}}
+
+# words a model puts before the colon that are labels, not rule names
+_LABELS = {"rule", "rules", "name", "answer", "explanation", "reason", "title", "description",
+           "instructions", "instruction", "note", "example", "question", "a", "q"}
+_LEAD_INS = re.compile(r"^(?:the\s+(?:reason|answer|rule)\b[^:]{0,40}?(?:\bis\b\s*:?|:)\s*"
+                       r"(?:that\s+)?|because\s+)", re.IGNORECASE)
+_MARKER = re.compile(r"^\s*(?:[-*•]+|\(?\d{1,2}[.)]|#+)\s*")
+MIN_DESCRIPTION_WORDS = 5
+MAX_NAME_WORDS = 8
+DUPLICATE_JACCARD = 0.6
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def slugify(name: str, taken: Sequence[str] = ()) -> str:
+    """Lowercase ASCII words joined by '-'; never a reserved or taken slug."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    slug = "-".join(re.findall(r"[a-z0-9]+", ascii_name.lower())[:6])
+    if not slug:
+        slug = f"rule-{text_hash(name)[:8]}"
+    if slug in RESERVED_SLUGS:
+        slug += "-rule"
+    base, i = slug, 2
+    while slug in taken:
+        slug, i = f"{base}-{i}", i + 1
+    return slug
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def _repetitive(text: str) -> bool:
+    """True when one run of three words occurs three times or more (a looping reply)."""
+    words = _words(text)
+    grams = [" ".join(words[i:i + 3]) for i in range(len(words) - 2)]
+    return any(grams.count(g) >= 3 for g in set(grams))
+
+
+def _cjk_share(text: str) -> float:
+    letters = [c for c in text if not c.isspace()]
+    return sum("\u3000" <= c <= "\u9fff" or "\uff00" <= c <= "\uffef" for c in letters) / max(
+        1, len(letters))
+
+
+def _clean(text: str) -> str:
+    text = _MARKER.sub("", text.strip())
+    text = text.replace("**", "").replace("__", "").strip().strip('"“”').strip()
+    while True:  # "The answer to this question is: "The reason is that ...""
+        shorter = _LEAD_INS.sub("", text).strip().strip('"“”').strip()
+        if shorter == text:
+            return text
+        text = shorter
+
+
+def parse_rule_lines(text: str, prompt: str = "") -> tuple[list[dict], list[dict]]:
+    """Rules from a line-format reply: ([{name|None, description}], [{text, reason}]).
+
+    Each non-empty line is one rule `Name: explanation`; a line without a usable name becomes a
+    description-only candidate. Lines that echo the prompt, repeat, are too short or are not
+    English are rejected with the reason.
+    """
+    found, rejected, seen = [], [], set()
+    prompt_norm = " ".join(_words(prompt))
+    for raw in text.splitlines():
+        line = _clean(raw)
+        if not line:
+            continue
+        norm = " ".join(_words(line))
+        if norm in seen:
+            rejected.append({"text": raw.strip(), "reason": "repeats an earlier line"})
+            continue
+        seen.add(norm)
+        if _cjk_share(line) > 0.3:
+            rejected.append({"text": raw.strip(), "reason": "not English (rules are asked for in "
+                                                            "English)"})
+            continue
+        if _repetitive(line):
+            rejected.append({"text": raw.strip(), "reason": "repeats itself"})
+            continue
+        if norm and norm in prompt_norm:
+            rejected.append({"text": raw.strip(), "reason": "echoes the prompt"})
+            continue
+        name, description = None, line
+        head, sep, tail = line.partition(":")
+        if sep and tail.strip():
+            head = _clean(head)
+            if head and 1 <= len(_words(head)) <= MAX_NAME_WORDS and head.lower() not in _LABELS:
+                name, description = head, _clean(tail)
+            elif head.lower() in _LABELS or not head:
+                description = _clean(tail)
+        if len(_words(description)) < MIN_DESCRIPTION_WORDS:
+            rejected.append({"text": raw.strip(),
+                             "reason": f"explanation under {MIN_DESCRIPTION_WORDS} words"})
+            continue
+        found.append({"name": name, "description": description})
+    return found, rejected
+
+
+_FIELD = re.compile(r"^\s*(?:[-*•]\s*|\d{1,2}[.)]\s*)?(?:\*\*)?(name|rule|description|"
+                    r"instructions?|how to apply)(?:\*\*)?\s*(?:\d+\s*)?[:：]\s*(.*)$",
+                    re.IGNORECASE)
+
+
+def parse_rule_blocks(text: str) -> tuple[list[dict], list[dict]]:
+    """Rules from a consolidation reply written as Name:/Description:/Instructions: blocks.
+
+    A new `Name:` (or `Rule:`) starts a rule; a field may continue over following lines.
+    Returns (complete-enough rules, rejected blocks with reasons).
+    """
+    blocks: list[dict] = []
+    current, field = None, None
+    for raw in text.splitlines():
+        m = _FIELD.match(raw)
+        if m:
+            key = m.group(1).lower()
+            key = {"rule": "name", "instruction": "instructions",
+                   "how to apply": "instructions"}.get(key, key)
+            if key == "name" or current is None or key in current:
+                current = {}
+                blocks.append(current)
+            current[key], field = m.group(2).strip(), key
+        elif current is not None and field and raw.strip():
+            current[field] = f"{current[field]} {raw.strip()}".strip()
+    rules, rejected = [], []
+    for block in blocks:
+        name = _clean(block.get("name", ""))
+        description = _clean(block.get("description", ""))
+        instructions = _clean(block.get("instructions", ""))
+        shown = json.dumps(block, ensure_ascii=False)
+        if not name or len(_words(name)) > MAX_NAME_WORDS or name.lower() in _LABELS:
+            rejected.append({"text": shown, "reason": "no usable name"})
+        elif len(_words(description)) < MIN_DESCRIPTION_WORDS:
+            rejected.append({"text": shown, "reason": f"description under "
+                                                      f"{MIN_DESCRIPTION_WORDS} words"})
+        elif _cjk_share(name + description) > 0.3:
+            rejected.append({"text": shown, "reason": "not English"})
+        else:
+            rules.append({"name": name, "description": description,
+                          "instructions": instructions or None})
+    return rules, rejected
+
+
+def parse_instructions(text: str) -> str | None:
+    """The instruction text of an instructions reply, or None when it is unusable."""
+    lines = [_clean(_FIELD.sub(lambda m: m.group(2), ln)) for ln in text.splitlines()]
+    body = " ".join(ln for ln in lines if ln)
+    if len(_words(body)) < MIN_DESCRIPTION_WORDS or _cjk_share(body) > 0.3:
+        return None
+    return body
+
+
+def _jaccard(a: str, b: str) -> float:
+    x, y = set(_words(a)), set(_words(b))
+    return len(x & y) / max(1, len(x | y))
+
+
+def _score(candidate: dict) -> float:
+    """How well-formed a candidate is: a name, a description of a sensible length."""
+    n = len(_words(candidate["description"]))
+    return (2.0 if candidate["name"] else 0.0) + (1.0 if 8 <= n <= 60 else 0.5 if n <= 100
+                                                  else 0.0)
+
+
+def rank_candidates(candidates: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(distinct candidates, best-formed first, alternating perspectives; near-duplicates with
+    the candidate each repeats). Ties keep extraction order."""
+    distinct, duplicates = [], []
+    for cand in sorted(candidates, key=lambda c: -_score(c)):
+        twin = next((d for d in distinct if _jaccard(d["description"], cand["description"])
+                     >= DUPLICATE_JACCARD or (cand["name"] and d["name"]
+                                              and cand["name"].lower() == d["name"].lower())),
+                    None)
+        if twin is not None:
+            duplicates.append({**cand, "duplicate_of": twin["id"]})
+        else:
+            distinct.append(cand)
+    by_view: dict[str, list[dict]] = {}
+    for cand in distinct:
+        by_view.setdefault(cand["perspective"], []).append(cand)
+    ranked, queues = [], list(by_view.values())
+    while any(queues):
+        for queue in queues:
+            if queue:
+                ranked.append(queue.pop(0))
+    return ranked, duplicates
+
+
+def _params(cfg: dict) -> dict:
+    return {"max_tokens": cfg["max_tokens"], "temperature": cfg["temperature"]}
+
+
+def _request(rid: str, template: str, content: str, params: dict, schema: dict | None) -> Request:
+    text = TEMPLATES[template]
+    return Request(id=rid, messages=[{"role": "user", "content": content}], template=template,
+                   template_hash=template_hash(text), params=params, schema=schema)
+
+
+def extraction_requests(questions: Sequence[RuozhibaItem], cfg: dict,
+                        structured: bool) -> list[tuple[Request, dict]]:
+    """One request per (question batch, perspective), with what it covered."""
+    size = cfg["questions_per_batch"]
+    batches = [questions[i:i + size] for i in range(0, len(questions), size)]
+    if cfg.get("max_batches"):
+        batches = batches[:cfg["max_batches"]]
+    out = []
+    for b, batch in enumerate(batches):
+        shown = "\n".join(f"- {q.question} ({q.answer})" for q in batch)
+        for perspective in cfg["perspectives"]:
+            content = EXTRACT_TEMPLATE.format(questions=shown, perspective=perspective)
+            req = _request(f"extract/batch{b}/{slugify(perspective)}", "extract", content,
+                           _params(cfg["extract"]), EXTRACT_SCHEMA if structured else None)
+            out.append((req, {"batch": b, "perspective": perspective,
+                              "question_ids": [q.id for q in batch]}))
+    return out
+
+
+def _prov(result: teacher.Result) -> dict:
+    p = result.provenance
+    return {"request_id": result.id, "backend": p["backend"], "model": p["model"],
+            "template": p["template"], "template_hash": p["template_hash"],
+            "params": p["params"], "cache_key": p["cache_key"],
+            "prompt_tokens": p.get("prompt_tokens"), "completion_tokens": p.get("completion_tokens"),
+            "cached": result.cached}
+
+
+class _Calls:
+    """Runs the stage's teacher calls, keeping each call's failures and accounting row."""
+
+    def __init__(self, backend: dict, cache: str, prices: dict | None, workdir: Path):
+        self.backend, self.cache, self.prices, self.workdir = backend, cache, prices, workdir
+        self.failures: list[dict] = []
+        self.accounting: list[str] = []
+
+    def __call__(self, stage: str, requests: list[Request]) -> list[teacher.Result]:
+        if not requests:
+            return []
+        fail, acct = self.workdir / f"{stage}.failures.jsonl", self.workdir / f"{stage}.csv"
+        results = teacher.generate(requests, self.backend, self.cache, stage=stage,
+                                   failures_path=fail, accounting_path=acct, prices=self.prices)
+        self.failures += [r.to_dict() for r in results if not r.ok]
+        lines = acct.read_text(encoding="utf-8").splitlines()
+        if not self.accounting:
+            self.accounting.append(lines[0])
+        self.accounting += lines[1:]
+        return results
+
+
+def extract(questions: Sequence[RuozhibaItem], cfg: dict, backend: dict, cache: str,
+            prices: dict | None = None) -> dict:
+    """Run extraction, consolidation and instructions; return the stage's documents.
+
+    Returns {"rules": [...], "candidates": [...], "dropped": [...], "failures": [...],
+    "accounting": csv text}. Raises ValueError when the teacher gave no usable rule at all.
+    """
+    structured = cfg["structured_output"] == "always" or (
+        cfg["structured_output"] == "auto" and backend["backend"] == "openai")
+    n = cfg["count"]
+    dropped: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        calls = _Calls(backend, cache, prices, Path(tmp))
+        planned = extraction_requests(questions, cfg, structured)
+        results = calls("study_a_extract", [req for req, _ in planned])
+        candidates = []
+        for (req, meta), res in zip(planned, results):
+            if not res.ok:
+                dropped.append({"stage": "extract", "request_id": req.id, "text": None,
+                                "reason": f"teacher failed: {res.error}"})
+                continue
+            if structured:
+                found = [{"name": _clean(r["name"]) or None,
+                          "description": _clean(r["description"])}
+                         for r in res.parsed["rules"]]
+                rejected = [{"text": json.dumps(f, ensure_ascii=False),
+                             "reason": f"explanation under {MIN_DESCRIPTION_WORDS} words"}
+                            for f in found if len(_words(f["description"])) < MIN_DESCRIPTION_WORDS]
+                found = [f for f in found if len(_words(f["description"])) >= MIN_DESCRIPTION_WORDS]
+            else:
+                found, rejected = parse_rule_lines(res.text, req.messages[0]["content"])
+            dropped += [{"stage": "extract", "request_id": req.id, **r} for r in rejected]
+            if not found:
+                dropped.append({"stage": "extract", "request_id": req.id, "text": res.text,
+                                "reason": "no rule could be read from the reply"})
+            for i, f in enumerate(found):
+                candidates.append({"id": f"{req.id}/{i}", **f, **meta,
+                                   "provenance": _prov(res)})
+        ranked, duplicates = rank_candidates(candidates)
+        dropped += [{"stage": "extract", "request_id": d["id"].rsplit("/", 1)[0],
+                     "text": json.dumps({"name": d["name"], "description": d["description"]},
+                                        ensure_ascii=False),
+                     "candidate": d["id"], "reason": f"near-duplicate of {d['duplicate_of']}"}
+                    for d in duplicates]
+        if not ranked:
+            for d in dropped:
+                log.warning("dropped %s: %s (%r)", d["request_id"], d["reason"], d["text"])
+            raise ValueError("the teacher gave no usable rule candidate; see the dropped file "
+                             "for every reply line and why it was not usable")
+
+        # consolidation: merge near-duplicates into the final N rules
+        shown = "\n".join(f"{i + 1}. {c['name'] or 'Rule'}: {c['description']}"
+                          for i, c in enumerate(ranked))
+        creq = _request("consolidate", "consolidate",
+                        CONSOLIDATE_TEMPLATE.format(candidates=shown, n=n),
+                        _params(cfg["consolidate"]), CONSOLIDATE_SCHEMA if structured else None)
+        [cres] = calls("study_a_consolidate", [creq])
+        final: list[dict] = []
+        if not cres.ok:
+            dropped.append({"stage": "consolidate", "request_id": creq.id, "text": None,
+                            "reason": f"teacher failed: {cres.error}"})
+        else:
+            if structured:
+                parsed, rejected = [], []
+                for r in cres.parsed["rules"]:
+                    rule = {"name": _clean(r["name"]), "description": _clean(r["description"]),
+                            "instructions": _clean(r["instructions"]) or None}
+                    if rule["name"] and len(_words(rule["description"])) >= MIN_DESCRIPTION_WORDS:
+                        parsed.append(rule)
+                    else:
+                        rejected.append({"text": json.dumps(r, ensure_ascii=False),
+                                         "reason": "no name or description under "
+                                                   f"{MIN_DESCRIPTION_WORDS} words"})
+            else:
+                parsed, rejected = parse_rule_blocks(cres.text)
+            dropped += [{"stage": "consolidate", "request_id": creq.id, **r} for r in rejected]
+            if not parsed:
+                dropped.append({"stage": "consolidate", "request_id": creq.id, "text": cres.text,
+                                "reason": "no complete rule could be read from the reply; "
+                                          "falling back to the best-formed candidates"})
+            for rule in parsed:
+                twin = next((f for f in final if f["name"].lower() == rule["name"].lower()
+                             or _jaccard(f["description"], rule["description"])
+                             >= DUPLICATE_JACCARD), None)
+                if twin is not None:
+                    dropped.append({"stage": "consolidate", "request_id": creq.id,
+                                    "text": json.dumps(rule, ensure_ascii=False),
+                                    "reason": f"near-duplicate of consolidated rule "
+                                              f"'{twin['name']}'"})
+                else:
+                    final.append({**rule, "origin": "consolidation", "name_from": "teacher",
+                                  "provenance": _prov(cres)})
+        # fill up from the best-formed candidates the consolidation did not already cover
+        pool = []
+        for cand in ranked:
+            twin = next((f for f in final if _jaccard(f["description"], cand["description"])
+                         >= DUPLICATE_JACCARD), None)
+            if twin is not None:
+                dropped.append({"stage": "select", "request_id": cand["id"].rsplit("/", 1)[0],
+                                "candidate": cand["id"], "text": cand["description"],
+                                "reason": f"covered by consolidated rule '{twin['name']}'"})
+            else:
+                pool.append(cand)
+        for cand in pool:
+            name, name_from = cand["name"], "teacher"
+            if not name:
+                name, name_from = " ".join(cand["description"].split()[:6]).rstrip(".,;:"), \
+                    "description"
+            cand["as_rule"] = {"name": name, "description": cand["description"],
+                               "instructions": None, "origin": "candidate",
+                               "name_from": name_from, "candidate": cand["id"],
+                               "perspective": cand["perspective"],
+                               "question_ids": cand["question_ids"],
+                               "provenance": cand["provenance"]}
+        # instructions for every rule that may be kept and lacks them (up to 2N in one call)
+        contenders = (final + [c["as_rule"] for c in pool])[:2 * n]
+        need = [r for r in contenders if not r["instructions"]]
+        ireqs = [_request(f"instructions/{i}", "instructions",
+                          INSTRUCTIONS_TEMPLATE.format(name=r["name"],
+                                                       description=r["description"]),
+                          _params(cfg["instructions"]), None) for i, r in enumerate(need)]
+        for rule, req, res in zip(need, ireqs, calls("study_a_instructions", ireqs)):
+            text = parse_instructions(res.text) if res.ok else None
+            if text:
+                rule["instructions"] = text
+                rule["instructions_provenance"] = _prov(res)
+            else:
+                rule["unusable"] = (f"teacher failed to write instructions: {res.error}"
+                                    if not res.ok else "no usable rewriting instructions in the "
+                                                       f"reply: {res.text!r}")
+        kept, taken = [], []
+        for rule in contenders:
+            why = rule.pop("unusable", None)
+            if why is None and len(kept) < n:
+                rule["slug"] = slugify(rule["name"], taken)
+                taken.append(rule["slug"])
+                kept.append(rule)
+            else:
+                dropped.append({"stage": "select", "request_id": rule["provenance"]["request_id"],
+                                "candidate": rule.get("candidate"),
+                                "text": json.dumps({k: rule[k] for k in ("name", "description")},
+                                                   ensure_ascii=False),
+                                "reason": why or f"not among the {n} rules kept"})
+        for cand in pool[max(0, 2 * n - len(final)):]:
+            dropped.append({"stage": "select", "request_id": cand["id"].rsplit("/", 1)[0],
+                            "candidate": cand["id"], "text": cand["description"],
+                            "reason": f"not among the {n} rules kept (ranked lower)"})
+        failures, accounting = calls.failures, "\n".join(calls.accounting) + "\n"
+    if not kept:
+        for d in dropped:
+            log.warning("dropped %s: %s (%r)", d["request_id"], d["reason"], d["text"])
+        raise ValueError("the teacher gave no complete rule (name, description and rewriting "
+                         "instructions); see the dropped file for why each was not usable")
+    if len(kept) < n:
+        log.warning("only %d of the %d rules asked for are usable; see the dropped file",
+                    len(kept), n)
+    for c in candidates:
+        c.pop("as_rule", None)
+    return {"rules": [_ordered(r) for r in kept], "candidates": candidates, "dropped": dropped,
+            "failures": failures, "accounting": accounting}
+
+
+def _ordered(rule: dict) -> dict:
+    head = {k: rule[k] for k in ("slug", "name", "description", "instructions")}
+    return {**head, **{k: v for k, v in rule.items() if k not in head}}
+
+
+def fixed(rules: Sequence[dict]) -> list[dict]:
+    """The rule list pinned in config, slugged and checked (no teacher call)."""
+    out, taken = [], []
+    for i, rule in enumerate(rules):
+        slug = rule.get("slug") or slugify(rule["name"], taken)
+        if slug in taken or slug in RESERVED_SLUGS or not re.fullmatch(SLUG_RE, slug):
+            raise ValueError(f"config study_a.rules.fixed[{i}].slug: '{slug}' is reserved, "
+                             f"repeated or not of the form {SLUG_RE}")
+        taken.append(slug)
+        out.append({"slug": slug, "name": rule["name"], "description": rule["description"],
+                    "instructions": rule.get("instructions") or None, "origin": "fixed",
+                    "provenance": {"source": "config study_a.rules.fixed", "index": i}})
+    return out
+
+
+def wording(rule: dict) -> dict:
+    """The part of a rule the rewrite depends on (a change reruns that rule's rewrite only)."""
+    return {k: rule.get(k) for k in ("slug", "name", "description", "instructions")}
+
+
+def document(rules: list[dict], mode: str, cfg: dict, teacher_name: str | None,
+             backend: dict | None, questions_path: str | None) -> dict:
+    """The rules.json document: the rules plus how the set was made."""
+    return {"study": "A", "mode": mode, "count_requested": cfg["count"],
+            "count": len(rules),
+            "teacher": None if backend is None else {
+                "name": teacher_name, "backend": backend["backend"],
+                "model": teacher.model_name(backend)},
+            "perspectives": cfg["perspectives"] if mode == "extracted" else None,
+            "questions": questions_path if mode == "extracted" else None,
+            "template_hashes": ({k: template_hash(v) for k, v in TEMPLATES.items()}
+                                if mode == "extracted" else None),
+            "rules": [{**r, "wording_hash": text_hash(json.dumps(wording(r), sort_keys=True))}
+                      for r in rules]}
