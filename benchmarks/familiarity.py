@@ -45,7 +45,7 @@ def main() -> None:
             models.prepare("smollm2", {"source": "bundled:smollm2-135m-instruct"},
                            Path(tmp) / "model", tmp)
             manifest = Path(tmp) / "model" / "manifest.json"
-        model, tok = familiarity.load(manifest)
+        model, tok = models.load_checkpoint(manifest)
         encoded = familiarity.encode_records(tok, sft_records(args.data, args.n))
         tokens = sum(e.n_response_tokens for e in encoded)
         familiarity.score_encoded(model, encoded[:2], pad_id=tok.pad_token_id)  # warm-up

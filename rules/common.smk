@@ -39,10 +39,55 @@ def teacher_backend(name):
     return teacher
 
 
+def eval_inputs(wildcards):
+    """The base model's manifest, the task's data and, for a checkpoint, its training output."""
+    inputs = {"manifest": model_manifest(wildcards.model)}
+    if wildcards.task == "mmlu":
+        inputs |= {"questions": "resources/data/mmlu/test.jsonl", "dev": "resources/data/mmlu/dev.jsonl"}
+    else:
+        inputs["questions"] = "resources/data/gsm8k/test.jsonl"
+    if wildcards.run != "base":
+        inputs["train_metrics"] = f"results/train/{wildcards.model}/{wildcards.run}/train_metrics.json"
+    return inputs
+
+
+def trained_sets():
+    """Every SFT set with examples in it, study A's and study B's; this waits for the stages'
+    checkpoints, so call it from input functions only."""
+    return [*study_a_trainable_sets(), *study_b_trainable_sets()]
+
+
+def trained_runs():
+    """"{sft_set}/seed{seed}" for every checkpoint the studies train."""
+    return [f"{s}/seed{seed}" for s in trained_sets() for seed in config["train"]["seeds"]]
+
+
+def report_eval_items():
+    """Per-question results of the base model and every checkpoint on every task."""
+    return expand(
+        "results/eval/{model}/{run}/{task}/items.csv",
+        model=config["target_model"],
+        run=["base", *trained_runs()],
+        task=config["eval"]["tasks"],
+    )
+
+
+def report_familiarity():
+    """Familiarity of the untrained model with every study B set, and of each study B checkpoint."""
+    if not study_b_sft_sets():
+        return []
+    runs = [run for run in trained_runs() if run.startswith("studyB-")]
+    return familiarity_outputs(config["target_model"], ["base", *runs])
+
+
 def all_outputs():
     return [
+        "results/report/study_a.csv",
+        "results/report/study_b.csv",
         model_manifest(config["target_model"]),
         *expand("resources/data/mmlu/{role}.jsonl", role=MMLU_ROLES),
         "resources/data/ruozhiba.jsonl",
         *expand("resources/data/gsm8k/{split}.jsonl", split=GSM8K_SPLITS),
+        *study_b_outputs(),  # rules/study_b.smk
+        study_a_outputs,  # rules/study_a.smk; a function: it waits for the rules checkpoint
     ]

@@ -1,31 +1,9 @@
-def eval_inputs(wildcards):
-    """The base model's manifest, the task's data and, for a checkpoint, its training output."""
-    inputs = {"manifest": model_manifest(wildcards.model)}
-    if wildcards.task == "mmlu":
-        inputs |= {"items": "resources/data/mmlu/test.jsonl", "dev": "resources/data/mmlu/dev.jsonl"}
-    else:
-        inputs["items"] = "resources/data/gsm8k/test.jsonl"
-    if wildcards.run != "base":
-        inputs["train_metrics"] = f"results/train/{wildcards.model}/{wildcards.run}/train_metrics.json"
-    return inputs
-
-
-def eval_outputs(model, runs, tasks=None):
-    """Summary CSVs for `runs` ("base" or "{sft_set}/seed{seed}") of `model` on every task."""
-    return expand(
-        "results/eval/{model}/{run}/{task}/summary.csv",
-        model=model,
-        run=runs,
-        task=tasks or config["eval"]["tasks"],
-    )
-
-
 rule evaluate:
     """One model (base, or base + checkpoint) on one task; per-item and per-subject CSVs."""
     input:
         unpack(eval_inputs),
     output:
-        items="results/eval/{model}/{run}/{task}/items.csv",
+        per_item="results/eval/{model}/{run}/{task}/items.csv",
         summary="results/eval/{model}/{run}/{task}/summary.csv",
     params:
         cfg=lambda wc: config["eval"][wc.task],
@@ -40,7 +18,11 @@ rule evaluate:
     benchmark:
         "logs/benchmarks/evaluate/{model}/{run}/{task}.tsv"
     threads: 2
+    # one GPU (of the training partition) where training has GPUs, the CPU otherwise
     resources:
+        gpu=lambda wc: min(1, restyle_train.resource(config, wc.model, "gpu")),
+        slurm_partition=lambda wc: restyle_train.resource(config, wc.model, "slurm_partition"),
+        slurm_account=lambda wc: restyle_train.resource(config, wc.model, "slurm_account"),
         mem_mb=8000,
         runtime=120,
     conda:

@@ -1,23 +1,23 @@
-from restyle import evaluate, logs
+from restyle import evaluate, logs, models
 from restyle.io import read_jsonl
 from restyle.records import MathItem, MCItem
 
 log = logs.to_file(snakemake.log[0], snakemake.rule)
 wc, cfg = snakemake.wildcards, snakemake.params.cfg
-model, tokenizer = evaluate.load_model(snakemake.input.manifest, snakemake.params.checkpoint)
+model, tokenizer = models.load_checkpoint(snakemake.input.manifest, snakemake.params.checkpoint)
 if wc.task == "mmlu":
-    items = read_jsonl(snakemake.input["items"], MCItem.from_dict)
+    items = read_jsonl(snakemake.input.questions, MCItem.from_dict)
     dev = read_jsonl(snakemake.input.dev, MCItem.from_dict)
     rows = evaluate.evaluate_mc(model, tokenizer, items, dev, evaluate.MCOptions(**cfg))
 else:
-    items = read_jsonl(snakemake.input["items"], MathItem.from_dict)
+    items = read_jsonl(snakemake.input.questions, MathItem.from_dict)
     rows = evaluate.evaluate_generation(model, tokenizer, items, evaluate.GenerationOptions(**cfg))
     rows.insert(1, "subject", wc.task)
 labels = evaluate.run_labels(wc.model, wc.run)
 summary = evaluate.summarize(rows, wc.task, labels)
 for column, value in reversed([*labels.items(), ("task", wc.task)]):
     rows.insert(0, column, value)
-rows.to_csv(snakemake.output["items"], index=False)
+rows.to_csv(snakemake.output.per_item, index=False)
 summary.to_csv(snakemake.output.summary, index=False)
 overall = summary[summary.subject == evaluate.ALL_SUBJECTS].iloc[0]
 log.info("%s %s: accuracy %.3f +- %.3f over %d questions", wc.run, wc.task, overall.accuracy,

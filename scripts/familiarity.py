@@ -1,4 +1,4 @@
-from restyle import familiarity, logs
+from restyle import familiarity, logs, models
 from restyle.io import read_jsonl
 from restyle.records import SFTRecord
 
@@ -6,7 +6,7 @@ log = logs.to_file(snakemake.log[0], snakemake.rule)
 cfg, params = snakemake.params.cfg, snakemake.params
 sets = {name: read_jsonl(path, SFTRecord.from_dict)
         for name, path in zip(params.names, snakemake.input.sets)}
-model, tokenizer = familiarity.load(snakemake.input.manifest, adapter=params.adapter)
+model, tokenizer = models.load_checkpoint(snakemake.input.manifest, params.adapter)
 log.info("scoring %d sets with %s (run %s, adapter %s)", len(sets), snakemake.wildcards.model,
          params.run, params.adapter)
 per_example, summary = familiarity.score_sets(

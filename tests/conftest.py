@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -37,3 +38,24 @@ def write_hf_dataset(root: Path, config_name: str, splits: dict[str, list[dict]]
         lines += [f"  - split: {split}", f"    path: {config_name}/{split}-*.parquet"]
     (root / "README.md").write_text("\n".join([*lines, "---", ""]))
     return root
+
+
+@pytest.fixture()
+def tiny(tmp_path, smollm2_manifest):
+    """A workdir with a config whose every source is a small file the test wrote."""
+    mmlu_dir = tmp_path / "mmlu_csv"
+    for split in ("dev", "val", "test"):
+        (mmlu_dir / split).mkdir(parents=True)
+        rows = "".join(f'"{split} q{i}",a,b,c,d,{"ABCD"[i % 4]}\n' for i in range(6))
+        (mmlu_dir / split / f"anatomy_{split}.csv").write_text(rows)
+    ruozhiba = tmp_path / "ruozhiba.jsonl"
+    ruozhiba.write_text(json.dumps({"instruction": "为什么？", "input": "", "output": "因为。"},
+                                   ensure_ascii=False) + "\n")
+    config = {
+        "models": {"tiny": {"source": str(smollm2_manifest.parent / "hf")}},
+        "target_model": "tiny",
+        "data": {"mmlu": {"source": "csv", "csv_dir": str(mmlu_dir), "subjects": ["anatomy"],
+                          "per_subject": {"train": 4, "dev": 2, "test": 5}},
+                 "ruozhiba": {"source": "file", "path": str(ruozhiba)},
+                 "gsm8k": {"per_split": {"train": 3, "test": 2}, "seed": 5}}}
+    return tmp_path / "work", config

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from restyle import evaluate
+from restyle import evaluate, models
 from restyle.evaluate import GenerationOptions, MCOptions
 from restyle.records import MathItem, MCItem
 
@@ -37,7 +37,7 @@ def test_shots_are_the_first_k_dev_items_of_the_subject():
 
 @pytest.fixture(scope="module")
 def loaded(smollm2_manifest):
-    return evaluate.load_model(smollm2_manifest)
+    return models.load_checkpoint(smollm2_manifest)
 
 
 QUESTIONS = [mc(i, s, answer=i % 4, question=q) for i, (s, q) in enumerate([

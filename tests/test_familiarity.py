@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from restyle import familiarity
+from restyle import familiarity, models
 from restyle.chat import IGNORE_INDEX, encode
 from restyle.familiarity import Score
 from restyle.records import SFTRecord
@@ -41,7 +41,7 @@ def records(n=len(QUESTIONS), system=False):
 
 @pytest.fixture(scope="module")
 def model_tok(smollm2_manifest):
-    return familiarity.load(smollm2_manifest)
+    return models.load_checkpoint(smollm2_manifest)
 
 
 def direct_mean_nll(model, tokenizer, rec, max_length=None):
@@ -106,12 +106,12 @@ def test_naive_loop_equals_batched(model_tok):
 def test_lora_adapter_on_top(tmp_path, smollm2_manifest, model_tok):
     from peft import LoraConfig, get_peft_model
 
-    base, tok = familiarity.load(smollm2_manifest)
+    base, tok = models.load_checkpoint(smollm2_manifest)
     torch.manual_seed(0)
     peft_model = get_peft_model(base, LoraConfig(r=8, target_modules=["q_proj", "v_proj"],
                                                  init_lora_weights=False, lora_alpha=64))
     peft_model.save_pretrained(tmp_path / "adapter")
-    tuned, tok2 = familiarity.load(smollm2_manifest, adapter=tmp_path / "adapter")
+    tuned, tok2 = models.load_checkpoint(smollm2_manifest, tmp_path / "adapter")
     recs = records(4)
     after = familiarity.score_records(tuned, tok2, recs, batch_size=4)
     before = familiarity.score_records(*model_tok, recs, batch_size=4)

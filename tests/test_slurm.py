@@ -17,7 +17,6 @@ import yaml
 from conftest import REPO
 from restyle.io import read_jsonl
 from restyle.records import MathItem, MCItem
-from test_workflow import tiny  # noqa: F401  (fixture: a config whose sources are test files)
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"

@@ -105,7 +105,7 @@ def test_lora_fine_tune_learns_masks_the_prompt_and_saves_a_loadable_adapter(
         tmp_path, smollm2_manifest, sft_file):
     import torch
 
-    from restyle.evaluate import load_model
+    from restyle.models import load_checkpoint as load_model
     from restyle.models import load
 
     job = make_job(tmp_path, smollm2_manifest, sft_file, max_steps=3)

@@ -13,6 +13,9 @@ from restyle.io import read_jsonl
 from restyle.records import MathItem, MCItem, RuozhibaItem
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+DATA_TARGETS = ["resources/models/tiny/manifest.json", "resources/data/ruozhiba.jsonl",
+                *(f"resources/data/mmlu/{r}.jsonl" for r in ("train", "dev", "test")),
+                *(f"resources/data/gsm8k/{s}.jsonl" for s in ("train", "test"))]
 
 
 def snakemake(workdir, *args, config=None):
@@ -59,30 +62,9 @@ def test_bad_config_stops_before_any_job_and_names_the_key(tmp_path, config, mes
     assert not (tmp_path / "resources").exists() and not (tmp_path / "logs").exists()
 
 
-@pytest.fixture()
-def tiny(tmp_path, smollm2_manifest):
-    """A workdir with a config whose every source is a small file the test wrote."""
-    mmlu_dir = tmp_path / "mmlu_csv"
-    for split in ("dev", "val", "test"):
-        (mmlu_dir / split).mkdir(parents=True)
-        rows = "".join(f'"{split} q{i}",a,b,c,d,{"ABCD"[i % 4]}\n' for i in range(6))
-        (mmlu_dir / split / f"anatomy_{split}.csv").write_text(rows)
-    ruozhiba = tmp_path / "ruozhiba.jsonl"
-    ruozhiba.write_text(json.dumps({"instruction": "为什么？", "input": "", "output": "因为。"},
-                                   ensure_ascii=False) + "\n")
-    config = {
-        "models": {"tiny": {"source": str(smollm2_manifest.parent / "hf")}},
-        "target_model": "tiny",
-        "data": {"mmlu": {"source": "csv", "csv_dir": str(mmlu_dir), "subjects": ["anatomy"],
-                          "per_subject": {"train": 4, "dev": 2, "test": 5}},
-                 "ruozhiba": {"source": "file", "path": str(ruozhiba)},
-                 "gsm8k": {"per_split": {"train": 3, "test": 2}, "seed": 5}}}
-    return tmp_path / "work", config
-
-
 def test_real_run_then_incremental_rerun(tiny):
     workdir, config = tiny
-    result = snakemake(workdir, config=config)
+    result = snakemake(workdir, *DATA_TARGETS, config=config)
     assert result.returncode == 0, result.stderr
     data = workdir / "resources" / "data"
     mmlu = {r: read_jsonl(data / "mmlu" / f"{r}.jsonl", MCItem.from_dict) for r in ("train", "dev", "test")}
@@ -95,10 +77,10 @@ def test_real_run_then_incremental_rerun(tiny):
     assert manifest["path"] == config["models"]["tiny"]["source"]
     assert "test: 5 items, 1 subjects" in (workdir / "logs" / "prepare_mmlu.log").read_text()
 
-    assert "Nothing to be done" in snakemake(workdir, "-n", config=config).stdout
+    assert "Nothing to be done" in snakemake(workdir, "-n", *DATA_TARGETS, config=config).stdout
 
     config["data"]["gsm8k"]["seed"] = 6  # a changed parameter reruns that rule only
-    plan = snakemake(workdir, "-n", config=config).stdout
+    plan = snakemake(workdir, "-n", *DATA_TARGETS, config=config).stdout
     assert "rule prepare_gsm8k:" in plan
     assert "prepare_mmlu" not in plan and "prepare_ruozhiba" not in plan
 

@@ -29,6 +29,26 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"config {_key(error.path)}: {error.message}"
 
 
+def _train_per_model(config: dict, schema: dict, models) -> list[str]:
+    """Each `train.per_model.{model}` entry names a model and holds valid `train` keys."""
+    train = config.get("train")
+    per_model = train.get("per_model") if isinstance(train, dict) else None
+    if not isinstance(per_model, dict):
+        return []
+    sub = dict(schema["properties"]["train"])
+    sub["properties"] = {k: v for k, v in sub["properties"].items() if k not in ("seeds", "per_model")}
+    validator = jsonschema.validators.validator_for(schema)(sub)
+    problems = []
+    for model, override in per_model.items():
+        if isinstance(models, dict) and model not in models:
+            problems.append(f"config train.per_model.{model}: not a key of models "
+                            f"(known: {', '.join(models)})")
+        for e in sorted(validator.iter_errors(override), key=lambda e: list(e.path)):
+            e.path.extendleft(reversed(["train", "per_model", model]))
+            problems.append(_describe(e))
+    return problems
+
+
 def check(config: dict, schema_path: str | Path) -> None:
     """Raise ConfigError listing every schema violation and cross-key inconsistency."""
     schema = yaml.safe_load(Path(schema_path).read_text())
@@ -47,5 +67,11 @@ def check(config: dict, schema_path: str | Path) -> None:
                             f"not a key of models (known: {', '.join(models)})")
         if teacher.get("backend") == "openai" and not teacher.get("model"):
             problems.append(f"config teachers.{name}.model: required for the openai backend")
+    problems += _train_per_model(config, schema, models)
+    study_a_teacher = (config.get("study_a") or {}).get("teacher", "local")
+    if isinstance(config.get("teachers") or {}, dict) and study_a_teacher not in (
+            config.get("teachers") or {"local": None}):
+        problems.append(f"config study_a.teacher: '{study_a_teacher}' is not a key of teachers "
+                        f"(known: {', '.join(config.get('teachers') or {})})")
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))

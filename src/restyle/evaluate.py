@@ -17,7 +17,6 @@ import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 import torch
@@ -212,20 +211,3 @@ def summarize(items: pd.DataFrame, task: str, labels: dict) -> pd.DataFrame:
         rows.append({**labels, "task": task, "subject": subject, "n": n, "accuracy": acc,
                      "stderr": stderr})
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-
-
-def load_model(manifest: str | Path, checkpoint: str | Path | None = None):
-    """(model, tokenizer): the base model, with a LoRA adapter or a full fine-tune on top."""
-    from restyle import models
-
-    if checkpoint is None:
-        return models.load(manifest)
-    checkpoint = Path(checkpoint)
-    if (checkpoint / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        base, tokenizer = models.load(manifest)
-        return PeftModel.from_pretrained(base, checkpoint).eval(), tokenizer
-    # a full fine-tune saved as a complete model folder
-    return models.load_folder(checkpoint)
-

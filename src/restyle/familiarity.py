@@ -51,23 +51,6 @@ class Score:
         return math.exp(self.mean_nll) if self.tokens else math.nan
 
 
-def load(manifest: str | Path, adapter: str | Path | None = None, device: str | None = None,
-         dtype=None):
-    """(model, tokenizer): the base model of `manifest`, with the LoRA adapter (a PEFT folder)
-    or the full fine-tune (a model folder) at `adapter` on top when given."""
-    from restyle import models
-
-    if adapter is None:
-        return models.load(manifest, dtype=dtype, device=device)
-    adapter = Path(adapter)
-    if (adapter / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        base, tokenizer = models.load(manifest, dtype=dtype, device=device)
-        return PeftModel.from_pretrained(base, adapter).eval(), tokenizer
-    return models.load_folder(adapter, dtype=dtype, device=device)
-
-
 def encode_records(tokenizer, records: Iterable[SFTRecord],
                    max_length: int | None = None) -> list[Encoded]:
     return [encode(tokenizer, r.prompt, r.completion, max_length=max_length) for r in records]

@@ -124,3 +124,18 @@ def load(manifest_path: str | Path, dtype=None, device: str | None = None):
 
     path = json.loads(Path(manifest_path).read_text())["path"]
     return load_folder(path, dtype=dtype, device=device)
+
+
+def load_checkpoint(manifest_path: str | Path, checkpoint: str | Path | None = None, dtype=None,
+                    device: str | None = None):
+    """(model, tokenizer): the base model of a manifest, with a fine-tuned checkpoint on top when
+    given: a LoRA adapter (a PEFT folder) or a full fine-tune (a complete model folder)."""
+    if checkpoint is None:
+        return load(manifest_path, dtype=dtype, device=device)
+    checkpoint = Path(checkpoint)
+    if (checkpoint / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base, tokenizer = load(manifest_path, dtype=dtype, device=device)
+        return PeftModel.from_pretrained(base, checkpoint).eval(), tokenizer
+    return load_folder(checkpoint, dtype=dtype, device=device)

@@ -107,6 +107,9 @@ def study_b_table(items: pd.DataFrame, familiarity: pd.DataFrame, n_boot: int = 
     with the set, accuracy and its change against the base model (in-task when the set was made
     from that task, cross-task otherwise)."""
     sets = sorted(s for s in items.sft_set.unique() if s.startswith(STUDY_B_PREFIX))
+    if familiarity.empty:
+        familiarity = pd.DataFrame(columns=["run", "dataset", "count", "corpus_perplexity",
+                                            "mean_perplexity"])
     rows = []
     for sft_set in sets:
         source_task, variant = sft_set.removeprefix(STUDY_B_PREFIX).split("-", 1)

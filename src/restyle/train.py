@@ -36,7 +36,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from restyle.chat import IGNORE_INDEX, encode
+from restyle.chat import encode
 from restyle.io import DataError, read_jsonl, write_json
 from restyle.records import SFTRecord
 

@@ -491,10 +491,10 @@ def make_scorer(manifest: str | Path, batch_size: int, max_length: int | None,
     loaded = {}
 
     def score(records: list[SFTRecord]) -> list[float]:
-        from restyle import familiarity
+        from restyle import familiarity, models
 
         if "model" not in loaded:
-            loaded["model"], loaded["tokenizer"] = familiarity.load(manifest)
+            loaded["model"], loaded["tokenizer"] = models.load_checkpoint(manifest)
         scores = familiarity.score_records(loaded["model"], loaded["tokenizer"], records,
                                            batch_size, max_length, max_batch_tokens)
         return [s.perplexity for s in scores]

@@ -1,0 +1,48 @@
+rule report:
+    """The studies' tables and plots from every evaluation and familiarity output."""
+    input:
+        eval_items=lambda wc: report_eval_items(),
+        familiarity=lambda wc: report_familiarity(),
+    output:
+        study_a=report(
+            "results/report/study_a.csv",
+            caption="../report/study_a_table.rst",
+            category="Study A",
+        ),
+        consistency=report(
+            "results/report/study_a_consistency.csv",
+            caption="../report/study_a_consistency.rst",
+            category="Study A",
+        ),
+        heatmap=report(
+            "results/report/study_a_heatmap.png",
+            caption="../report/study_a_heatmap.rst",
+            category="Study A",
+        ),
+        study_b=report(
+            "results/report/study_b.csv",
+            caption="../report/study_b_table.rst",
+            category="Study B",
+        ),
+        scatter=report(
+            "results/report/study_b_familiarity_vs_accuracy.png",
+            caption="../report/study_b_scatter.rst",
+            category="Study B",
+        ),
+        shift=report(
+            "results/report/study_b_familiarity_shift.png",
+            caption="../report/study_b_shift.rst",
+            category="Study B",
+        ),
+    params:
+        cfg=config["report"],
+    log:
+        "logs/report.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/restyle.yaml"
+    script:
+        "../scripts/report.py"

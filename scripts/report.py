@@ -1,0 +1,19 @@
+from restyle import logs, report
+
+log = logs.to_file(snakemake.log[0], snakemake.rule)
+cfg, out = snakemake.params.cfg, snakemake.output
+items = report.read_csvs(snakemake.input.eval_items)
+familiarity = report.read_csvs(snakemake.input.familiarity)
+log.info("%d evaluated questions, %d familiarity rows", len(items), len(familiarity))
+
+study_a = report.study_a_table(items, cfg["bootstrap_samples"], cfg["seed"])
+study_a.to_csv(out.study_a, index=False)
+effects = report.rule_effects(study_a)
+report.consistency(effects).to_csv(out.consistency, index=False)
+report.plot_heatmap(effects, out.heatmap)
+
+study_b = report.study_b_table(items, familiarity, cfg["bootstrap_samples"], cfg["seed"])
+study_b.to_csv(out.study_b, index=False)
+report.plot_familiarity_vs_accuracy(study_b, out.scatter)
+report.plot_familiarity_shift(study_b, out.shift)
+log.info("study A: %d rows, study B: %d rows", len(study_a), len(study_b))
