@@ -13,7 +13,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import matplotlib
-import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only; clusters have no display
 import matplotlib.pyplot as plt  # noqa: E402
@@ -175,12 +174,9 @@ def plot_familiarity_vs_accuracy(table: pd.DataFrame, path: str | Path) -> None:
         ax.annotate(r.variant, (r.corpus_ppl_before, r.delta_vs_base * 100), fontsize=8,
                     xytext=(4, 4), textcoords="offset points")
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("corpus perplexity of the untrained model on the set")
     ax.set_ylabel("in-task accuracy change vs base (points, 95 % CI)")
-    ax.set_title("Study B: familiarity vs what fine-tuning on the set gives")
+    ax.set_title("Study B: familiarity vs what fine-tuning on the set gives", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -190,14 +186,15 @@ def plot_familiarity_shift(table: pd.DataFrame, path: str | Path) -> None:
     rows = table.drop_duplicates("sft_set").dropna(subset=["corpus_ppl_before"])
     if rows.empty:
         return _empty_figure(path, "no study B familiarity in this run")
-    fig, ax = plt.subplots(figsize=(1.5 + 0.9 * len(rows), 4))
+    fig, ax = plt.subplots(figsize=(max(6.0, 2 + 0.9 * len(rows)), 4))
     x = np.arange(len(rows))
     ax.bar(x - 0.2, rows.corpus_ppl_before, 0.4, label="before fine-tuning")
     ax.bar(x + 0.2, rows.corpus_ppl_after, 0.4, label="after fine-tuning on the set")
     ax.set_xticks(x, rows.variant, rotation=30, ha="right")
     ax.set_ylabel("corpus perplexity on the set")
-    ax.set_title("Study B: familiarity before and after training")
-    ax.legend()
+    ax.set_title("Study B: familiarity before and after training", fontsize=10)
+    ax.set_ylim(0, 1.3 * np.nanmax([rows.corpus_ppl_before.max(), rows.corpus_ppl_after.max()]))
+    ax.legend(loc="upper left", ncol=2, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
