@@ -8,6 +8,7 @@ from snakemake.utils import validate
 # environment without it; jobs get it from the project venv or envs/restyle.post-deploy.sh.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
+from restyle import train as restyle_train
 from restyle.config import check
 from restyle.gsm8k import SPLITS as GSM8K_SPLITS
 from restyle.mmlu import ROLES as MMLU_ROLES
@@ -23,6 +24,17 @@ wildcard_constraints:
 
 def model_manifest(name):
     return f"resources/models/{name}/manifest.json"
+
+
+def model_job_resource(name):
+    """Resource `name` of a job that loads {model} to score or generate (evaluation,
+    familiarity): one GPU on the training partition where training has GPUs, the CPU otherwise."""
+
+    def get(wildcards):
+        value = restyle_train.resource(config, wildcards.model, name)
+        return min(1, value) if name == "gpu" else value
+
+    return get
 
 
 def teacher_inputs(name):

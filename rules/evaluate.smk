@@ -18,11 +18,10 @@ rule evaluate:
     benchmark:
         "logs/benchmarks/evaluate/{model}/{run}/{task}.tsv"
     threads: 2
-    # one GPU (of the training partition) where training has GPUs, the CPU otherwise
     resources:
-        gpu=lambda wc: min(1, restyle_train.resource(config, wc.model, "gpu")),
-        slurm_partition=lambda wc: restyle_train.resource(config, wc.model, "slurm_partition"),
-        slurm_account=lambda wc: restyle_train.resource(config, wc.model, "slurm_account"),
+        gpu=model_job_resource("gpu"),
+        slurm_partition=model_job_resource("slurm_partition"),
+        slurm_account=model_job_resource("slurm_account"),
         mem_mb=8000,
         runtime=120,
     conda:

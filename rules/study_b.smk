@@ -82,6 +82,9 @@ rule familiarity:
         "logs/benchmarks/familiarity/{model}/base.tsv"
     threads: 2
     resources:
+        gpu=model_job_resource("gpu"),
+        slurm_partition=model_job_resource("slurm_partition"),
+        slurm_account=model_job_resource("slurm_account"),
         mem_mb=8000,
         runtime=120,
     conda:
@@ -113,6 +116,9 @@ rule familiarity_checkpoint:
         "logs/benchmarks/familiarity/{model}/{sft_set}/seed{seed}.tsv"
     threads: 2
     resources:
+        gpu=model_job_resource("gpu"),
+        slurm_partition=model_job_resource("slurm_partition"),
+        slurm_account=model_job_resource("slurm_account"),
         mem_mb=8000,
         runtime=120,
     conda:

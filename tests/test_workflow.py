@@ -94,3 +94,15 @@ def test_failed_job_leaves_no_output_and_logs_the_line(tiny):
     assert not (workdir / "resources" / "data" / "ruozhiba.jsonl").exists()
     log = (workdir / "logs" / "prepare_ruozhiba.log").read_text()
     assert f"{bad}:2: missing or non-text field 'output'" in log
+
+
+def test_scoring_jobs_ask_one_gpu_of_the_training_partition(tmp_path):
+    config = {"train": {"per_model": {"smollm2-135m": {
+        "resources": {"gpu": 4, "slurm_partition": "gpu-a100", "slurm_account": "lab"}}}}}
+    plan = snakemake(tmp_path, "-n", "results/eval/smollm2-135m/base/mmlu/summary.csv",
+                     "results/familiarity/smollm2-135m/base/summary.csv", config=config)
+    assert plan.returncode == 0, plan.stderr
+    jobs = [line for line in plan.stdout.splitlines() if "resources:" in line and "gpu=" in line]
+    assert len(jobs) == 2
+    for line in jobs:
+        assert "gpu=1," in line and "slurm_partition=gpu-a100" in line and "slurm_account=lab" in line
