@@ -1,5 +1,5 @@
 from restyle import familiarity, logs, models
-from restyle.io import read_jsonl
+from restyle.io import read_jsonl, write_csv
 from restyle.records import SFTRecord
 
 log = logs.to_file(snakemake.log[0], snakemake.rule)
@@ -12,5 +12,5 @@ log.info("scoring %d sets with %s (run %s, adapter %s)", len(sets), snakemake.wi
 per_example, summary = familiarity.score_sets(
     model, tokenizer, sets, snakemake.wildcards.model, params.run, batch_size=cfg["batch_size"],
     max_length=cfg["max_length"], max_batch_tokens=cfg["max_batch_tokens"])
-familiarity.write_csv(snakemake.output.per_example, per_example, familiarity.PER_EXAMPLE_COLUMNS)
-familiarity.write_csv(snakemake.output.summary, summary, familiarity.SUMMARY_COLUMNS)
+write_csv(snakemake.output.per_example, per_example, familiarity.PER_EXAMPLE_COLUMNS)
+write_csv(snakemake.output.summary, summary, familiarity.SUMMARY_COLUMNS)

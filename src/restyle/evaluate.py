@@ -23,6 +23,8 @@ import torch
 from tqdm import tqdm
 
 from restyle.answers import extract_number, numbers_match
+from restyle.batching import left_pad, length_batches
+from restyle.mmlu import format_mc
 from restyle.records import LETTERS, MathItem, MCItem
 
 log = logging.getLogger(__name__)
@@ -33,8 +35,7 @@ SUMMARY_COLUMNS = ["model", "run", "sft_set", "seed", "task", "subject", "n", "a
 
 
 def question_block(item: MCItem) -> str:
-    options = "".join(f"\n{letter}. {choice}" for letter, choice in zip(LETTERS, item.choices))
-    return f"{item.question.strip()}{options}\nAnswer:"
+    return f"{format_mc(item.question, item.choices)}\nAnswer:"
 
 
 def mc_prompt(item: MCItem, shots: Sequence[MCItem] = ()) -> str:
@@ -72,30 +73,6 @@ def _encode_prompts(tokenizer, prompts: Sequence[str], chat: bool) -> list[list[
     return [tokenizer.encode(p) for p in prompts]
 
 
-def _left_padded(seqs: Sequence[list[int]], pad_id: int, device) -> tuple[torch.Tensor, ...]:
-    width = max(map(len, seqs))
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, seq in enumerate(seqs):
-        ids[row, width - len(seq):] = torch.tensor(seq)
-        mask[row, width - len(seq):] = 1
-    # positions count real tokens only, so a left-padded row computes what it would alone
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    return ids.to(device), mask.to(device), positions.to(device)
-
-
-def _batches(order: Sequence[int], lengths: Sequence[int], max_tokens: int):
-    """Indices in `order` (longest first), grouped so that batch width x rows <= max_tokens."""
-    batch: list[int] = []
-    for i in order:
-        if batch and lengths[batch[0]] * (len(batch) + 1) > max_tokens:
-            yield batch
-            batch = []
-        batch.append(i)
-    if batch:
-        yield batch
-
-
 @torch.no_grad()
 def next_token_logprobs(model, tokenizer, seqs: Sequence[list[int]], token_ids: Sequence[int],
                         max_batch_tokens: int = 8192, desc: str = "scoring") -> torch.Tensor:
@@ -103,13 +80,11 @@ def next_token_logprobs(model, tokenizer, seqs: Sequence[list[int]], token_ids: 
     batched by length so that padding stays small."""
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    lengths = [len(s) for s in seqs]
-    order = sorted(range(len(seqs)), key=lambda i: -lengths[i])
     out = torch.empty((len(seqs), len(token_ids)), dtype=torch.float32)
     columns = torch.tensor(list(token_ids), device=device)
     with tqdm(total=len(seqs), desc=desc, unit="q", disable=not sys.stderr.isatty()) as bar:
-        for batch in _batches(order, lengths, max_batch_tokens):
-            ids, mask, positions = _left_padded([seqs[i] for i in batch], pad, device)
+        for batch in length_batches([len(s) for s in seqs], max_tokens=max_batch_tokens):
+            ids, mask, positions = (t.to(device) for t in left_pad([seqs[i] for i in batch], pad))
             logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
                            logits_to_keep=1).logits[:, -1, :].float()
             out[batch] = torch.log_softmax(logits, dim=-1)[:, columns].cpu()
@@ -157,12 +132,10 @@ def generate_answers(model, tokenizer, prompts: Sequence[str], options: Generati
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     seqs = _encode_prompts(tokenizer, prompts, chat=True)
-    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
     replies: list[str] = [""] * len(seqs)
     with tqdm(total=len(seqs), desc="generation", unit="q", disable=not sys.stderr.isatty()) as bar:
-        for start in range(0, len(order), options.batch_size):
-            batch = order[start:start + options.batch_size]
-            ids, mask, _ = _left_padded([seqs[i] for i in batch], pad, device)
+        for batch in length_batches([len(s) for s in seqs], max_rows=options.batch_size):
+            ids, mask, _ = (t.to(device) for t in left_pad([seqs[i] for i in batch], pad))
             out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
                                  max_new_tokens=options.max_new_tokens, pad_token_id=pad)
             for row, i in enumerate(batch):

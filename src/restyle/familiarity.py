@@ -21,10 +21,10 @@ import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
+from restyle.batching import left_pad, length_batches
 from restyle.chat import IGNORE_INDEX, Encoded, encode
 from restyle.records import SFTRecord
 
@@ -56,22 +56,6 @@ def encode_records(tokenizer, records: Iterable[SFTRecord],
     return [encode(tokenizer, r.prompt, r.completion, max_length=max_length) for r in records]
 
 
-def _batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None):
-    """Indices, longest first, cut into batches of at most `batch_size` rows and (when set)
-    `max_batch_tokens` padded tokens; a single row over the budget goes alone."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batch: list[int] = []
-    for i in order:
-        width = lengths[batch[0]] if batch else lengths[i]  # the first row is the longest
-        if batch and (len(batch) >= batch_size
-                      or (max_batch_tokens and width * (len(batch) + 1) > max_batch_tokens)):
-            yield batch
-            batch = []
-        batch.append(i)
-    if batch:
-        yield batch
-
-
 def _forward(model, input_ids, attention_mask, position_ids, keep: int):
     try:
         return model(input_ids=input_ids, attention_mask=attention_mask,
@@ -87,22 +71,16 @@ def score_encoded(model, encoded: Sequence[Encoded], batch_size: int = 8,
     """A Score per encoded example, in input order, from batched forward passes."""
     device = next(model.parameters()).device
     out: list[Score | None] = [None] * len(encoded)
-    for batch in _batches([len(e.input_ids) for e in encoded], batch_size, max_batch_tokens):
+    for batch in length_batches([len(e.input_ids) for e in encoded], batch_size, max_batch_tokens):
         rows = [encoded[i] for i in batch]
         if not any(e.n_response_tokens for e in rows):
             for i in batch:
                 out[i] = Score(0, 0.0)
             continue
-        width = max(len(e.input_ids) for e in rows)
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, e in enumerate(rows):  # left padding: every response ends at the last column
-            n = len(e.input_ids)
-            ids[r, width - n:] = torch.tensor(e.input_ids)
-            labels[r, width - n:] = torch.tensor(e.labels)
-            mask[r, width - n:] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        # left padding: every response ends at the last column
+        ids, mask, positions = left_pad([e.input_ids for e in rows], pad_id)
+        labels = left_pad([e.labels for e in rows], IGNORE_INDEX)[0]
+        width = ids.shape[1]
         # the logit at column c predicts the token at c + 1: keep columns first-1 .. width-2
         first = int((labels != IGNORE_INDEX).any(0).nonzero()[0])
         first = max(first, 1)  # column 0 has nothing before it to predict it
@@ -197,12 +175,3 @@ def score_sets(model, tokenizer, sets: dict[str, Sequence[SFTRecord]], model_lab
                  row["corpus_perplexity"], row["mean_perplexity"], seconds,
                  row["tokens"] / seconds if seconds else 0)
     return per_example, summary
-
-
-def write_csv(path: str | Path, rows: list[dict], columns: list[str]) -> None:
-    import pandas as pd
-
-    from restyle.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        pd.DataFrame(rows, columns=columns).to_csv(tmp, index=False)

@@ -56,6 +56,16 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
 SUBJECT_CATEGORY = {s: c for c, subjects in CATEGORIES.items() for s in subjects}
 
 
+def format_options(choices: Sequence[str]) -> str:
+    return "\n".join(f"{letter}. {text}" for letter, text in zip(LETTERS, choices))
+
+
+def format_mc(question: str, choices: Sequence[str]) -> str:
+    """A question as MMLU prompts show it (and as study A and B users see it): the question,
+    then `A. ..` to `D. ..` on their own lines."""
+    return f"{question.strip()}\n{format_options(choices)}"
+
+
 def subject_slug(name: str) -> str:
     return "_".join(name.strip().lower().replace("-", " ").split())
 

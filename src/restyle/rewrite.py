@@ -22,18 +22,16 @@ a near-duplicate of a kept row in the same set ("duplicate").
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
 import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 
-from restyle.io import atomic_path
+from restyle.io import write_csv
+from restyle.mmlu import format_mc, format_options
 from restyle.records import LETTERS, MCItem, SFTRecord
-from restyle.teacher import Request, Result, template_hash
+from restyle.teacher import Request, Result, json_hash, template_hash
 
 REWRITE_TEMPLATE = (
     "Rule: {name}: {description}\n{instructions}\n"
@@ -63,15 +61,6 @@ _ANSWER_SENTENCE = re.compile(r"(?:^|(?<=[.!?]))\s*(?:so\s+|thus\s+|therefore\s+
                               re.IGNORECASE)
 
 
-def format_options(choices: Sequence[str]) -> str:
-    return "\n".join(f"{letter}. {text}" for letter, text in zip(LETTERS, choices))
-
-
-def format_mc(question: str, choices: Sequence[str]) -> str:
-    """The user turn of every study A set: the question, then `A. ..` to `D. ..`."""
-    return f"{question.strip()}\n{format_options(choices)}"
-
-
 def final_line(item: MCItem) -> str:
     return f"The answer is ({item.answer_letter}) {item.choices[item.answer]}"
 
@@ -90,11 +79,6 @@ def select_items(items: Sequence[MCItem], limit: int | None) -> list[MCItem]:
                 out.append(queue.pop(0))
     chosen = {it.id for it in out}
     return [it for it in items if it.id in chosen]
-
-
-def _hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False)
-                          .encode()).hexdigest()[:16]
 
 
 def rewrite_requests(rule: dict, items: Sequence[MCItem], cfg: dict) -> list[Request]:
@@ -238,7 +222,7 @@ def build_set(sft_set: str, items: Sequence[MCItem], requests: Sequence[Request]
     """Turn teacher results into SFT records; everything dropped comes back with its reason."""
     records, dropped, seen = [], [], []
     rule_fields = ({"rule": rule["slug"], "rule_name": rule["name"],
-                    "rule_hash": _hash({k: rule.get(k) for k in
+                    "rule_hash": json_hash({k: rule.get(k) for k in
                                         ("slug", "name", "description", "instructions")})}
                    if rule else {"rule": None})
     for item, req, res in zip(items, requests, results):
@@ -271,7 +255,7 @@ def build_set(sft_set: str, items: Sequence[MCItem], requests: Sequence[Request]
                         "subject": item.subject, **rule_fields, "teacher": teacher_name,
                         "backend": prov["backend"], "model": prov["model"],
                         "template": prov["template"], "template_hash": prov["template_hash"],
-                        "prompt_hash": _hash(req.messages), "params": prov["params"],
+                        "prompt_hash": json_hash(req.messages), "params": prov["params"],
                         "prompt_tokens": prov["prompt_tokens"],
                         "completion_tokens": prov["completion_tokens"],
                         "cache_key": prov["cache_key"], "batch": prov["batch"],
@@ -308,7 +292,4 @@ def stats_rows(sft_set: str, rule: str | None, items: Sequence[MCItem],
 
 
 def write_stats(path, rows: Sequence[dict]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=STATS_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(path, rows, STATS_FIELDS)

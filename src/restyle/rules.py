@@ -20,7 +20,6 @@ The rules document (results/rules/rules.json) is described in docs/schema.md.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -75,16 +74,12 @@ MAX_NAME_WORDS = 8
 DUPLICATE_JACCARD = 0.6
 
 
-def text_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def slugify(name: str, taken: Sequence[str] = ()) -> str:
     """Lowercase ASCII words joined by '-'; never a reserved or taken slug."""
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
     slug = "-".join(re.findall(r"[a-z0-9]+", ascii_name.lower())[:6])
     if not slug:
-        slug = f"rule-{text_hash(name)[:8]}"
+        slug = f"rule-{template_hash(name)[:8]}"
     if slug in RESERVED_SLUGS:
         slug += "-rule"
     base, i = slug, 2
@@ -512,5 +507,5 @@ def document(rules: list[dict], mode: str, cfg: dict, teacher_name: str | None,
             "questions": questions_path if mode == "extracted" else None,
             "template_hashes": ({k: template_hash(v) for k, v in TEMPLATES.items()}
                                 if mode == "extracted" else None),
-            "rules": [{**r, "wording_hash": text_hash(json.dumps(wording(r), sort_keys=True))}
+            "rules": [{**r, "wording_hash": template_hash(json.dumps(wording(r), sort_keys=True))}
                       for r in rules]}

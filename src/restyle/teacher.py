@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import email.utils
 import hashlib
 import json
@@ -61,7 +60,7 @@ import jsonschema
 from tqdm import tqdm
 
 from restyle.cache import Cache
-from restyle.io import atomic_path, write_jsonl
+from restyle.io import write_csv, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +119,11 @@ class _Answer:
 
 def template_hash(template_text: str) -> str:
     return hashlib.sha256(template_text.encode()).hexdigest()[:16]
+
+
+def json_hash(obj) -> str:
+    """`template_hash` of an object's canonical JSON (rendered prompts, rule wordings)."""
+    return template_hash(json.dumps(obj, sort_keys=True, ensure_ascii=False))
 
 
 def cache_key(request: Request, backend: str, model: str) -> str:
@@ -611,10 +615,7 @@ def _write_accounting(path, stage: str, run: _Run, results: list[Result], todo: 
            "cost": None if None in costs else round(sum(costs), 6),
            "run_prompt_tokens": run.prompt_tokens, "run_completion_tokens": run.completion_tokens,
            "run_cost": None if run.cost is None else round(run.cost, 6)}
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=ACCOUNTING_FIELDS)
-        writer.writeheader()
-        writer.writerow(row)
+    write_csv(path, [row], ACCOUNTING_FIELDS)
 
 
 def estimate(requests: Sequence[Request], backend_cfg: dict, cache_path: str | Path,

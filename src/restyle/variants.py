@@ -27,8 +27,6 @@ empty and its stats say so; nothing is made up to fill it.
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
 import logging
 import tempfile
 from collections import Counter, defaultdict
@@ -38,9 +36,10 @@ from pathlib import Path
 
 from restyle import teacher as teacher_mod
 from restyle.answers import extract_choice, extract_number, numbers_match
-from restyle.io import DataError, atomic_path, read_jsonl, write_jsonl
+from restyle.io import DataError, read_jsonl, write_csv, write_jsonl
+from restyle.mmlu import format_mc
 from restyle.records import LETTERS, MathItem, MCItem, SFTRecord
-from restyle.teacher import Request, Result, template_hash
+from restyle.teacher import Request, Result, json_hash, template_hash
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +116,7 @@ def load_items(task: str, path: str | Path, cap: int | None) -> list[Item]:
 def question_text(task: str, item: Item) -> str:
     if task == "gsm8k":
         return item.question.strip()
-    options = "".join(f"\n{letter}. {choice}" for letter, choice in zip(LETTERS, item.choices))
-    return f"{item.question.strip()}{options}"
+    return format_mc(item.question, item.choices)
 
 
 def sft_prompt(task: str, item: Item, instruction: str) -> list[dict]:
@@ -153,11 +151,6 @@ def check_answer(task: str, item: Item, text: str) -> tuple[str | None, str | No
     return got, None if choice == item.answer else f"wrong_answer: {got} != {item.answer_letter}"
 
 
-def prompt_hash(messages: list[dict]) -> str:
-    return hashlib.sha256(json.dumps(messages, sort_keys=True, ensure_ascii=False)
-                          .encode()).hexdigest()[:16]
-
-
 # ---------------------------------------------------------------- teacher calls
 
 class Asker:
@@ -188,11 +181,7 @@ class Asker:
 
     def write(self, failures_path: str | Path, accounting_path: str | Path) -> None:
         write_jsonl(failures_path, self.failures)
-        with atomic_path(accounting_path) as tmp, open(tmp, "w", newline="",
-                                                       encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=teacher_mod.ACCOUNTING_FIELDS)
-            writer.writeheader()
-            writer.writerows(self.accounting)
+        write_csv(accounting_path, self.accounting, teacher_mod.ACCOUNTING_FIELDS)
         self.tmp.cleanup()
 
     def totals(self) -> dict:
@@ -245,7 +234,7 @@ class Context:
         self.sft_set = sft_set_name(task, variant)
         self.base_provenance = {"study": "B", "task": task, "variant": variant,
                                 "sft_set": self.sft_set}
-        self._sent: dict[str, list[dict]] = {}  # request id -> messages, for prompt_hash
+        self._sent: dict[str, list[dict]] = {}  # request id -> messages, for the prompt hash
 
     def prompt(self, item: Item) -> list[dict]:
         return sft_prompt(self.task, item, self.instruction)
@@ -267,7 +256,7 @@ class Context:
         name = self.asker.names[role]
         for item, r in zip(items, results):
             prov = {**self.base_provenance, "teacher_name": name, **r.provenance,
-                    "prompt_hash": prompt_hash(self._messages(r))}
+                    "prompt_hash": json_hash(self._messages(r))}
             out.append(Candidate(item, r.text if r.ok else None, prov, r.error))
         return out
 
@@ -472,13 +461,6 @@ def build(ctx: Context) -> Built:
     return Built(records, dropped, stats)
 
 
-def write_stats(path: str | Path, rows: list[dict]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=STATS_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def count_rows(path: str | Path) -> int:
     """Examples in an SFT JSONL file (0 for an empty set)."""
     with open(path, encoding="utf-8") as f:
@@ -520,6 +502,6 @@ def run(task: str, variant: str, cfg: dict, items_path: str | Path, out: dict,
     built = build(ctx)
     write_jsonl(out["sft"], built.records)
     write_jsonl(out["dropped"], built.dropped)
-    write_stats(out["stats"], [built.stats])
+    write_csv(out["stats"], [built.stats], STATS_COLUMNS)
     asker.write(out["failures"], out["accounting"])
     return built.stats
