@@ -61,8 +61,20 @@ def test_hf_source_through_datasets(tmp_path):
     assert len(splits["test"]) == 1
 
 
-def test_hf_solution_without_final_line_names_the_row(tmp_path):
+def test_hf_solution_without_final_line_names_the_file_and_row_from_1(tmp_path):
     root = write_hf_dataset(tmp_path / "gsm8k", "main",
                             {"train": [row("q", "#### 1"), row("q", "it is 2")], "test": [row("q", "#### 1")]})
-    with pytest.raises(DataError, match=r"\[train\] row 1: answer does not end with '#### <number>'"):
+    with pytest.raises(DataError) as err:
         gsm8k.prepare({**CFG, "source": "hf", "hf_id": str(root)})
+    assert str(err.value) == \
+        f"{root}/main/train-00000-of-00001.parquet row 2: answer does not end with '#### <number>'"
+
+
+def test_hf_missing_field_names_the_file_and_row_from_1(tmp_path):
+    root = write_hf_dataset(tmp_path / "gsm8k", "main",
+                            {"train": [row("q", "#### 1")],
+                             "test": [row("q", "#### 1"), row(None, "#### 2")]})
+    with pytest.raises(DataError) as err:
+        gsm8k.prepare({**CFG, "source": "hf", "hf_id": str(root)})
+    assert str(err.value) == \
+        f"{root}/main/test-00000-of-00001.parquet row 2: missing or non-text field 'question'"

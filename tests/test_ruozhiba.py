@@ -55,18 +55,36 @@ def test_missing_output_names_the_line(tmp_path):
         ruozhiba.load_file(path)
 
 
-def test_json_list_bad_row_names_the_row(tmp_path):
+def test_json_list_bad_row_names_the_line_it_starts_on(tmp_path):
     path = tmp_path / "r.json"
-    path.write_text(json.dumps([cqia_row("q", "a"), cqia_row("q2", "  ")]))
-    with pytest.raises(DataError, match=rf"{path} \[row 1\]: field 'answer' is empty"):
+    first = json.dumps(cqia_row("q", "a"), indent=1)
+    path.write_text(f"[{first},\n\n  {json.dumps(cqia_row('q2', 'a2'))}\n,"
+                    f"{json.dumps(cqia_row('q3', '  '))}]")
+    with pytest.raises(DataError) as err:
         ruozhiba.load_file(path)
+    # the first row fills lines 1 to 17, then a blank line, then one line per row
+    assert first.count("\n") == 16
+    assert str(err.value) == f"{path}:20: field 'answer' is empty"
 
 
 def test_malformed_json_file_names_the_line(tmp_path):
     path = tmp_path / "r.json"
     path.write_text('[\n{"instruction": "q",\n oops}\n]')
-    with pytest.raises(DataError, match=rf"{path}:3: malformed JSON"):
+    with pytest.raises(DataError, match=rf"{path}:3:2: malformed JSON"):
         ruozhiba.load_file(path)
+
+
+@pytest.mark.parametrize("name, line", [("r.jsonl", 2), ("r.json", 3)])
+def test_file_not_utf8_names_line_column_and_byte_offset(tmp_path, name, line):
+    path = tmp_path / name
+    rows = [json.dumps(cqia_row(q, "答"), ensure_ascii=False) for q in ("为什么？", "@@")]
+    text = f"[\n{rows[0]},\n{rows[1]}\n]" if name == "r.json" else f"{rows[0]}\n{rows[1]}\n"
+    path.write_bytes(text.encode().replace(b"@@", "真的".encode("gbk")))  # as some copies are
+    with pytest.raises(DataError) as err:
+        ruozhiba.load_file(path)
+    column, offset = len('{"instruction": "') + 1, text.encode().index(b"@@")
+    assert str(err.value) == \
+        f"{path}:{line}:{column}: not UTF-8 (byte 0xd5 at byte offset {offset})"
 
 
 def test_missing_file_and_missing_path_name_the_config_key(tmp_path):
@@ -76,11 +94,13 @@ def test_missing_file_and_missing_path_name_the_config_key(tmp_path):
         ruozhiba.prepare({**CFG, "source": "file"})
 
 
-def test_empty_file_is_an_error(tmp_path):
-    path = tmp_path / "r.jsonl"
-    path.write_text("\n")
-    with pytest.raises(DataError, match="gave no questions"):
+@pytest.mark.parametrize("name, text", [("r.jsonl", "\n"), ("r.jsonl", ""), ("r.json", " [ ]\n")])
+def test_empty_file_is_named(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(DataError) as err:
         ruozhiba.prepare({**CFG, "source": "file", "path": str(path)})
+    assert str(err.value) == f"{path}: no rows (config data.ruozhiba.path)"
 
 
 def test_hf_source_through_datasets(tmp_path):
@@ -89,3 +109,12 @@ def test_hf_source_through_datasets(tmp_path):
     items = ruozhiba.prepare({**CFG, "source": "hf", "hf_id": str(root)})
     assert [(it.id, it.question, it.answer, it.source) for it in items] == [
         ("ruozhiba/0", "为什么？", "因为。", str(root)), ("ruozhiba/1", "真的吗？", "真的。", str(root))]
+
+
+def test_hf_bad_row_names_the_file_and_row_from_1(tmp_path):
+    rows = [cqia_row("为什么？", "因为。"), cqia_row("真的吗？", " ")]
+    root = write_hf_dataset(tmp_path / "cqia", "ruozhiba", {"train": rows})
+    with pytest.raises(DataError) as err:
+        ruozhiba.prepare({**CFG, "source": "hf", "hf_id": str(root)})
+    assert str(err.value) == \
+        f"{root}/ruozhiba/train-00000-of-00001.parquet row 2: field 'answer' is empty"

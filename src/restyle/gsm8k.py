@@ -132,8 +132,8 @@ def generate(n: int, seed: int, split: str, exclude: set[str] = frozenset()) -> 
 def load_hf(dataset_id: str, config_name: str | None, split: str) -> list[MathItem]:
     ds = load_split(dataset_id, config_name, split)
     items = []
-    for i, row in enumerate(ds):
-        where = f"{dataset_id} [{split}] row {i}"
+    for i, row in enumerate(ds.rows):
+        where = ds.where(i)
         for key in ("question", "answer"):
             if not isinstance(row.get(key), str):
                 raise DataError(f"{where}: missing or non-text field '{key}'")

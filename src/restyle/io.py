@@ -1,4 +1,5 @@
-"""JSONL and file writing that never leaves a partial file looking finished."""
+"""Reading JSONL and CSV so that errors say where, and writing files that never look finished
+when half-written."""
 
 from __future__ import annotations
 
@@ -65,22 +66,52 @@ def write_csv(path: str | os.PathLike, rows: Iterable[dict], columns: Sequence[s
         writer.writerows({k: cell(v) for k, v in row.items()} for row in rows)
 
 
+def utf8_lines(path: str | os.PathLike) -> Iterator[str]:
+    """Yield the file's lines (ends kept), decoded one at a time so that a byte that is not UTF-8
+    is reported at its own line, column and byte offset."""
+    offset = 0
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                column = len(raw[:e.start].decode("utf-8")) + 1
+                raise DataError(f"{path}:{lineno}:{column}: not UTF-8 (byte 0x{raw[e.start]:02x} "
+                                f"at byte offset {offset + e.start})") from None
+            offset += len(raw)
+
+
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """Yield (line number, object) for each non-blank line; a malformed line raises DataError."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            yield lineno, obj
+    for lineno, line in enumerate(utf8_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{lineno}:{e.colno}: malformed JSON ({e.msg})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        yield lineno, obj
+
+
+def iter_csv(path: str | os.PathLike) -> Iterator[tuple[int, list[str]]]:
+    """Yield (line where the record starts, cells) for each non-blank CSV record.
+
+    A quoted cell may span lines, so the start is one past where the previous record ended.
+    """
+    reader = csv.reader(utf8_lines(path))
+    start = 1
+    try:
+        for row in reader:
+            if row:
+                yield start, row
+            start = reader.line_num + 1
+    except csv.Error as e:
+        raise DataError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
 
 
 def read_jsonl(path: str | os.PathLike, parse: Callable[[dict, str], T]) -> list[T]:

@@ -8,7 +8,6 @@ split, so restyle splits it itself; see `split_bundled`.
 
 from __future__ import annotations
 
-import csv
 import logging
 import random
 from collections import defaultdict
@@ -16,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from restyle.hub import load_split
-from restyle.io import DataError, iter_jsonl
+from restyle.io import DataError, iter_csv, iter_jsonl
 from restyle.records import LETTERS, MCItem
 
 log = logging.getLogger(__name__)
@@ -100,6 +99,8 @@ def load_bundled(path: str | Path) -> list[MCItem]:
             "choices": [obj[f"answer_{c}"] for c in "abcd"],
             "answer": _letter_index(obj["correct_answer"], where)}, where))
         counter[subject] += 1
+    if not items:
+        raise DataError(f"{path}: no rows")
     if skipped:
         log.info("%s: skipped %d CSV header rows", path, skipped)
     return items
@@ -111,34 +112,44 @@ def load_csv(data_dir: str | Path, split: str) -> list[MCItem]:
     folder = Path(data_dir) / CSV_SPLIT_DIRS.get(split, split)
     if not folder.is_dir():
         raise DataError(f"{folder}: MMLU CSV folder for split '{split}' not found")
+    paths = sorted(folder.glob("*.csv"))
+    if not paths:
+        raise DataError(f"{folder}: no .csv files for split '{split}'")
+    return [item for path in paths for item in _load_csv_file(path, split)]
+
+
+def _load_csv_file(path: Path, split: str) -> list[MCItem]:
+    """One subject's CSV file; real ones have questions that span lines, so `where` is the line
+    a record starts on, not its count."""
+    stem = path.stem.removesuffix(f"_{CSV_SPLIT_DIRS.get(split, split)}")
+    subject = AUX_SUBJECT if split == AUX_SUBJECT else subject_slug(stem)
+    rows = list(iter_csv(path))
+    if not rows:
+        raise DataError(f"{path}: no rows")
     items = []
-    for path in sorted(folder.glob("*.csv")):
-        stem = path.stem.removesuffix(f"_{CSV_SPLIT_DIRS.get(split, split)}")
-        subject = AUX_SUBJECT if split == AUX_SUBJECT else subject_slug(stem)
-        with open(path, newline="", encoding="utf-8") as f:
-            for index, row in enumerate(csv.reader(f)):
-                where = f"{path}:{index + 1}"
-                if len(row) != 6:
-                    raise DataError(f"{where}: expected 6 columns (question, A, B, C, D, answer), "
-                                    f"got {len(row)}")
-                items.append(MCItem.from_dict({
-                    "id": f"mmlu/{subject}/{split}/{index}" if split != AUX_SUBJECT
-                    else f"mmlu/{AUX_SUBJECT}/{stem}/{index}",
-                    "subject": subject, "question": row[0], "choices": row[1:5],
-                    "answer": _letter_index(row[5], where)}, where))
+    for index, (lineno, row) in enumerate(rows):
+        where = f"{path}:{lineno}"
+        if len(row) != 6:
+            raise DataError(f"{where}: expected 6 columns (question, A, B, C, D, answer), "
+                            f"got {len(row)}")
+        items.append(MCItem.from_dict({
+            "id": f"mmlu/{subject}/{split}/{index}" if split != AUX_SUBJECT
+            else f"mmlu/{AUX_SUBJECT}/{stem}/{index}",
+            "subject": subject, "question": row[0], "choices": row[1:5],
+            "answer": _letter_index(row[5], where)}, where))
     return items
 
 
 def load_hf(dataset_id: str, split: str) -> list[MCItem]:
     """`cais/mmlu` (or a copy with its layout) through `datasets`, config "all"."""
     ds = load_split(dataset_id, "all", split)
-    missing = {"question", "subject", "choices", "answer"} - set(ds.column_names)
+    missing = {"question", "subject", "choices", "answer"} - set(ds.rows.column_names)
     if missing:
-        raise DataError(f"{dataset_id} [{split}]: missing column(s) {', '.join(sorted(missing))}")
+        raise DataError(f"{ds.origin}: missing column(s) {', '.join(sorted(missing))}")
     items, counter = [], defaultdict(int)
-    for index, row in enumerate(ds):
+    for index, row in enumerate(ds.rows):
         subject = subject_slug(row["subject"]) or AUX_SUBJECT
-        where = f"{dataset_id} [{split}] row {index}"
+        where = ds.where(index)
         items.append(MCItem.from_dict({
             "id": f"mmlu/{subject}/{split}/{counter[subject]}", "subject": subject,
             "question": row["question"], "choices": list(row["choices"]),

@@ -4,14 +4,16 @@ dataset, or restyle's own bundled sample (`restyle/data/ruozhiba_sample.jsonl`).
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 from pathlib import Path
 
 from restyle.hub import load_split
-from restyle.io import DataError, iter_jsonl, read_jsonl
+from restyle.io import DataError, iter_jsonl, read_jsonl, utf8_lines
 from restyle.records import RuozhibaItem
 
 SAMPLE_SOURCE = "restyle-sample"
+JSON_BLANKS = re.compile(r"[ \t\n\r]*")
 
 
 def bundled_sample() -> list[RuozhibaItem]:
@@ -37,24 +39,37 @@ def load_file(path: str | Path) -> list[RuozhibaItem]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found (config data.ruozhiba.path)")
-    if path.suffix == ".json":
-        try:
-            rows = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
-        if not isinstance(rows, list):
-            raise DataError(f"{path}: expected a JSON list of rows")
-        located = [(f"{path} [row {i}]", row) for i, row in enumerate(rows)]
-    else:
-        located = [(f"{path}:{lineno}", row) for lineno, row in iter_jsonl(path)]
-    return [_from_cqia(row if isinstance(row, dict) else {}, where, i, str(path))
-            for i, (where, row) in enumerate(located)]
+    rows = _json_list(path) if path.suffix == ".json" else list(iter_jsonl(path))
+    if not rows:
+        raise DataError(f"{path}: no rows (config data.ruozhiba.path)")
+    return [_from_cqia(row if isinstance(row, dict) else {}, f"{path}:{lineno}", i, str(path))
+            for i, (lineno, row) in enumerate(rows)]
+
+
+def _json_list(path: Path) -> list[tuple[int, object]]:
+    """(line the row starts on, row) for each row of a file holding one JSON list."""
+    text = "".join(utf8_lines(path))
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}:{e.colno}: malformed JSON ({e.msg})") from None
+    if not isinstance(rows, list):
+        raise DataError(f"{path}: expected a JSON list of rows")
+    # json keeps no positions; decoding the (now known valid) text row by row finds them
+    decoder, lineno, counted = json.JSONDecoder(), 1, 0
+    pos = JSON_BLANKS.match(text).end() + 1  # past the `[`
+    located = []
+    for row in rows:
+        pos = JSON_BLANKS.match(text, pos).end()
+        lineno, counted = lineno + text.count("\n", counted, pos), pos
+        located.append((lineno, row))
+        pos = JSON_BLANKS.match(text, decoder.raw_decode(text, pos)[1]).end() + 1  # past `,`
+    return located
 
 
 def load_hf(dataset_id: str, config_name: str | None, split: str) -> list[RuozhibaItem]:
     ds = load_split(dataset_id, config_name, split)
-    return [_from_cqia(row, f"{dataset_id} [{split}] row {i}", i, dataset_id)
-            for i, row in enumerate(ds)]
+    return [_from_cqia(row, ds.where(i), i, dataset_id) for i, row in enumerate(ds.rows)]
 
 
 def prepare(cfg: dict) -> list[RuozhibaItem]:
