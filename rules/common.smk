@@ -2,6 +2,7 @@ import re
 import sys
 from pathlib import Path
 
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 # The Snakefile imports restyle from this checkout even where snakemake runs from an
@@ -9,6 +10,7 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from restyle import train as restyle_train
+from restyle import versions as restyle_versions
 from restyle.config import check
 from restyle.gsm8k import SPLITS as GSM8K_SPLITS
 from restyle.mmlu import ROLES as MMLU_ROLES
@@ -24,6 +26,12 @@ wildcard_constraints:
 
 def model_manifest(name):
     return f"resources/models/{name}/manifest.json"
+
+
+def code_version(script):
+    """The version of the restyle code scripts/`script` runs (restyle.versions), a param of its
+    rule: Snakemake's code trigger follows the script only, not the library it imports."""
+    return restyle_versions.code_version(Path(workflow.basedir) / "scripts" / script)
 
 
 def model_job_resource(name):
@@ -46,6 +54,7 @@ def teacher_inputs(name):
 def teacher_backend(name):
     """The backend dict restyle.teacher.generate takes, for teacher `name` in config."""
     teacher = {k: v for k, v in config["teachers"][name].items() if v is not None}
+    teacher["name"] = name  # for messages that must say which teacher failed
     if teacher["backend"] == "local":
         teacher["manifest"] = model_manifest(teacher.pop("model_key"))
     return teacher
@@ -63,10 +72,22 @@ def eval_inputs(wildcards):
     return inputs
 
 
+_ANNOUNCED_EMPTY = set()
+
+
 def trained_sets():
     """Every SFT set with examples in it, study A's and study B's; this waits for the stages'
-    checkpoints, so call it from input functions only."""
-    return [*study_a_trainable_sets(), *study_b_trainable_sets()]
+    checkpoints, so call it from input functions only. An empty set is a missing arm: said
+    once on the console here, with its reason in results/report/missing_arms.csv."""
+    trained = [*study_a_trainable_sets(), *study_b_trainable_sets()]
+    for name in [*study_a_sft_sets(), *study_b_sft_sets()]:
+        if name not in trained and name not in _ANNOUNCED_EMPTY:
+            _ANNOUNCED_EMPTY.add(name)
+            logger.warning(
+                f"restyle: missing arm: SFT set {name} is empty, so no checkpoint is trained "
+                "or evaluated for it (why: results/report/missing_arms.csv)"
+            )
+    return trained
 
 
 def trained_runs():

@@ -3,6 +3,7 @@ rule prepare_mmlu:
     output:
         **{role: f"resources/data/mmlu/{role}.jsonl" for role in MMLU_ROLES},
     params:
+        code=code_version("prepare_mmlu.py"),
         cfg=config["data"]["mmlu"],
         cache_dir="resources/packages",
     log:
@@ -22,6 +23,7 @@ rule prepare_ruozhiba:
     output:
         "resources/data/ruozhiba.jsonl",
     params:
+        code=code_version("prepare_ruozhiba.py"),
         cfg=config["data"]["ruozhiba"],
     log:
         "logs/prepare_ruozhiba.log",
@@ -40,6 +42,7 @@ rule prepare_gsm8k:
     output:
         **{split: f"resources/data/gsm8k/{split}.jsonl" for split in GSM8K_SPLITS},
     params:
+        code=code_version("prepare_gsm8k.py"),
         cfg=config["data"]["gsm8k"],
     log:
         "logs/prepare_gsm8k.log",

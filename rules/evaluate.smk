@@ -6,6 +6,7 @@ rule evaluate:
         per_item="results/eval/{model}/{run}/{task}/items.csv",
         summary="results/eval/{model}/{run}/{task}/summary.csv",
     params:
+        code=code_version("evaluate.py"),
         cfg=lambda wc: config["eval"][wc.task],
         checkpoint=lambda wc: (
             None if wc.run == "base" else f"results/train/{wc.model}/{wc.run}/adapter"

@@ -4,6 +4,7 @@ rule prepare_model:
     output:
         "resources/models/{model}/manifest.json",
     params:
+        code=code_version("prepare_model.py"),
         spec=lambda wc: config["models"][wc.model],
         cache_dir="resources/packages",
     log:

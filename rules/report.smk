@@ -3,7 +3,13 @@ rule report:
     input:
         eval_items=lambda wc: report_eval_items(),
         familiarity=lambda wc: report_familiarity(),
+        # what each set kept, to name the arms with no checkpoint and why
+        rules="results/rules/rules.json",
+        study_a_stats="results/study_a/gate_stats.csv",
+        study_b_stats=["results/studyB/stats.csv"] if study_b_sft_sets() else [],
     output:
+        missing_arms="results/report/missing_arms.csv",
+        summary="results/report/summary.rst",  # the head of the HTML report (workflow.rst)
         study_a=report(
             "results/report/study_a.csv",
             caption="../report/study_a_table.rst",
@@ -35,6 +41,8 @@ rule report:
             category="Study B",
         ),
     params:
+        seeds=config["train"]["seeds"],
+        code=code_version("report.py"),
         cfg=config["report"],
     log:
         "logs/report.log",

@@ -16,9 +16,9 @@ checkpoint study_a_rules:
         rules="results/rules/rules.json",
         candidates="results/rules/candidates.jsonl",
         dropped="results/rules/dropped.jsonl",
-        failures="results/rules/failures.jsonl",
         accounting="results/rules/accounting.csv",
     params:
+        code=code_version("study_a_rules.py"),
         cfg=STUDY_A["rules"],
         templates={k: restyle_rules.template_hash(v) for k, v in restyle_rules.TEMPLATES.items()},
         **(
@@ -27,7 +27,8 @@ checkpoint study_a_rules:
             else study_a_teacher_params()
         ),
     log:
-        "logs/study_a/rules.log",
+        main="logs/study_a/rules.log",
+        failures="logs/study_a/rules.failures.jsonl",
     benchmark:
         "logs/benchmarks/study_a/rules.tsv"
     threads: 2
@@ -48,21 +49,22 @@ checkpoint study_a_rewrite:
     output:
         sft="results/sft/studyA-{slug}.jsonl",
         dropped="results/sft/studyA-{slug}.dropped.jsonl",
-        failures="results/sft/studyA-{slug}.failures.jsonl",
         accounting="results/sft/studyA-{slug}.accounting.csv",
         stats="results/sft/studyA-{slug}.stats.csv",
     params:
+        code=code_version("study_a_rewrite.py"),
         rule=lambda wc: study_a_rule(wc.slug),
         sft_set=lambda wc: f"studyA-{wc.slug}",
         cfg=STUDY_A["rewrite"],
         plain=None,
         gate=STUDY_A["gate"],
-        template_hash=restyle_rules.template_hash(restyle_rewrite.REWRITE_TEMPLATE),
+        template_hash=restyle_versions.study_a_rewrite_template(STUDY_A["rewrite"]["options"]),
         **study_a_teacher_params(),
     wildcard_constraints:
         slug=STUDY_A_SLUG_RE,
     log:
-        "logs/study_a/rewrite/{slug}.log",
+        main="logs/study_a/rewrite/{slug}.log",
+        failures="logs/study_a/rewrite/{slug}.failures.jsonl",
     benchmark:
         "logs/benchmarks/study_a/rewrite/{slug}.tsv"
     threads: 2
@@ -82,10 +84,10 @@ checkpoint study_a_teacher_plain:
     output:
         sft="results/sft/studyA-teacher_plain.jsonl",
         dropped="results/sft/studyA-teacher_plain.dropped.jsonl",
-        failures="results/sft/studyA-teacher_plain.failures.jsonl",
         accounting="results/sft/studyA-teacher_plain.accounting.csv",
         stats="results/sft/studyA-teacher_plain.stats.csv",
     params:
+        code=code_version("study_a_rewrite.py"),
         rule=None,
         sft_set="studyA-teacher_plain",
         cfg=STUDY_A["rewrite"],
@@ -94,7 +96,8 @@ checkpoint study_a_teacher_plain:
         template_hash=restyle_rules.template_hash(restyle_rewrite.PLAIN_TEMPLATE),
         **study_a_teacher_params(),
     log:
-        "logs/study_a/rewrite/teacher_plain.log",
+        main="logs/study_a/rewrite/teacher_plain.log",
+        failures="logs/study_a/rewrite/teacher_plain.failures.jsonl",
     benchmark:
         "logs/benchmarks/study_a/rewrite/teacher_plain.tsv"
     threads: 2
@@ -115,6 +118,7 @@ rule study_a_original:
         sft="results/sft/studyA-original.jsonl",
         stats="results/sft/studyA-original.stats.csv",
     params:
+        code=code_version("study_a_original.py"),
         sft_set="studyA-original",
         items_per_set=STUDY_A["rewrite"]["items_per_set"],
     log:
@@ -135,6 +139,8 @@ rule study_a_stats:
         stats=lambda wc: [f"results/sft/{name}.stats.csv" for name in study_a_sft_sets()],
     output:
         "results/study_a/gate_stats.csv",
+    params:
+        code=code_version("study_a_stats.py"),
     log:
         "logs/study_a/stats.log",
     threads: 1

@@ -13,9 +13,10 @@ checkpoint study_b_variant:
         sft="results/sft/studyB-{task}-{variant}.jsonl",
         dropped="results/studyB/{task}/{variant}/dropped.jsonl",
         stats="results/studyB/{task}/{variant}/stats.csv",
-        failures="results/studyB/{task}/{variant}/teacher_failures.jsonl",
         accounting="results/studyB/{task}/{variant}/accounting.csv",
     params:
+        code=code_version("study_b_variant.py"),
+        templates=lambda wc: restyle_versions.study_b_templates(wc.task, wc.variant),
         cfg=study_b_variant_cfg,
         backends=lambda wc: {
             role: teacher_backend(name) for role, name in study_b_roles(wc.variant).items()
@@ -28,7 +29,8 @@ checkpoint study_b_variant:
         task="|".join(study_b_variants.TASKS),
         variant="|".join(study_b_variants.VARIANTS),
     log:
-        "logs/study_b/{task}/{variant}.log",
+        main="logs/study_b/{task}/{variant}.log",
+        failures="logs/study_b/{task}/{variant}.failures.jsonl",
     benchmark:
         "logs/benchmarks/study_b/{task}/{variant}.tsv"
     threads: 2
@@ -51,6 +53,8 @@ rule study_b_stats:
         ),
     output:
         "results/studyB/stats.csv",
+    params:
+        code=code_version("study_b_stats.py"),
     log:
         "logs/study_b/stats.log",
     threads: 1
@@ -72,6 +76,7 @@ rule familiarity:
         per_example="results/familiarity/{model}/base/per_example.csv",
         summary="results/familiarity/{model}/base/summary.csv",
     params:
+        code=code_version("familiarity.py"),
         cfg=STUDY_B["familiarity"],
         names=study_b_sft_sets(),
         adapter=None,
@@ -103,6 +108,7 @@ rule familiarity_checkpoint:
         per_example="results/familiarity/{model}/{sft_set}/seed{seed}/per_example.csv",
         summary="results/familiarity/{model}/{sft_set}/seed{seed}/summary.csv",
     params:
+        code=code_version("familiarity.py"),
         cfg=STUDY_B["familiarity"],
         names=study_b_sft_sets(),
         adapter=lambda wc: f"results/train/{wc.model}/{wc.sft_set}/seed{wc.seed}/adapter",

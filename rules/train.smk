@@ -31,6 +31,7 @@ rule train:
         adapter=directory("results/train/{model}/{sft_set}/seed{seed}/adapter"),
         metrics="results/train/{model}/{sft_set}/seed{seed}/train_metrics.json",
     params:
+        code=code_version("train.py"),
         settings=lambda wc: restyle_train.settings_for(config["train"], wc.model),
         checkpoints=lambda wc: f"results/train/{wc.model}/{wc.sft_set}/seed{wc.seed}/checkpoints",
     log:

@@ -1,10 +1,27 @@
+import json
+from pathlib import Path
+
+import pandas as pd
+
 from restyle import logs, report
+from restyle.io import atomic_path, write_csv
 
 log = logs.to_file(snakemake.log[0], snakemake.rule)
 cfg, out = snakemake.params.cfg, snakemake.output
 items = report.read_csvs(snakemake.input.eval_items)
 familiarity = report.read_csvs(snakemake.input.familiarity)
 log.info("%d evaluated questions, %d familiarity rows", len(items), len(familiarity))
+
+missing = report.missing_arms(
+    pd.read_csv(snakemake.input.study_a_stats, keep_default_na=False),
+    report.read_csvs(snakemake.input.study_b_stats),
+    json.loads(Path(snakemake.input.rules).read_text(encoding="utf-8")), snakemake.params.seeds)
+write_csv(out.missing_arms, missing.to_dict("records"), report.MISSING_COLUMNS)
+with atomic_path(out.summary) as tmp:
+    tmp.write_text(report.summary_rst(missing), encoding="utf-8")
+for arm in missing.itertuples():
+    log.warning("missing arm: study %s %s (seeds %s): %s", arm.study, arm.arm, arm.seeds,
+                arm.reason)
 
 study_a = report.study_a_table(items, cfg["bootstrap_samples"], cfg["seed"])
 study_a.to_csv(out.study_a, index=False)

@@ -2,7 +2,7 @@ from restyle import logs, rewrite, teacher
 from restyle.io import read_jsonl, write_jsonl
 from restyle.records import MCItem
 
-log = logs.to_file(snakemake.log[0], snakemake.rule)
+log = logs.to_file(snakemake.log.main, snakemake.rule)
 p, out = snakemake.params, snakemake.output
 items = rewrite.select_items(read_jsonl(snakemake.input.mmlu, MCItem.from_dict),
                              p.cfg["items_per_set"])
@@ -14,8 +14,8 @@ if p.backend["backend"] == "local":
     import torch
 
     torch.set_num_threads(snakemake.threads)
-results = teacher.generate(requests, p.backend, p.cache, stage=snakemake.rule,
-                           failures_path=out.failures, accounting_path=out.accounting,
+results = teacher.generate(requests, p.backend, p.cache, stage=p.sft_set,
+                           failures_path=snakemake.log.failures, accounting_path=out.accounting,
                            prices=p.prices)
 records, dropped = rewrite.build_set(p.sft_set, items, requests, results, rule=p.rule,
                                      teacher_name=p.teacher, options_mode=p.cfg["options"],

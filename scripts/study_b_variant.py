@@ -1,10 +1,11 @@
 from restyle import logs, variants
 
-log = logs.to_file(snakemake.log[0], snakemake.rule)
+log = logs.to_file(snakemake.log.main, snakemake.rule)
 wc, out = snakemake.wildcards, snakemake.output
 stats = variants.run(
     wc.task, wc.variant, snakemake.params.cfg, snakemake.input.questions,
-    {k: out[k] for k in ("sft", "dropped", "stats", "failures", "accounting")},
+    {**{k: out[k] for k in ("sft", "dropped", "stats", "accounting")},
+     "failures": snakemake.log.failures},
     snakemake.params.backends, snakemake.params.names, snakemake.params.cache,
     snakemake.params.prices, target_manifest=snakemake.params.target_manifest,
     source_path=snakemake.input.get("source"))

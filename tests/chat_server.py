@@ -15,6 +15,10 @@ name to the faults its successive requests meet, after which it is answered norm
     "notjson"                 valid completion whose content is not JSON
     "batchfail"               (in a batch) the line fails with a 500
 
+`batch_endings` lists how successive batches end: "completed" (the default once the list is
+used up), "failed" (rejected whole: no output or error file, a reason in `errors`) or "expired"
+(the first half of its lines answered, the rest in the error file as `batch_expired`).
+
 The answer is `echo: <content>`, or `{"answer": "<content>"}` when a schema was asked for.
 """
 
@@ -36,10 +40,12 @@ class _HTTPServer(ThreadingHTTPServer):
 
 class ChatServer:
     def __init__(self, faults: dict[str, list[str]] | None = None, latency: float = 0.0,
-                 slow_s: float = 2.0, batch_pending_polls: int = 0):
+                 slow_s: float = 2.0, batch_pending_polls: int = 0,
+                 batch_endings: list[str] | None = None):
         self.faults = {k: list(v) for k, v in (faults or {}).items()}
         self.latency, self.slow_s = latency, slow_s
         self.batch_pending_polls = batch_pending_polls  # retrieves that still see "in_progress"
+        self.batch_endings = list(batch_endings or [])
         self.requests: list[str] = []  # name of every chat request received, in order
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}
@@ -93,10 +99,23 @@ class ChatServer:
                           "total_tokens": prompt + len(content) // 4 + 1}}
 
     def run_batch(self, input_file_id: str) -> dict:
-        """Answer every line of an uploaded batch file at once."""
+        """Answer the lines of an uploaded batch file at once; the result fields and final status
+        of the batch object."""
+        ending = self.batch_endings.pop(0) if self.batch_endings else "completed"
+        lines = [json.loads(line) for line in self.files[input_file_id].decode().splitlines()]
+        if ending == "failed":
+            return {"status": "failed", "output_file_id": None, "error_file_id": None,
+                    "errors": {"object": "list", "data": [
+                        {"code": "invalid_request", "message": "scripted batch failure",
+                         "line": None, "param": None}]}}
+        answered = lines if ending == "completed" else lines[:len(lines) // 2]
         out, err = [], []
-        for line in self.files[input_file_id].decode().splitlines():
-            row = json.loads(line)
+        for row in lines:
+            if row not in answered:
+                err.append({"id": self.next_id("req"), "custom_id": row["custom_id"],
+                            "response": None, "error": {"code": "batch_expired",
+                                                        "message": "This request expired"}})
+                continue
             name, fault = self.take_fault(row["body"])
             if fault == "batchfail":
                 err.append({"id": self.next_id("req"), "custom_id": row["custom_id"],
@@ -113,8 +132,8 @@ class ChatServer:
             if file_id:
                 self.files[file_id] = "".join(json.dumps(r) + "\n" for r in rows).encode()
             ids.append(file_id)
-        return {"output_file_id": ids[0], "error_file_id": ids[1],
-                "request_counts": {"total": len(out) + len(err), "completed": len(out),
+        return {"status": ending, "output_file_id": ids[0], "error_file_id": ids[1],
+                "request_counts": {"total": len(lines), "completed": len(out),
                                    "failed": len(err)}}
 
 
@@ -161,7 +180,7 @@ def _handler(server: ChatServer):
                 with server.lock:
                     batch["polls"] += 1
                     done = batch["polls"] > server.batch_pending_polls
-                self.send(200, {**batch["object"], "status": "completed" if done else "in_progress",
+                self.send(200, {**batch["object"], "status": "in_progress",
                                 **(batch["result"] if done else {})})
             elif parts[:2] == ["v1", "files"] and len(parts) == 4 and parts[2] in server.files:
                 self.send(200, server.files[parts[2]])

@@ -101,3 +101,26 @@ def test_empty_inputs_give_empty_tables_and_explicit_figures(tmp_path):
     assert table.empty and "delta_vs_base" in table.columns
     report.plot_heatmap(report.rule_effects(table), tmp_path / "h.png")
     assert (tmp_path / "h.png").exists()
+
+
+def test_missing_arms_name_empty_sets_and_rules_never_extracted():
+    gate = pd.DataFrame([
+        {"sft_set": "studyA-r1", "subject": "all", "total": 8, "kept": 0, "dropped_teacher": 0,
+         "dropped_parse": 5, "dropped_options": 0, "dropped_answer": 3, "dropped_duplicate": 0},
+        {"sft_set": "studyA-r2", "subject": "all", "total": 8, "kept": 2, "dropped_teacher": 0,
+         "dropped_parse": 6, "dropped_options": 0, "dropped_answer": 0, "dropped_duplicate": 0}])
+    variants = pd.DataFrame([{"sft_set": "studyB-gsm8k-teacher", "questions": 4, "kept": 0,
+                              "teacher_failed": 0, "no_answer": 1, "wrong_answer": 3,
+                              "other_dropped": 0}])
+    doc = {"mode": "extracted", "count_requested": 8, "count": 2}
+    missing = report.missing_arms(gate, variants, doc, [0, 1])
+    assert missing.values.tolist() == [
+        ["A", "6 of 8 rules", "0 1", "rule extraction found only 2 usable rules "
+         "(results/rules/dropped.jsonl says why each candidate was dropped)"],
+        ["A", "studyA-r1", "0 1", "empty set: the quality gate dropped all 8 items (parse 5, "
+         "answer 3)"],
+        ["B", "studyB-gsm8k-teacher", "0 1", "empty set: the filters dropped all 4 questions "
+         "(no_answer 1, wrong_answer 3)"]]
+    assert "**Missing arms** (3)" in report.summary_rst(missing)
+    fixed = report.missing_arms(gate.iloc[1:], variants.iloc[:0], {**doc, "mode": "fixed"}, [0])
+    assert fixed.empty and "none" in report.summary_rst(fixed)

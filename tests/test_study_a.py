@@ -133,6 +133,17 @@ def test_the_gate_drops_with_a_reason(reply, stage, reason):
     assert e.value.stage == stage and reason in e.value.reason
 
 
+@pytest.mark.parametrize("mode", ["teacher", "keep"])
+def test_the_gate_drops_a_teacher_that_echoes_the_prompt(mode):
+    rule = {"slug": "x", "name": "Exaggeration", "description": "Push a quantity to an extreme.",
+            "instructions": "Exaggerate one number."}
+    [request] = rewrite.rewrite_requests(rule, [ITEM], {"options": mode, "max_tokens": 8,
+                                                        "temperature": 0.0})
+    with pytest.raises(rewrite.Rejected) as e:
+        _gate(f"echo: {request.messages[-1]['content']}", mode)
+    assert e.value.stage == "parse" and "repeats the format's placeholders" in e.value.reason
+
+
 def test_keep_mode_and_teacher_plain_parse():
     parsed = _gate("Which bone would a giant measure first?\nThe thigh is longest. "
                    "The answer is (A).", mode="keep")
@@ -319,8 +330,8 @@ def test_http_teacher_rules_rewrites_gate_fanout_and_selective_rerun(tmp_path,
         assert any(d["reason"].startswith("explanation under") for d in dropped)  # "It is fun."
         assert any(d["reason"].startswith("near-duplicate of extract/") for d in dropped)
         accounting = list(csv.DictReader((work / "results/rules/accounting.csv").open()))
-        assert [a["stage"] for a in accounting] == ["study_a_extract", "study_a_consolidate",
-                                                    "study_a_instructions"]
+        assert [a["stage"] for a in accounting] == [
+            "study_a_rules:extract", "study_a_rules:consolidate", "study_a_rules:instructions"]
         assert all(float(a["cost"]) > 0 for a in accounting)
 
         sets = ["studyA-original", "studyA-teacher_plain", "studyA-counterintuitive-thinking",

@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from chat_server import ChatServer  # noqa: E402
 
 from restyle import teacher  # noqa: E402
-from restyle.teacher import (BatchPending, Request, TeacherError, estimate, generate,  # noqa: E402
-                             template_hash)
+from restyle.teacher import (BatchPending, FailureBudgetExceeded, Request,  # noqa: E402
+                             TeacherError, estimate, generate, template_hash)
 
 SCHEMA = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
 PRICES = {"m": {"input": 1.0, "output": 2.0}}
@@ -43,7 +43,7 @@ def test_faults_end_answered_or_failed_with_reason_and_rerun_sends_nothing(tmp_p
               "hopeless": ["500"] * 10}
     names = [*faults, "plain-1", "plain-2"]
     with ChatServer(faults, slow_s=1.5) as server:
-        cfg = config(server, max_retries=3)
+        cfg = config(server, max_retries=3, max_failed_share=0.25)
         start = time.monotonic()
         results = generate(requests(names), cfg, tmp_path / "cache.db", stage="s",
                            failures_path=tmp_path / "failed.jsonl",
@@ -81,7 +81,8 @@ def test_schema_retries_then_records_failure(tmp_path):
     faults = {"fixable": ["badschema", "notjson"], "never": ["notjson"] * 5}
     with ChatServer(faults) as server:
         results = generate(requests(["fixable", "never", "ok"], schema=SCHEMA),
-                           config(server, schema_retries=2), tmp_path / "c.db", stage="s",
+                           config(server, schema_retries=2, max_failed_share=0.5),
+                           tmp_path / "c.db", stage="s",
                            failures_path=tmp_path / "failed.jsonl")
         fixable, never, ok = results
         assert fixable.ok and fixable.parsed == {"answer": "fixable"}
@@ -171,7 +172,7 @@ def test_batch_api_submit_collect_resubmit(tmp_path):
     faults = {"flaky": ["batchfail"], "broken": ["batchfail"] * 5}
     reqs = requests(["a", "flaky", "broken"])
     with ChatServer(faults, batch_pending_polls=1) as server:
-        cfg = config(server, batch=True, batch_resubmits=1)
+        cfg = config(server, batch=True, batch_resubmits=1, max_failed_share=0.5)
         with pytest.raises(BatchPending, match="rerun later"):
             generate(reqs, cfg, tmp_path / "c.db", stage="s")  # submitted, still running
         # a later run collects, resubmits what failed inside the batch, waits for that too
@@ -197,7 +198,7 @@ def test_api_key_never_written_logged_or_raised(tmp_path, monkeypatch, caplog):
     caplog.set_level(logging.DEBUG)
     faults = {"echoed": ["auth"], "fails": ["500"] * 5, "bad": ["notjson"] * 5}
     with ChatServer(faults) as server:
-        cfg = config(server, api_key_env="RESTYLE_TEST_KEY", max_retries=1)
+        cfg = config(server, api_key_env="RESTYLE_TEST_KEY", max_retries=1, max_failed_share=1)
         results = generate(requests(["fails", "ok"]) + requests(["bad"], schema=SCHEMA), cfg,
                            tmp_path / "c.db", stage="s", failures_path=tmp_path / "f.jsonl",
                            accounting_path=tmp_path / "a.csv", prices=PRICES)
@@ -237,3 +238,105 @@ def test_local_backend_generates_batched_and_caches(tmp_path, smollm2_manifest):
     assert [r.text for r in alone] == [r.text for r in results]
     again = generate(reqs, cfg, tmp_path / "c.db", stage="s")
     assert all(r.cached for r in again) and [r.text for r in again] == [r.text for r in results]
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:  # bound, never listening: connecting is refused
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dead_endpoint_stops_the_stage_at_once_naming_teacher_and_url(tmp_path):
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    cfg = {"backend": "openai", "model": "m", "name": "gpt", "base_url": url}  # default retries
+    start = time.monotonic()
+    with pytest.raises(TeacherError) as raised:
+        generate(requests([f"q{i}" for i in range(32)]), cfg, tmp_path / "c.db", stage="s",
+                 failures_path=tmp_path / "f.jsonl")
+    assert time.monotonic() - start < 5  # not 32 items x the retry schedule
+    assert "teacher 'gpt' (model m at " + url + "): cannot connect" in str(raised.value)
+    assert not isinstance(raised.value, FailureBudgetExceeded)
+
+
+def test_the_same_4xx_on_every_request_stops_the_stage(tmp_path):
+    names = [f"q{i}" for i in range(40)]
+    with ChatServer({n: ["400"] for n in names}) as server:
+        cfg = config(server, name="gpt", max_in_flight=2)
+        with pytest.raises(TeacherError, match=r"teacher 'gpt' \(model m at http://127\.0\.0\.1:"
+                                               r"\d+/v1\): HTTP 400 on the first 3 requests"):
+            generate(requests(names), cfg, tmp_path / "c.db", stage="s")
+        assert len(server.requests) <= 4  # three rejections, perhaps one more in flight
+
+
+def test_a_4xx_after_accepted_replies_is_one_failed_item(tmp_path):
+    with ChatServer({"bad": ["400"]}) as server:
+        names = ["a", "b", "bad", "c"]
+        results = generate(requests(names), config(server, max_in_flight=1, max_failed_share=0.25),
+                           tmp_path / "c.db", stage="s")
+    assert [r.ok for r in results] == [True, True, False, True]
+
+
+def test_failure_budget_fails_the_stage_keeps_failures_and_answers(tmp_path):
+    names = [f"q{i:02d}" for i in range(40)]
+    transient = {n: ["500"] for n in names[:12]}  # 30 % meet a fault that a retry fixes
+    with ChatServer(transient) as server:
+        results = generate(requests(names), config(server, max_retries=2), tmp_path / "c.db",
+                           stage="s")  # default budget 5 %
+        assert all(r.ok for r in results) and len(server.requests) == 52
+
+    hopeless = {n: ["500"] * 3 for n in names[:3]}  # 3 of 40 = 7.5 % fail for good
+    cache, failures = tmp_path / "c2.db", tmp_path / "failures.jsonl"
+    with ChatServer(hopeless) as server:
+        cfg = config(server, name="gpt", max_retries=2)
+        with pytest.raises(FailureBudgetExceeded) as raised:
+            generate(requests(names), cfg, cache, stage="s", failures_path=failures,
+                     accounting_path=tmp_path / "a.csv")
+        message = str(raised.value)
+        assert "3 of 40 items failed after every retry (8%), over the failure budget of 5%" in message
+        assert "teachers.gpt.max_failed_share" in message and str(failures) in message
+        assert sorted(json.loads(x)["id"] for x in failures.open()) == ["id-q00", "id-q01", "id-q02"]
+        [row] = csv.DictReader((tmp_path / "a.csv").open())
+        assert (row["failed"], row["sent"]) == ("3", "40")
+
+        sent = len(server.requests)  # the faults are used up: the rerun succeeds
+        assert all(r.ok for r in generate(requests(names), cfg, cache, stage="s"))
+        assert sorted(server.requests[sent:]) == ["q00", "q01", "q02"]  # only the failed ones
+
+    with ChatServer(hopeless) as server:  # within a larger budget the stage goes on
+        results = generate(requests(names), config(server, max_retries=2, max_failed_share=0.1),
+                           tmp_path / "c3.db", stage="s")
+        assert sum(not r.ok for r in results) == 3
+
+
+def test_zero_budget_fails_on_one_failure(tmp_path):
+    with ChatServer({"q1": ["500"] * 2}) as server:
+        with pytest.raises(FailureBudgetExceeded, match="1 of 3 items failed"):
+            generate(requests(["q0", "q1", "q2"]), config(server, max_retries=1,
+                                                          max_failed_share=0),
+                     tmp_path / "c.db", stage="s")
+
+
+@pytest.mark.parametrize("ending", ["failed", "expired"])
+def test_failed_and_expired_batches_are_resubmitted_then_obey_the_budget(tmp_path, ending):
+    names = ["a", "b", "c", "d"]
+    with ChatServer(batch_endings=[ending]) as server:  # the second submission completes
+        cfg = config(server, batch=True, batch_wait_s=10, batch_poll_s=0.05, batch_resubmits=1)
+        results = generate(requests(names), cfg, tmp_path / "c.db", stage="s")
+        assert all(r.ok and r.provenance["batch"] for r in results)
+        answered_first = 0 if ending == "failed" else 2
+        assert len(server.requests) == answered_first + (4 - answered_first)
+        assert len(server.batches) == 2
+
+    failures = tmp_path / "f.jsonl"
+    with ChatServer(batch_endings=[ending] * 2) as server:  # every submission ends badly
+        cfg = config(server, batch=True, batch_wait_s=10, batch_poll_s=0.05, batch_resubmits=1)
+        with pytest.raises(FailureBudgetExceeded) as raised:
+            generate(requests(names), cfg, tmp_path / "c2.db", stage="s",
+                     failures_path=failures)
+        failed = [json.loads(x) for x in failures.open()]
+        expect = 4 if ending == "failed" else 1  # expired: half of 4, then half of the other 2
+        assert len(failed) == expect and f"{expect} of 4 items failed" in str(raised.value)
+        why = "scripted batch failure" if ending == "failed" else "This request expired"
+        assert all(why in f["error"] and "(submitted 2 times)" in f["error"] for f in failed)

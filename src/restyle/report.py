@@ -21,11 +21,14 @@ import pandas as pd  # noqa: E402
 
 from restyle import stats  # noqa: E402
 from restyle.mmlu import SUBJECT_CATEGORY  # noqa: E402
+from restyle.rewrite import STAGES as GATE_STAGES  # noqa: E402
 
 BASE = "base"
 STUDY_A_PREFIX, STUDY_B_PREFIX = "studyA-", "studyB-"
 STUDY_A_BASELINES = ("studyA-original", "studyA-teacher_plain")
 DELTA_COLUMNS = ["delta", "low", "high", "significant"]
+MISSING_COLUMNS = ["study", "arm", "seeds", "reason"]
+STUDY_B_DROPS = ("teacher_failed", "no_answer", "wrong_answer", "other_dropped")
 
 
 def read_csvs(paths: Iterable[str | Path]) -> pd.DataFrame:
@@ -198,3 +201,53 @@ def plot_familiarity_shift(table: pd.DataFrame, path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------- arms asked for, not trained
+
+def _counts(row, columns: dict[str, str]) -> str:
+    return ", ".join(f"{label} {int(row[c])}" for c, label in columns.items() if int(row[c])) \
+        or "none dropped"
+
+
+def missing_arms(study_a_stats: pd.DataFrame, study_b_stats: pd.DataFrame, rules_doc: dict,
+                 seeds: Sequence[int]) -> pd.DataFrame:
+    """Every arm the config asked for that has no checkpoint, with the reason: a set the
+    quality gate or the correctness filter left empty, or rules extraction kept fewer rules than
+    asked (the SFT sets' stats tables and rules.json say which)."""
+    seeds_text = " ".join(map(str, seeds))
+    rows = []
+    if rules_doc["mode"] == "extracted" and rules_doc["count"] < rules_doc["count_requested"]:
+        rows.append({"study": "A", "arm": f"{rules_doc['count_requested'] - rules_doc['count']} "
+                                          f"of {rules_doc['count_requested']} rules",
+                     "seeds": seeds_text,
+                     "reason": f"rule extraction found only {rules_doc['count']} usable rules "
+                               "(results/rules/dropped.jsonl says why each candidate was "
+                               "dropped)"})
+    if len(study_a_stats):
+        for _, row in study_a_stats[study_a_stats.subject == "all"].iterrows():
+            if int(row.kept) == 0:
+                why = _counts(row, {f"dropped_{s}": s for s in GATE_STAGES})
+                rows.append({"study": "A", "arm": row.sft_set, "seeds": seeds_text,
+                             "reason": f"empty set: the quality gate dropped all {row.total} "
+                                       f"items ({why})"})
+    for _, row in study_b_stats.iterrows():
+        if int(row.kept) == 0:
+            why = _counts(row, {c: c for c in STUDY_B_DROPS})
+            rows.append({"study": "B", "arm": row.sft_set, "seeds": seeds_text,
+                         "reason": f"empty set: the filters dropped all {row.questions} "
+                                   f"questions ({why})"})
+    return pd.DataFrame(rows, columns=MISSING_COLUMNS)
+
+
+def summary_rst(missing: pd.DataFrame) -> str:
+    """The head of the HTML report (report/workflow.rst includes it): what is missing, first."""
+    if missing.empty:
+        return "**Missing arms**: none; every arm the config asked for was trained and " \
+               "evaluated.\n"
+    lines = [f"**Missing arms** ({len(missing)}): the config asked for these, but they have no "
+             "checkpoint, so the tables below leave them out "
+             "(``results/report/missing_arms.csv``).", ""]
+    lines += [f"- study {r.study}, ``{r.arm}`` (seeds {r.seeds}): {r.reason}"
+              for r in missing.itertuples()]
+    return "\n".join(lines) + "\n"

@@ -31,6 +31,7 @@ from difflib import SequenceMatcher
 from restyle.io import write_csv
 from restyle.mmlu import format_mc, format_options
 from restyle.records import LETTERS, MCItem, SFTRecord
+from restyle.rules import wording_hash
 from restyle.teacher import Request, Result, json_hash, template_hash
 
 REWRITE_TEMPLATE = (
@@ -194,7 +195,15 @@ def check_options(parsed: Parsed, item: MCItem, min_similarity: float) -> None:
                                       f"{original!r}, similarity {ratio:.2f})")
 
 
+# the reply format's own placeholders, which an echoing or lazy teacher sends back unfilled
+_PLACEHOLDER = re.compile(r"<(?:rewritten question|two or three sentences|option|letter)>")
+
+
 def gate(parsed: Parsed, item: MCItem, options_mode: str, gate_cfg: dict) -> None:
+    if any(_PLACEHOLDER.search(text or "") for text in
+           (parsed.question, parsed.reasoning, *parsed.options.values())):
+        raise Rejected("parse", "the reply repeats the format's placeholders instead of "
+                                "filling them in")
     if options_mode == "teacher" and parsed.question is not None and gate_cfg["check_options"]:
         check_options(parsed, item, gate_cfg["option_similarity"])
     if parsed.letter != item.answer_letter:
@@ -222,8 +231,7 @@ def build_set(sft_set: str, items: Sequence[MCItem], requests: Sequence[Request]
     """Turn teacher results into SFT records; everything dropped comes back with its reason."""
     records, dropped, seen = [], [], []
     rule_fields = ({"rule": rule["slug"], "rule_name": rule["name"],
-                    "rule_hash": json_hash({k: rule.get(k) for k in
-                                        ("slug", "name", "description", "instructions")})}
+                    "rule_hash": wording_hash(rule)}
                    if rule else {"rule": None})
     for item, req, res in zip(items, requests, results):
         base = {"id": f"{sft_set}/{item.id}", "source_id": item.id, "subject": item.subject,

@@ -23,10 +23,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-import tempfile
 import unicodedata
 from collections.abc import Sequence
-from pathlib import Path
 
 from restyle import teacher
 from restyle.records import RuozhibaItem
@@ -286,176 +284,153 @@ def _prov(result: teacher.Result) -> dict:
             "cached": result.cached}
 
 
-class _Calls:
-    """Runs the stage's teacher calls, keeping each call's failures and accounting row."""
+def extract(questions: Sequence[RuozhibaItem], cfg: dict, backend: dict,
+            session: teacher.Session) -> dict:
+    """Run extraction, consolidation and instructions through the stage's teacher session;
+    return {"rules": [...], "candidates": [...], "dropped": [...]}.
 
-    def __init__(self, backend: dict, cache: str, prices: dict | None, workdir: Path):
-        self.backend, self.cache, self.prices, self.workdir = backend, cache, prices, workdir
-        self.failures: list[dict] = []
-        self.accounting: list[str] = []
-
-    def __call__(self, stage: str, requests: list[Request]) -> list[teacher.Result]:
-        if not requests:
-            return []
-        fail, acct = self.workdir / f"{stage}.failures.jsonl", self.workdir / f"{stage}.csv"
-        results = teacher.generate(requests, self.backend, self.cache, stage=stage,
-                                   failures_path=fail, accounting_path=acct, prices=self.prices)
-        self.failures += [r.to_dict() for r in results if not r.ok]
-        lines = acct.read_text(encoding="utf-8").splitlines()
-        if not self.accounting:
-            self.accounting.append(lines[0])
-        self.accounting += lines[1:]
-        return results
-
-
-def extract(questions: Sequence[RuozhibaItem], cfg: dict, backend: dict, cache: str,
-            prices: dict | None = None) -> dict:
-    """Run extraction, consolidation and instructions; return the stage's documents.
-
-    Returns {"rules": [...], "candidates": [...], "dropped": [...], "failures": [...],
-    "accounting": csv text}. Raises ValueError when the teacher gave no usable rule at all.
+    Raises ValueError when the teacher gave no usable rule at all, and what `Session.ask`
+    raises when the teacher itself fails.
     """
     structured = cfg["structured_output"] == "always" or (
         cfg["structured_output"] == "auto" and backend["backend"] == "openai")
     n = cfg["count"]
     dropped: list[dict] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        calls = _Calls(backend, cache, prices, Path(tmp))
-        planned = extraction_requests(questions, cfg, structured)
-        results = calls("study_a_extract", [req for req, _ in planned])
-        candidates = []
-        for (req, meta), res in zip(planned, results):
-            if not res.ok:
-                dropped.append({"stage": "extract", "request_id": req.id, "text": None,
-                                "reason": f"teacher failed: {res.error}"})
-                continue
-            if structured:
-                found = [{"name": _clean(r["name"]) or None,
-                          "description": _clean(r["description"])}
-                         for r in res.parsed["rules"]]
-                rejected = [{"text": json.dumps(f, ensure_ascii=False),
-                             "reason": f"explanation under {MIN_DESCRIPTION_WORDS} words"}
-                            for f in found if len(_words(f["description"])) < MIN_DESCRIPTION_WORDS]
-                found = [f for f in found if len(_words(f["description"])) >= MIN_DESCRIPTION_WORDS]
-            else:
-                found, rejected = parse_rule_lines(res.text, req.messages[0]["content"])
-            dropped += [{"stage": "extract", "request_id": req.id, **r} for r in rejected]
-            if not found:
-                dropped.append({"stage": "extract", "request_id": req.id, "text": res.text,
-                                "reason": "no rule could be read from the reply"})
-            for i, f in enumerate(found):
-                candidates.append({"id": f"{req.id}/{i}", **f, **meta,
-                                   "provenance": _prov(res)})
-        ranked, duplicates = rank_candidates(candidates)
-        dropped += [{"stage": "extract", "request_id": d["id"].rsplit("/", 1)[0],
-                     "text": json.dumps({"name": d["name"], "description": d["description"]},
-                                        ensure_ascii=False),
-                     "candidate": d["id"], "reason": f"near-duplicate of {d['duplicate_of']}"}
-                    for d in duplicates]
-        if not ranked:
-            for d in dropped:
-                log.warning("dropped %s: %s (%r)", d["request_id"], d["reason"], d["text"])
-            raise ValueError("the teacher gave no usable rule candidate; see the dropped file "
-                             "for every reply line and why it was not usable")
 
-        # consolidation: merge near-duplicates into the final N rules
-        shown = "\n".join(f"{i + 1}. {c['name'] or 'Rule'}: {c['description']}"
-                          for i, c in enumerate(ranked))
-        creq = _request("consolidate", "consolidate",
-                        CONSOLIDATE_TEMPLATE.format(candidates=shown, n=n),
-                        _params(cfg["consolidate"]), CONSOLIDATE_SCHEMA if structured else None)
-        [cres] = calls("study_a_consolidate", [creq])
-        final: list[dict] = []
-        if not cres.ok:
-            dropped.append({"stage": "consolidate", "request_id": creq.id, "text": None,
-                            "reason": f"teacher failed: {cres.error}"})
+    planned = extraction_requests(questions, cfg, structured)
+    results = session.ask([req for req, _ in planned], backend, "extract")
+    candidates = []
+    for (req, meta), res in zip(planned, results):
+        if not res.ok:
+            dropped.append({"stage": "extract", "request_id": req.id, "text": None,
+                            "reason": f"teacher failed: {res.error}"})
+            continue
+        if structured:
+            found = [{"name": _clean(r["name"]) or None,
+                      "description": _clean(r["description"])}
+                     for r in res.parsed["rules"]]
+            rejected = [{"text": json.dumps(f, ensure_ascii=False),
+                         "reason": f"explanation under {MIN_DESCRIPTION_WORDS} words"}
+                        for f in found if len(_words(f["description"])) < MIN_DESCRIPTION_WORDS]
+            found = [f for f in found if len(_words(f["description"])) >= MIN_DESCRIPTION_WORDS]
         else:
-            if structured:
-                parsed, rejected = [], []
-                for r in cres.parsed["rules"]:
-                    rule = {"name": _clean(r["name"]), "description": _clean(r["description"]),
-                            "instructions": _clean(r["instructions"]) or None}
-                    if rule["name"] and len(_words(rule["description"])) >= MIN_DESCRIPTION_WORDS:
-                        parsed.append(rule)
-                    else:
-                        rejected.append({"text": json.dumps(r, ensure_ascii=False),
-                                         "reason": "no name or description under "
-                                                   f"{MIN_DESCRIPTION_WORDS} words"})
-            else:
-                parsed, rejected = parse_rule_blocks(cres.text)
-            dropped += [{"stage": "consolidate", "request_id": creq.id, **r} for r in rejected]
-            if not parsed:
-                dropped.append({"stage": "consolidate", "request_id": creq.id, "text": cres.text,
-                                "reason": "no complete rule could be read from the reply; "
-                                          "falling back to the best-formed candidates"})
-            for rule in parsed:
-                twin = next((f for f in final if f["name"].lower() == rule["name"].lower()
-                             or _jaccard(f["description"], rule["description"])
-                             >= DUPLICATE_JACCARD), None)
-                if twin is not None:
-                    dropped.append({"stage": "consolidate", "request_id": creq.id,
-                                    "text": json.dumps(rule, ensure_ascii=False),
-                                    "reason": f"near-duplicate of consolidated rule "
-                                              f"'{twin['name']}'"})
+            found, rejected = parse_rule_lines(res.text, req.messages[0]["content"])
+        dropped += [{"stage": "extract", "request_id": req.id, **r} for r in rejected]
+        if not found:
+            dropped.append({"stage": "extract", "request_id": req.id, "text": res.text,
+                            "reason": "no rule could be read from the reply"})
+        for i, f in enumerate(found):
+            candidates.append({"id": f"{req.id}/{i}", **f, **meta,
+                               "provenance": _prov(res)})
+    ranked, duplicates = rank_candidates(candidates)
+    dropped += [{"stage": "extract", "request_id": d["id"].rsplit("/", 1)[0],
+                 "text": json.dumps({"name": d["name"], "description": d["description"]},
+                                    ensure_ascii=False),
+                 "candidate": d["id"], "reason": f"near-duplicate of {d['duplicate_of']}"}
+                for d in duplicates]
+    if not ranked:
+        for d in dropped:
+            log.warning("dropped %s: %s (%r)", d["request_id"], d["reason"], d["text"])
+        raise ValueError("the teacher gave no usable rule candidate; see the dropped file "
+                         "for every reply line and why it was not usable")
+
+    # consolidation: merge near-duplicates into the final N rules
+    shown = "\n".join(f"{i + 1}. {c['name'] or 'Rule'}: {c['description']}"
+                      for i, c in enumerate(ranked))
+    creq = _request("consolidate", "consolidate",
+                    CONSOLIDATE_TEMPLATE.format(candidates=shown, n=n),
+                    _params(cfg["consolidate"]), CONSOLIDATE_SCHEMA if structured else None)
+    [cres] = session.ask([creq], backend, "consolidate")
+    final: list[dict] = []
+    if not cres.ok:
+        dropped.append({"stage": "consolidate", "request_id": creq.id, "text": None,
+                        "reason": f"teacher failed: {cres.error}"})
+    else:
+        if structured:
+            parsed, rejected = [], []
+            for r in cres.parsed["rules"]:
+                rule = {"name": _clean(r["name"]), "description": _clean(r["description"]),
+                        "instructions": _clean(r["instructions"]) or None}
+                if rule["name"] and len(_words(rule["description"])) >= MIN_DESCRIPTION_WORDS:
+                    parsed.append(rule)
                 else:
-                    final.append({**rule, "origin": "consolidation", "name_from": "teacher",
-                                  "provenance": _prov(cres)})
-        # fill up from the best-formed candidates the consolidation did not already cover
-        pool = []
-        for cand in ranked:
-            twin = next((f for f in final if _jaccard(f["description"], cand["description"])
+                    rejected.append({"text": json.dumps(r, ensure_ascii=False),
+                                     "reason": "no name or description under "
+                                               f"{MIN_DESCRIPTION_WORDS} words"})
+        else:
+            parsed, rejected = parse_rule_blocks(cres.text)
+        dropped += [{"stage": "consolidate", "request_id": creq.id, **r} for r in rejected]
+        if not parsed:
+            dropped.append({"stage": "consolidate", "request_id": creq.id, "text": cres.text,
+                            "reason": "no complete rule could be read from the reply; "
+                                      "falling back to the best-formed candidates"})
+        for rule in parsed:
+            twin = next((f for f in final if f["name"].lower() == rule["name"].lower()
+                         or _jaccard(f["description"], rule["description"])
                          >= DUPLICATE_JACCARD), None)
             if twin is not None:
-                dropped.append({"stage": "select", "request_id": cand["id"].rsplit("/", 1)[0],
-                                "candidate": cand["id"], "text": cand["description"],
-                                "reason": f"covered by consolidated rule '{twin['name']}'"})
+                dropped.append({"stage": "consolidate", "request_id": creq.id,
+                                "text": json.dumps(rule, ensure_ascii=False),
+                                "reason": f"near-duplicate of consolidated rule "
+                                          f"'{twin['name']}'"})
             else:
-                pool.append(cand)
-        for cand in pool:
-            name, name_from = cand["name"], "teacher"
-            if not name:
-                name, name_from = " ".join(cand["description"].split()[:6]).rstrip(".,;:"), \
-                    "description"
-            cand["as_rule"] = {"name": name, "description": cand["description"],
-                               "instructions": None, "origin": "candidate",
-                               "name_from": name_from, "candidate": cand["id"],
-                               "perspective": cand["perspective"],
-                               "question_ids": cand["question_ids"],
-                               "provenance": cand["provenance"]}
-        # instructions for every rule that may be kept and lacks them (up to 2N in one call)
-        contenders = (final + [c["as_rule"] for c in pool])[:2 * n]
-        need = [r for r in contenders if not r["instructions"]]
-        ireqs = [_request(f"instructions/{i}", "instructions",
-                          INSTRUCTIONS_TEMPLATE.format(name=r["name"],
-                                                       description=r["description"]),
-                          _params(cfg["instructions"]), None) for i, r in enumerate(need)]
-        for rule, req, res in zip(need, ireqs, calls("study_a_instructions", ireqs)):
-            text = parse_instructions(res.text) if res.ok else None
-            if text:
-                rule["instructions"] = text
-                rule["instructions_provenance"] = _prov(res)
-            else:
-                rule["unusable"] = (f"teacher failed to write instructions: {res.error}"
-                                    if not res.ok else "no usable rewriting instructions in the "
-                                                       f"reply: {res.text!r}")
-        kept, taken = [], []
-        for rule in contenders:
-            why = rule.pop("unusable", None)
-            if why is None and len(kept) < n:
-                rule["slug"] = slugify(rule["name"], taken)
-                taken.append(rule["slug"])
-                kept.append(rule)
-            else:
-                dropped.append({"stage": "select", "request_id": rule["provenance"]["request_id"],
-                                "candidate": rule.get("candidate"),
-                                "text": json.dumps({k: rule[k] for k in ("name", "description")},
-                                                   ensure_ascii=False),
-                                "reason": why or f"not among the {n} rules kept"})
-        for cand in pool[max(0, 2 * n - len(final)):]:
+                final.append({**rule, "origin": "consolidation", "name_from": "teacher",
+                              "provenance": _prov(cres)})
+    # fill up from the best-formed candidates the consolidation did not already cover
+    pool = []
+    for cand in ranked:
+        twin = next((f for f in final if _jaccard(f["description"], cand["description"])
+                     >= DUPLICATE_JACCARD), None)
+        if twin is not None:
             dropped.append({"stage": "select", "request_id": cand["id"].rsplit("/", 1)[0],
                             "candidate": cand["id"], "text": cand["description"],
-                            "reason": f"not among the {n} rules kept (ranked lower)"})
-        failures, accounting = calls.failures, "\n".join(calls.accounting) + "\n"
+                            "reason": f"covered by consolidated rule '{twin['name']}'"})
+        else:
+            pool.append(cand)
+    for cand in pool:
+        name, name_from = cand["name"], "teacher"
+        if not name:
+            name, name_from = " ".join(cand["description"].split()[:6]).rstrip(".,;:"), \
+                "description"
+        cand["as_rule"] = {"name": name, "description": cand["description"],
+                           "instructions": None, "origin": "candidate",
+                           "name_from": name_from, "candidate": cand["id"],
+                           "perspective": cand["perspective"],
+                           "question_ids": cand["question_ids"],
+                           "provenance": cand["provenance"]}
+    # instructions for every rule that may be kept and lacks them (up to 2N in one call)
+    contenders = (final + [c["as_rule"] for c in pool])[:2 * n]
+    need = [r for r in contenders if not r["instructions"]]
+    ireqs = [_request(f"instructions/{i}", "instructions",
+                      INSTRUCTIONS_TEMPLATE.format(name=r["name"],
+                                                   description=r["description"]),
+                      _params(cfg["instructions"]), None) for i, r in enumerate(need)]
+    for rule, req, res in zip(need, ireqs, session.ask(ireqs, backend, "instructions")):
+        text = parse_instructions(res.text) if res.ok else None
+        if text:
+            rule["instructions"] = text
+            rule["instructions_provenance"] = _prov(res)
+        else:
+            rule["unusable"] = (f"teacher failed to write instructions: {res.error}"
+                                if not res.ok else "no usable rewriting instructions in the "
+                                                   f"reply: {res.text!r}")
+    kept, taken = [], []
+    for rule in contenders:
+        why = rule.pop("unusable", None)
+        if why is None and len(kept) < n:
+            rule["slug"] = slugify(rule["name"], taken)
+            taken.append(rule["slug"])
+            kept.append(rule)
+        else:
+            dropped.append({"stage": "select", "request_id": rule["provenance"]["request_id"],
+                            "candidate": rule.get("candidate"),
+                            "text": json.dumps({k: rule[k] for k in ("name", "description")},
+                                               ensure_ascii=False),
+                            "reason": why or f"not among the {n} rules kept"})
+    for cand in pool[max(0, 2 * n - len(final)):]:
+        dropped.append({"stage": "select", "request_id": cand["id"].rsplit("/", 1)[0],
+                        "candidate": cand["id"], "text": cand["description"],
+                        "reason": f"not among the {n} rules kept (ranked lower)"})
     if not kept:
         for d in dropped:
             log.warning("dropped %s: %s (%r)", d["request_id"], d["reason"], d["text"])
@@ -466,8 +441,7 @@ def extract(questions: Sequence[RuozhibaItem], cfg: dict, backend: dict, cache: 
                     len(kept), n)
     for c in candidates:
         c.pop("as_rule", None)
-    return {"rules": [_ordered(r) for r in kept], "candidates": candidates, "dropped": dropped,
-            "failures": failures, "accounting": accounting}
+    return {"rules": [_ordered(r) for r in kept], "candidates": candidates, "dropped": dropped}
 
 
 def _ordered(rule: dict) -> dict:
@@ -495,6 +469,12 @@ def wording(rule: dict) -> dict:
     return {k: rule.get(k) for k in ("slug", "name", "description", "instructions")}
 
 
+def wording_hash(rule: dict) -> str:
+    """The one hash of a rule's wording: rules.json's `wording_hash`, every SFT row's
+    `rule_hash`."""
+    return teacher.json_hash(wording(rule))
+
+
 def document(rules: list[dict], mode: str, cfg: dict, teacher_name: str | None,
              backend: dict | None, questions_path: str | None) -> dict:
     """The rules.json document: the rules plus how the set was made."""
@@ -507,5 +487,4 @@ def document(rules: list[dict], mode: str, cfg: dict, teacher_name: str | None,
             "questions": questions_path if mode == "extracted" else None,
             "template_hashes": ({k: template_hash(v) for k, v in TEMPLATES.items()}
                                 if mode == "extracted" else None),
-            "rules": [{**r, "wording_hash": template_hash(json.dumps(wording(r), sort_keys=True))}
-                      for r in rules]}
+            "rules": [{**r, "wording_hash": wording_hash(r)} for r in rules]}

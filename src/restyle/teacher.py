@@ -9,7 +9,10 @@ Backend config (one dict per call site; defaults in brackets):
     backend: "openai" | "local"
     model: str               # openai: the model name sent to the API (required);
                              # local: a label for cache and provenance [the manifest's `source`]
+    name: str                # the teacher's key in config `teachers`, for messages [model]
     schema_retries: int      # re-asks after a reply that is not JSON or breaks the schema [2]
+    max_failed_share: float  # failure budget: a call whose failed items (after every retry)
+                             # exceed this share of its items raises FailureBudgetExceeded [0.05]
     # backend "openai" (OpenAI, vLLM, llama.cpp server: anything speaking chat completions)
     base_url: str            # endpoint, e.g. http://localhost:8000/v1 [the SDK's, OpenAI's own]
     api_key_env: str         # NAME of the environment variable holding the key; without it a
@@ -32,6 +35,12 @@ Backend config (one dict per call site; defaults in brackets):
     batch_size: int          # prompts per generate() call [8]
     device: str              # "cpu", "cuda", ... [cuda if available]
 
+A stage that cannot work at all stops at once with one TeacherError naming the teacher, its
+endpoint and the HTTP status: a wrong key or model (401/403/404), an endpoint nobody answers
+(connection refused, unknown host) before any reply came, or the same 4xx rejecting the first
+requests of a call with none accepted. Other failures are retried, then counted against the
+failure budget; answered items are cached either way, so a rerun asks only for the failed ones.
+
 Request `params` are the generation parameters: `max_tokens` [512 locally and for estimates],
 `temperature` [0 = greedy locally], `top_p`, `seed` [0 locally]; the openai backend passes them
 to `chat.completions.create` as they are. Prices are per million tokens:
@@ -48,6 +57,7 @@ import json
 import logging
 import os
 import random
+import socket
 import sys
 import time
 from collections import deque
@@ -71,6 +81,10 @@ BATCH_DISCOUNT = 0.5
 RETRY_STATUS = {408, 409, 429}
 # Wrong key, no access, no such model or endpoint: every item would fail the same way.
 FATAL_STATUS = {401, 403, 404}
+# The same other 4xx on this many requests (or all of a smaller call), none accepted: the server
+# rejects the request itself (a parameter it does not know), so the rest would fail alike.
+REJECTIONS_TO_STOP = 3
+DEFAULT_MAX_FAILED_SHARE = 0.05
 ACCOUNTING_FIELDS = ["stage", "backend", "model", "requests", "cached", "sent", "failed",
                      "attempts", "prompt_tokens", "completion_tokens", "cost",
                      "run_prompt_tokens", "run_completion_tokens", "run_cost"]
@@ -82,6 +96,10 @@ class TeacherError(RuntimeError):
 
 class BatchPending(TeacherError):
     """Batch API results are not ready yet; what is collected is cached, rerun later."""
+
+
+class FailureBudgetExceeded(TeacherError):
+    """More items failed after every retry than the teacher's `max_failed_share` allows."""
 
 
 @dataclass(frozen=True)
@@ -189,8 +207,19 @@ class _Run:
         self.redact = _redactor(self.secret)
         self.attempts = self.prompt_tokens = self.completion_tokens = 0
         self.cost: float | None = 0.0
+        self.total = total
+        self.replies = 0  # HTTP replies with a completion in them
+        self.rejections: dict[int, int] = {}  # non-retryable 4xx status -> count
         self.progress = tqdm(total=total, desc=f"teacher {self.model}", unit="req",
                              disable=not sys.stderr.isatty())
+
+    def describe(self) -> str:
+        """Which teacher this is, for a message that must say where to look."""
+        where = self.cfg.get("base_url") or "OpenAI's default endpoint"
+        return f"teacher '{self.cfg.get('name', self.model)}' (model {self.model} at {where})"
+
+    def stop(self, reason: str) -> TeacherError:
+        return TeacherError(self.redact(f"{self.describe()}: {reason}; stopping the stage"))
 
     def bill(self, prompt: int, completion: int, batch: bool = False) -> None:
         self.prompt_tokens += prompt
@@ -302,19 +331,23 @@ async def _call(run: _Run, client, limits: _Limits, req: Request) -> tuple[str, 
             except openai.APIStatusError as e:
                 reason = e.message  # "Error code: 429 - <the server's message>"
                 if e.status_code in FATAL_STATUS:
-                    raise TeacherError(run.redact(f"item {req.id}: {reason}")) from None
+                    raise run.stop(f"HTTP {e.status_code} on item {req.id}: {reason}") from None
                 if e.status_code not in RETRY_STATUS and e.status_code < 500:
+                    _rejected(run, e.status_code, req, reason)
                     raise _GaveUp(reason) from None
                 wait = retry_after(e.response.headers)
             except openai.APITimeoutError:
                 reason = f"timed out after {cfg.get('timeout_s', 120)} s"
             except openai.APIConnectionError as e:
                 reason = f"connection error ({e.__cause__ or e})"
+                if run.replies == 0 and (cause := _unreachable(e)):
+                    raise run.stop(f"cannot connect ({cause})") from None
             except json.JSONDecodeError as e:
                 reason = f"malformed JSON response body ({e.msg})"
             else:
                 reply = _parse_completion(completion)
                 if reply is not None:
+                    run.replies += 1
                     text, prompt, completion_tokens = reply
                     return (text, approx_tokens(req.messages) if prompt is None else prompt,
                             len(text) // 4 if completion_tokens is None else completion_tokens)
@@ -324,6 +357,25 @@ async def _call(run: _Run, client, limits: _Limits, req: Request) -> tuple[str, 
             log.info("item %s: %s; retry %d/%d", req.id, run.redact(reason), attempt + 1, tries - 1)
             await asyncio.sleep(backoff if wait is None else max(wait, backoff))
     raise _GaveUp(f"gave up after {tries} attempts, last: {reason}")
+
+
+def _unreachable(error: BaseException) -> BaseException | None:
+    """The root cause when no connection could be made at all (refused, unknown host), as
+    opposed to one dropped or timed out mid-request, which a retry may fix."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, (ConnectionRefusedError, socket.gaierror)):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _rejected(run: _Run, status: int, req: Request, reason: str) -> None:
+    """Count a non-retryable 4xx; stop the stage when the server rejects every request alike."""
+    run.rejections[status] = run.rejections.get(status, 0) + 1
+    if run.replies == 0 and run.rejections[status] >= min(REJECTIONS_TO_STOP, run.total):
+        raise run.stop(f"HTTP {status} on the first {run.rejections[status]} requests, none "
+                       f"accepted (last, item {req.id}: {reason})")
 
 
 async def _ask(run: _Run, client, limits: _Limits, key: str, req: Request) -> _Answer | str:
@@ -360,7 +412,7 @@ async def _openai(run: _Run, todo: dict[str, Request]) -> dict[str, _Answer | st
             try:
                 return await _batch(run, client, todo)
             except openai.APIError as e:  # batch ids are in the cache: a rerun picks up from here
-                raise TeacherError(run.redact(f"Batch API: {e}")) from None
+                raise run.stop(f"Batch API: {e}") from None
         limits = _Limits(run.cfg)
         try:
             async with asyncio.TaskGroup() as group:  # a fatal error cancels the rest
@@ -373,10 +425,13 @@ async def _openai(run: _Run, todo: dict[str, Request]) -> dict[str, _Answer | st
 
 # ---------------------------------------------------------------- OpenAI Batch API
 
-async def _collect(run: _Run, client, batch, todo: dict[str, Request]) -> None:
-    """Cache the accepted answers of a finished batch; note why the others failed."""
+async def _collect(run: _Run, client, batch, todo: dict[str, Request],
+                   keys: list[str]) -> None:
+    """Cache the accepted answers of a finished batch (`keys` were submitted in it); note why
+    the others failed."""
     from openai.types.chat import ChatCompletion
 
+    seen = set()
     for file_id in (batch.output_file_id, batch.error_file_id):
         if not file_id:
             continue
@@ -390,6 +445,7 @@ async def _collect(run: _Run, client, batch, todo: dict[str, Request]) -> None:
             req = todo.get(key)
             if req is None:  # a request this stage no longer makes
                 continue
+            seen.add(key)
             reply = None
             if response.get("status_code") == 200:
                 reply = _parse_completion(ChatCompletion.construct(**body))
@@ -404,8 +460,13 @@ async def _collect(run: _Run, client, batch, todo: dict[str, Request]) -> None:
                 reason = f"batch {batch.id}: {outcome}"
             run.cache.set_batch_error(key, batch.id, run.redact(reason))
     if batch.status != "completed":
-        log.warning("batch %s ended %s; its unanswered requests will be resubmitted",
-                    batch.id, batch.status)
+        errors = getattr(batch.errors, "data", None) or []
+        why = "; ".join(f"{e.code}: {e.message}" for e in errors) or "no reason given"
+        for key in set(keys) - seen:  # a failed batch answers nothing and lists no lines
+            run.cache.set_batch_error(key, batch.id,
+                                      run.redact(f"batch {batch.id} ended {batch.status} ({why})"))
+        log.warning("batch %s ended %s (%s); its unanswered requests will be resubmitted",
+                    batch.id, batch.status, why)
 
 
 async def _submit(run: _Run, client, todo: dict[str, Request]) -> str:
@@ -430,7 +491,7 @@ async def _batch(run: _Run, client, todo: dict[str, Request]) -> dict[str, _Answ
         for batch_id, keys in run.cache.open_batches().items():
             batch = await client.batches.retrieve(batch_id)
             if batch.status in ("completed", "failed", "expired", "cancelled"):
-                await _collect(run, client, batch, todo)
+                await _collect(run, client, batch, todo, keys)
                 run.cache.mark_collected(batch_id)
             else:
                 waiting[batch_id] = keys
@@ -539,17 +600,79 @@ def _dedupe(requests: Sequence[Request], keys: list[str], cached) -> dict[str, R
     return todo
 
 
+class Session:
+    """One stage's teacher calls: one cache, one price table, one failures file and one
+    accounting CSV for every call the stage makes. Both files are rewritten after each call, so
+    what a failing call leaves behind is on disk before its error is raised."""
+
+    def __init__(self, cache_path: str | Path, stage: str, *, prices: dict | None = None,
+                 failures_path: str | Path | None = None,
+                 accounting_path: str | Path | None = None):
+        self.cache_path, self.stage, self.prices = cache_path, stage, prices
+        self.failures_path, self.accounting_path = failures_path, accounting_path
+        self.failures: list[dict] = []
+        self.accounting: list[dict] = []
+
+    def ask(self, requests: Sequence[Request], backend_cfg: dict, step: str | None = None
+            ) -> list[Result]:
+        """Answer every request (from the cache where possible), in order.
+
+        Failed items come back with ok=False and the reason. Raises TeacherError when the
+        stage cannot work at all, FailureBudgetExceeded when more items failed than the
+        teacher's `max_failed_share` allows, and BatchPending in Batch API mode.
+        """
+        if not requests:
+            return []
+        stage = f"{self.stage}:{step}" if step else self.stage
+        results, row = _generate(requests, backend_cfg, self.cache_path, stage, self.prices)
+        failed = [r for r in results if not r.ok]
+        self.failures += [{"step": step, **r.to_dict()} if step else r.to_dict() for r in failed]
+        self.accounting.append(row)
+        self.write()
+        _check_budget(stage, results, failed, backend_cfg, self.failures_path)
+        return results
+
+    def write(self) -> None:
+        if self.failures_path:
+            write_jsonl(self.failures_path, self.failures)
+        if self.accounting_path:
+            write_csv(self.accounting_path, self.accounting, ACCOUNTING_FIELDS)
+
+    def totals(self) -> dict:
+        """Tokens and cost of the answers this stage used (cost None when a price is unknown)."""
+        costs = [r["cost"] for r in self.accounting]
+        return {"prompt_tokens": sum(r["prompt_tokens"] for r in self.accounting),
+                "completion_tokens": sum(r["completion_tokens"] for r in self.accounting),
+                "cost": None if None in costs else round(float(sum(costs)), 6)}
+
+
 def generate(requests: Sequence[Request], backend_cfg: dict, cache_path: str | Path, *,
              stage: str, failures_path: str | Path | None = None,
              accounting_path: str | Path | None = None,
              prices: dict | None = None) -> list[Result]:
-    """Answer every request (from the cache where possible), in order.
+    """A stage with a single call: `Session(...).ask(requests, backend_cfg)`."""
+    session = Session(cache_path, stage, prices=prices, failures_path=failures_path,
+                      accounting_path=accounting_path)
+    return session.ask(requests, backend_cfg)
 
-    Failed items come back with ok=False and the reason, and go to `failures_path` (JSONL);
-    `accounting_path` gets one CSV row for the stage. Raises TeacherError only for failures that
-    doom every item (wrong key, unknown model) and BatchPending in Batch API mode.
-    """
-    cfg = backend_cfg
+
+def _check_budget(stage: str, results: list[Result], failed: list[Result], cfg: dict,
+                  failures_path) -> None:
+    share = cfg.get("max_failed_share", DEFAULT_MAX_FAILED_SHARE)
+    if not failed or len(failed) <= share * len(results):
+        return
+    name = cfg.get("name", model_name(cfg))
+    raise FailureBudgetExceeded(
+        f"{stage}: {len(failed)} of {len(results)} items failed after every retry "
+        f"({len(failed) / len(results):.0%}), over the failure budget of {share:.0%} "
+        f"(config teachers.{name}.max_failed_share); first: {failed[0].error}. The "
+        f"{len(results) - len(failed)} answers are cached: a rerun asks only for the failed items"
+        + (f"; every failure is listed in {failures_path}" if failures_path else ""))
+
+
+def _generate(requests: Sequence[Request], cfg: dict, cache_path: str | Path, stage: str,
+              prices: dict | None) -> tuple[list[Result], dict]:
+    """(results in request order, the call's accounting row)."""
     if cfg.get("backend") not in ("openai", "local"):
         raise TeacherError(f"teacher config backend: '{cfg.get('backend')}' is not openai or local")
     cache = Cache(cache_path)
@@ -579,13 +702,8 @@ def generate(requests: Sequence[Request], backend_cfg: dict, cache_path: str | P
     for r in failures:
         log.warning("%s", r.error)
     if failures:
-        log.warning("%s: %d of %d items failed%s", stage, len(failures), len(results),
-                    f"; see {failures_path}" if failures_path else "")
-    if failures_path:
-        write_jsonl(failures_path, failures)
-    if accounting_path:
-        _write_accounting(accounting_path, stage, run, results, todo)
-    return results
+        log.warning("%s: %d of %d items failed", stage, len(failures), len(results))
+    return results, _accounting_row(stage, run, results, todo)
 
 
 def _result(run: _Run, req: Request, key: str, cached, answer: _Answer | str | None) -> Result:
@@ -602,20 +720,19 @@ def _result(run: _Run, req: Request, key: str, cached, answer: _Answer | str | N
     return Result(req.id, None, None, False, error, prov, False)
 
 
-def _write_accounting(path, stage: str, run: _Run, results: list[Result], todo: dict) -> None:
+def _accounting_row(stage: str, run: _Run, results: list[Result], todo: dict) -> dict:
     ok = [r for r in results if r.ok]
     prompt = sum(r.provenance["prompt_tokens"] for r in ok)
     completion = sum(r.provenance["completion_tokens"] for r in ok)
     costs = [_cost(run.prices, run.model, r.provenance["prompt_tokens"],
                    r.provenance["completion_tokens"], r.provenance["batch"]) for r in ok]
-    row = {"stage": stage, "backend": run.backend, "model": run.model, "requests": len(results),
-           "cached": sum(r.cached for r in results), "sent": len(todo),
-           "failed": len(results) - len(ok), "attempts": run.attempts,
-           "prompt_tokens": prompt, "completion_tokens": completion,
-           "cost": None if None in costs else round(sum(costs), 6),
-           "run_prompt_tokens": run.prompt_tokens, "run_completion_tokens": run.completion_tokens,
-           "run_cost": None if run.cost is None else round(run.cost, 6)}
-    write_csv(path, [row], ACCOUNTING_FIELDS)
+    return {"stage": stage, "backend": run.backend, "model": run.model, "requests": len(results),
+            "cached": sum(r.cached for r in results), "sent": len(todo),
+            "failed": len(results) - len(ok), "attempts": run.attempts,
+            "prompt_tokens": prompt, "completion_tokens": completion,
+            "cost": None if None in costs else round(sum(costs), 6),
+            "run_prompt_tokens": run.prompt_tokens, "run_completion_tokens": run.completion_tokens,
+            "run_cost": None if run.cost is None else round(run.cost, 6)}
 
 
 def estimate(requests: Sequence[Request], backend_cfg: dict, cache_path: str | Path,

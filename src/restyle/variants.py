@@ -26,9 +26,7 @@ empty and its stats say so; nothing is made up to fill it.
 
 from __future__ import annotations
 
-import csv
 import logging
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -154,46 +152,18 @@ def check_answer(task: str, item: Item, text: str) -> tuple[str | None, str | No
 # ---------------------------------------------------------------- teacher calls
 
 class Asker:
-    """Sends requests through restyle.teacher.generate, one call per step, and gathers every
-    call's failures and accounting rows for the job's two side files."""
+    """The job's teacher session with a backend per role ("teacher", "target"): every step's
+    failures and accounting go to the job's two side files as soon as the step ends."""
 
-    def __init__(self, backends: dict[str, dict], names: dict[str, str], cache_path: str | Path,
-                 prices: dict | None, stage: str):
-        self.backends, self.names = backends, names  # role ("teacher"/"target") -> config, name
-        self.cache_path, self.prices, self.stage = cache_path, prices, stage
-        self.failures: list[dict] = []
-        self.accounting: list[dict] = []
-        self.tmp = tempfile.TemporaryDirectory(prefix="restyle-studyB-")
+    def __init__(self, backends: dict[str, dict], names: dict[str, str],
+                 session: teacher_mod.Session):
+        self.backends, self.names, self.session = backends, names, session
 
     def ask(self, role: str, requests: list[Request], step: str) -> list[Result]:
-        if not requests:
-            return []
-        stage = f"{self.stage}:{step}"
-        fail = Path(self.tmp.name) / f"{step}.failures.jsonl"
-        acct = Path(self.tmp.name) / f"{step}.accounting.csv"
-        results = teacher_mod.generate(requests, self.backends[role], self.cache_path,
-                                       stage=stage, failures_path=fail, accounting_path=acct,
-                                       prices=self.prices)
-        self.failures += [{"step": step, **r.to_dict()} for r in results if not r.ok]
-        with open(acct, newline="", encoding="utf-8") as f:
-            self.accounting += list(csv.DictReader(f))
-        return results
-
-    def write(self, failures_path: str | Path, accounting_path: str | Path) -> None:
-        write_jsonl(failures_path, self.failures)
-        write_csv(accounting_path, self.accounting, teacher_mod.ACCOUNTING_FIELDS)
-        self.tmp.cleanup()
+        return self.session.ask(requests, self.backends[role], step)
 
     def totals(self) -> dict:
-        def total(key):
-            values = [r.get(key) for r in self.accounting]
-            if any(v in (None, "") for v in values):
-                return None if key == "cost" else 0
-            return round(sum(float(v) for v in values), 6)
-
-        return {"prompt_tokens": int(total("prompt_tokens") or 0),
-                "completion_tokens": int(total("completion_tokens") or 0),
-                "cost": total("cost") if self.accounting else 0.0}
+        return self.session.totals()
 
 
 def _request(item: Item, variant: str, template: str, messages_text: str,
@@ -491,7 +461,11 @@ def run(task: str, variant: str, cfg: dict, items_path: str | Path, out: dict,
     accounting. `backends`/`names` map the roles "teacher" and "target" to a backend dict for
     restyle.teacher.generate and the config name of that teacher. Returns the stats row."""
     items = load_items(task, items_path, cfg["items"])
-    asker = Asker(backends, names, cache_path, prices, stage=sft_set_name(task, variant))
+    session = teacher_mod.Session(cache_path, sft_set_name(task, variant), prices=prices,
+                                  failures_path=out["failures"],
+                                  accounting_path=out["accounting"])
+    session.write()  # a variant that asks no teacher still has (empty) side files
+    asker = Asker(backends, names, session)
     scorer = None
     if variant in SCORED_VARIANTS:
         fam = cfg["familiarity"]
@@ -503,5 +477,4 @@ def run(task: str, variant: str, cfg: dict, items_path: str | Path, out: dict,
     write_jsonl(out["sft"], built.records)
     write_jsonl(out["dropped"], built.dropped)
     write_csv(out["stats"], [built.stats], STATS_COLUMNS)
-    asker.write(out["failures"], out["accounting"])
     return built.stats

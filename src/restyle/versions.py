@@ -1,0 +1,122 @@
+"""Versions of the code and prompt text a job runs, passed to its rule as params.
+
+Snakemake reruns a script rule when its script changes, not when the library the script imports
+does; a param that changes with that library lets the params trigger do it. `code_version`
+hashes the syntax tree of a script and of every restyle module it imports, directly or through
+other restyle modules, so comments, docstrings and formatting change nothing while any other edit
+reruns exactly the rules that run it. Prompt text is left out of that hash (PROMPT_TEXT): each
+job carries the hashes of just the templates it sends (`study_b_templates`,
+`study_a_rewrite_template`, rules/study_a.smk), so editing one template reruns only its jobs.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+from restyle import rewrite, variants
+from restyle.teacher import template_hash
+
+PACKAGE = __name__.partition(".")[0]
+SRC = Path(__file__).resolve().parents[1]  # the folder holding the package
+
+# Module-level prompt text, covered by per-job params instead. A template missing here stays in
+# the code version: editing it reruns every job importing its module (safe, not selective).
+PROMPT_TEXT = {
+    "restyle.rules": {"EXTRACT_TEMPLATE", "CONSOLIDATE_TEMPLATE", "INSTRUCTIONS_TEMPLATE",
+                      "TEMPLATES"},
+    "restyle.rewrite": {"REWRITE_TEMPLATE", "PLAIN_TEMPLATE", "OPTIONS_ASK", "OPTIONS_FORMAT"},
+    "restyle.variants": {"TEMPLATES", "FORMATS"},
+}
+
+# The variants.TEMPLATES that study B variants outside variants.SINGLE send (human, low_ppl and
+# high_ppl send none); tests/test_versions.py checks every variant against its real requests.
+STUDY_B_TEMPLATES = {"minimum_change": ("answer", "minimum_change"), "best_of_n": ("answer",)}
+
+_DOCSTRING_OWNERS = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def study_b_templates(task: str, variant: str) -> dict[str, str]:
+    """Hashes of the prompt text study B's `variant` sends for `task`: each template it uses
+    and, when one asks for it, the task's answer format (variants.FORMATS)."""
+    used = {v: (t,) for v, (_, t) in variants.SINGLE.items()} | STUDY_B_TEMPLATES
+    names = used.get(variant, ())
+    out = {name: template_hash(variants.TEMPLATES[name]) for name in names}
+    if any("{format}" in variants.TEMPLATES[name] for name in names):
+        out["format"] = template_hash(variants.FORMATS[task])
+    return out
+
+
+def study_a_rewrite_template(mode: str) -> str:
+    """The template hash study A's rule rewrites carry in options mode `mode`
+    (rewrite.rewrite_requests)."""
+    return template_hash(rewrite.REWRITE_TEMPLATE + rewrite.OPTIONS_ASK[mode]
+                         + rewrite.OPTIONS_FORMAT[mode])
+
+
+@lru_cache(maxsize=None)
+def code_version(script: str | Path, src: Path = SRC) -> str:
+    """Hash of the code `script` runs: its syntax tree and that of every restyle module under
+    `src` it imports (function-level imports too), with the package data files those modules
+    name (restyle/data/<file>)."""
+    tree = ast.parse(Path(script).read_text(encoding="utf-8"))
+    todo = sorted(_imports(tree, str(script), src))
+    parts, seen = [_normalised(tree, set())], set(todo)
+    while todo:
+        dump, imports = _module(todo.pop(), src)
+        parts.append(dump)
+        todo += sorted(imports - seen)
+        seen |= imports
+    # sorted: the walk follows sets, whose order changes from one process to the next
+    return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()[:16]
+
+
+@lru_cache(maxsize=None)
+def _module(name: str, src: Path) -> tuple[str, frozenset[str]]:
+    """(normalised source with its data files' hashes, restyle modules imported) of a module."""
+    tree = ast.parse(_file(name, src).read_text(encoding="utf-8"))
+    imports = frozenset(_imports(tree, name, src))
+    dump = _normalised(tree, PROMPT_TEXT.get(name, set()))
+    strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)}
+    data = [f"{f.name} {hashlib.sha256(f.read_bytes()).hexdigest()}"
+            for f in sorted((src / PACKAGE / "data").glob("*")) if f.name in strings]
+    return "\n".join([name, dump, *data]), imports
+
+
+def _file(name: str, src: Path) -> Path | None:
+    path = src.joinpath(*name.split("."))
+    return next((f for f in (path.with_suffix(".py"), path / "__init__.py") if f.is_file()), None)
+
+
+def _imports(tree: ast.AST, where: str, src: Path) -> set[str]:
+    """The restyle modules (and their packages) an import in `tree` names."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # rare enough to refuse rather than resolve
+                raise ValueError(f"{where}: relative import; restyle.versions follows absolute "
+                                 f"imports only (write 'from {PACKAGE}... import ...')")
+            # `from restyle import teacher` names a module, `from restyle.io import x` does not
+            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    packages = {".".join(n.split(".")[:i]) for n in names for i in range(1, n.count(".") + 2)}
+    return {n for n in packages if n.split(".")[0] == PACKAGE and _file(n, src)}
+
+
+def _normalised(tree: ast.Module, prompts: set[str]) -> str:
+    """ast.dump of `tree` without docstrings and without module-level assignments to a name in
+    `prompts` (a comment or a layout change never reaches the tree)."""
+    tree.body = [n for n in tree.body if not _assigns_only(n, prompts)]
+    for node in ast.walk(tree):
+        if isinstance(node, _DOCSTRING_OWNERS) and ast.get_docstring(node, clean=False) is not None:
+            node.body = node.body[1:]
+    return ast.dump(tree)
+
+
+def _assigns_only(node: ast.stmt, names: set[str]) -> bool:
+    targets = (node.targets if isinstance(node, ast.Assign)
+               else [node.target] if isinstance(node, ast.AnnAssign) else [])
+    return bool(targets) and all(isinstance(t, ast.Name) and t.id in names for t in targets)

@@ -1,0 +1,143 @@
+"""restyle.versions: what a code or prompt version follows, and what it ignores."""
+
+from __future__ import annotations
+
+import ast
+import re
+
+import pytest
+
+from conftest import REPO
+from restyle import rewrite, variants, versions
+from restyle.records import MathItem, MCItem
+from restyle.teacher import Result
+
+FILES = {
+    "__init__.py": '"""The package."""\n',
+    "a.py": "def run():\n    from restyle import b  # where it is used\n    return b.f()\n",
+    "b.py": '"""Module b."""\n\nfrom restyle.io import read\n\n\ndef f():\n'
+            '    """Docstring."""\n    return read("sample.jsonl")\n',
+    "io.py": "def read(name):\n    return name\n",
+    "variants.py": 'TEMPLATES = {"answer": "{prompt}"}\nFORMATS = {"gsm8k": "End."}\nLIMIT = 3\n',
+    "unused.py": "X = 1\n",
+    "data/sample.jsonl": "{}\n",
+}
+SCRIPT = "from restyle import a, variants\n\na.run()\n"
+
+
+def version(tmp_path, name, **edits):
+    """code_version of SCRIPT over a copy of FILES named `name`, with `edits` applied (file
+    stem, "/" as "_" -> (old, new)); each copy has its own path, so the cache never answers."""
+    src = tmp_path / name
+    for rel, text in FILES.items():
+        old, new = edits.get(rel.replace("/", "_").removesuffix(".py"), ("", ""))
+        path = src / "restyle" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text.replace(old, new) if old else text)
+    (src / "script.py").write_text(SCRIPT)
+    return versions.code_version(src / "script.py", src)
+
+
+def test_code_version_follows_imports_and_ignores_comments_docstrings_and_prompts(tmp_path):
+    base = version(tmp_path, "base")
+    assert version(tmp_path, "same") == base
+    unchanged = {
+        "comment": {"b": ("    return read", "    # why\n    return  read")},
+        "docstring": {"b": ("Docstring.", "Another docstring.")},
+        "module docstring": {"b": ("Module b.", "Module B, reworded.")},
+        "template": {"variants": ("{prompt}", "{prompt}!")},
+        "format": {"variants": ("End.", "Finish.")},
+        "unimported module": {"unused": ("X = 1", "X = 2")},
+    }
+    for i, (what, edits) in enumerate(unchanged.items()):
+        assert version(tmp_path, f"same{i}", **edits) == base, what
+    changed = {
+        "a function-level import's code": {"b": ('read("sample', 'read("other')},
+        "a module imported by an imported module": {"io": ("return name", "return name * 2")},
+        "a constant that is not prompt text": {"variants": ("LIMIT = 3", "LIMIT = 4")},
+        "package data a module names": {"data_sample.jsonl": ("{}", '{"a": 1}')},
+        "the package's __init__": {"__init__": ('"""The package."""', "VERSION = 2")},
+    }
+    for i, (what, edits) in enumerate(changed.items()):
+        assert version(tmp_path, f"changed{i}", **edits) != base, what
+
+
+def test_a_relative_import_is_refused(tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text("from . import a\n")
+    with pytest.raises(ValueError, match="relative import"):
+        versions.code_version(script, tmp_path)
+
+
+def test_every_prompt_name_left_out_is_a_module_level_assignment():
+    for module, names in versions.PROMPT_TEXT.items():
+        tree = ast.parse((versions.SRC / f"{module.replace('.', '/')}.py").read_text())
+        assigned = {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets
+                    if isinstance(t, ast.Name)}
+        assert names <= assigned, (module, names - assigned)
+
+
+class RecordingAsker:
+    """Answers every request and keeps it, in place of a teacher."""
+
+    names = {"teacher": "t", "target": "s"}
+
+    def __init__(self):
+        self.sent = []
+
+    def ask(self, role, requests, step):
+        self.sent += requests
+        return [Result(r.id, "It is 3. The answer is (A).\n#### 3", None, True, None, {}, False)
+                for r in requests]
+
+    def totals(self):
+        return {"prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0}
+
+
+CFG = {"items": None, "filter_correct": True, "instructions": {"gsm8k": "Solve.", "mmlu": "Pick."},
+       "generation": {"max_tokens": 8, "temperature": 0.0, "seed": 0},
+       "sampling": {"temperature": 0.8, "top_p": 0.95}, "best_of_n": 2, "ppl_split_of": "human",
+       "familiarity": {"batch_size": 1, "max_batch_tokens": None, "max_length": None}}
+ITEMS = {"gsm8k": [MathItem(id="g/1", question="1 + 2?", answer="1 + 2 = 3\n#### 3", final="3")],
+         "mmlu": [MCItem(id="m/1", subject="s", question="Q?", choices=["a", "b", "c", "d"],
+                         answer=0)]}
+
+
+@pytest.mark.parametrize("task", variants.TASKS)
+@pytest.mark.parametrize("variant", variants.VARIANTS)
+def test_study_b_templates_are_exactly_the_prompt_text_a_variant_sends(task, variant):
+    asker = RecordingAsker()
+    ctx = variants.Context(task, variant, CFG, ITEMS[task], asker,
+                           scorer=lambda records: [1.0] * len(records), source_records=[])
+    variants.build(ctx)
+    hashes = versions.study_b_templates(task, variant)
+    format_sent = any(variants.FORMATS[task] in m["content"] for r in asker.sent
+                      for m in r.messages)
+    assert ("format" in hashes) == format_sent
+    assert {h for k, h in hashes.items() if k != "format"} == {r.template_hash for r in asker.sent}
+
+
+def test_a_template_edit_changes_the_hashes_of_the_variants_sending_it(monkeypatch):
+    before = {v: versions.study_b_templates("gsm8k", v) for v in variants.VARIANTS}
+    monkeypatch.setitem(variants.TEMPLATES, "rewrite", "Rewrite it. {format}")
+    changed = {v for v in variants.VARIANTS if versions.study_b_templates("gsm8k", v) != before[v]}
+    assert changed == {"teacher_rewrite", "self_rewrite"}
+
+
+@pytest.mark.parametrize("mode", list(rewrite.OPTIONS_ASK))
+def test_study_a_rewrite_template_is_the_hash_its_requests_carry(mode):
+    rule = {"name": "N", "description": "D.", "instructions": "I."}
+    [request] = rewrite.rewrite_requests(rule, ITEMS["mmlu"],
+                                         {"options": mode, "max_tokens": 8, "temperature": 0.0})
+    assert versions.study_a_rewrite_template(mode) == request.template_hash
+
+
+def test_every_script_rule_carries_the_code_version_of_its_script():
+    checked = 0
+    for path in sorted((REPO / "rules").glob("*.smk")):
+        for block in re.split(r"\n(?=(?:rule|checkpoint) \w+:)", path.read_text()):
+            script = re.search(r'^    script:\n\s+"\.\./scripts/([\w.]+)"', block, re.M)
+            if script:
+                checked += 1
+                assert f'code=code_version("{script.group(1)}")' in block, block.split("\n")[0]
+    assert checked >= 15
