@@ -1,7 +1,15 @@
 """Rule train: one fine-tune through restyle.launch (torchrun), see restyle.train."""
 
+import signal
+
 from restyle import logs
+from restyle.launch import die_with_parent
 from restyle.train import Job, launch_job
+
+# Snakemake runs this script as its own child (bash execs it), so Snakemake killed alone, even
+# by kill -9, ends this launcher; SIGTERM: the launcher forwards it to torchrun, which stops the
+# workers
+die_with_parent(signal.SIGTERM)
 
 log = logs.to_file(snakemake.log[0], snakemake.rule)
 settings = dict(snakemake.params.settings)

@@ -361,3 +361,124 @@ def test_bad_train_config_names_the_key(workdir):
     result = snakemake(work, config, TARGET, "-n")
     assert result.returncode != 0
     assert "config train.per_model.smollm2-135m.lora.rnak: unknown key" in result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------- kill -9: no worker left behind
+
+
+def running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in "ZX"  # a zombie has ended, unreaped
+
+
+def job_processes(root: Path) -> dict[int, str]:
+    """Running training processes (launcher, torchrun, workers) whose command line or working
+    directory lies under `root`, by pid: their command lines."""
+    root, found = str(root.resolve()), {}
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cwd = os.readlink(proc / "cwd")
+        except (OSError, ValueError):
+            continue
+        if (proc.name.isdigit() and ("restyle." in cmd or "train.py" in cmd)
+                and (root in cmd or cwd.startswith(root)) and running(int(proc.name))):
+            found[int(proc.name)] = cmd
+    return found
+
+
+def workers(root: Path) -> list[int]:
+    return [pid for pid, cmd in job_processes(root).items()
+            if "-m restyle.train" in cmd and "torch.distributed.run" not in cmd]
+
+
+def wait_for(condition, seconds: float, what: str):
+    deadline = time.time() + seconds
+    while not (value := condition()):
+        assert time.time() < deadline, f"after {seconds} s: {what}"
+        time.sleep(0.2)
+    return value
+
+
+def kill_all(root: Path, session: int) -> None:
+    """Cleanup after a failed test: no process of it outlives it."""
+    for pid in [session, *job_processes(root)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux")
+def test_a_process_whose_parent_already_ended_exits_at_once():
+    code = ("import os; from restyle.launch import die_with_parent; "
+            "die_with_parent(15, parent=os.getppid() + 1); print('still here')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 1 and "still here" not in result.stdout
+
+
+@pytest.mark.parametrize("victim", ["launcher", "torchrun"])
+def test_kill_9_of_the_launcher_or_torchrun_ends_the_workers(tmp_path, smollm2_manifest, sft_file,
+                                                              victim):
+    job = make_job(tmp_path, smollm2_manifest, sft_file, max_steps=10_000)
+    job.save(tmp_path / "job.json")
+    log = tmp_path / "train.log"
+    launcher = subprocess.Popen([sys.executable, "-m", "restyle.launch", "--cpus", "2", "--log",
+                                 str(log), "--", "--job", str(tmp_path / "job.json")],
+                                start_new_session=True)
+    try:
+        # the worker has started training (its startup, the parent-death signal first, is over)
+        wait_for(lambda: log.is_file() and "[rank 0]" in log.read_text(), 120, "no worker log")
+        [worker] = workers(tmp_path)
+        [torchrun] = [p for p, cmd in job_processes(tmp_path).items() if "torch.distributed.run" in cmd]
+        os.kill(launcher.pid if victim == "launcher" else torchrun, signal.SIGKILL)
+        wait_for(lambda: not (running(worker) or running(torchrun)), 10,
+                 f"worker {worker} or torchrun {torchrun} still running")
+        assert launcher.wait(timeout=10) != 0
+        assert not job_processes(tmp_path)
+    finally:
+        kill_all(tmp_path, launcher.pid)
+
+
+@pytest.mark.parametrize("kill", ["process group", "snakemake alone"])
+def test_kill_9_of_snakemake_ends_training_and_the_rerun_resumes(workdir, kill):
+    """Whether the whole job (snakemake's process group) or snakemake alone is killed -9 during
+    training, no process of the job is left; the rerun resumes from the last checkpoint."""
+    work, config = workdir
+    config["train"].update(max_steps=8, save_steps=2, cpu_processes=1, batch_size=2,
+                           per_device_batch_size=2)
+    (work / "test-config.yaml").write_text(yaml.safe_dump(config))
+    cmd = [SNAKEMAKE, TARGET, "-s", str(REPO / "Snakefile"), "-d", str(work), "--cores", "2",
+           "--configfile", str(REPO / "config" / "config.yaml"), str(work / "test-config.yaml")]
+    out = work.parent / "snakemake.out"
+    with out.open("w") as f:
+        smk = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    run_dir = work / "results/train/smollm2-135m/toy/seed1"
+    try:
+        wait_for(lambda: complete_checkpoints(run_dir / "checkpoints") or smk.poll() is not None,
+                 180, "no checkpoint")
+        assert smk.poll() is None, out.read_text()[-3000:]
+        job = job_processes(work)
+        assert len(job) == 3 and len(workers(work)) == 1, job  # launcher, torchrun, worker
+        if kill == "process group":
+            os.killpg(smk.pid, signal.SIGKILL)
+        else:
+            os.kill(smk.pid, signal.SIGKILL)
+        smk.wait()
+        wait_for(lambda: not any(map(running, job)), 10, f"still running: {job_processes(work)}")
+        assert not job_processes(work)
+    finally:
+        kill_all(work, smk.pid)
+    assert not (work / TARGET).exists() and not (run_dir / "adapter").exists()
+    done = int(complete_checkpoints(run_dir / "checkpoints")[-1].name.split("-")[1])
+
+    assert snakemake(work, config, TARGET, "--unlock").returncode == 0  # the killed run's lock
+    result = snakemake(work, config, TARGET)
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = (work / "logs/train/smollm2-135m/toy/seed1.log").read_text()  # the rerun's alone
+    assert f"resuming from {run_dir.relative_to(work)}/checkpoints/checkpoint-{done}" in log
+    metrics = json.loads((work / TARGET).read_text())
+    assert metrics["resumed_from_step"] == done and metrics["steps"] == 8

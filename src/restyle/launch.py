@@ -11,6 +11,11 @@ environment confuses into making every process rank 0).
 Before anything starts, the GPUs the job can see are counted: a job that asked for N GPUs and
 sees another number stops with a message saying so.
 
+torchrun starts its workers in sessions of their own, out of reach of a signal to the job's
+process group; so on Linux each process is tied to its parent by the parent-death signal
+(`die_with_parent`): torchrun to this launcher, each worker to torchrun. However the launcher
+ends, kill -9 included, the workers end within seconds.
+
 Command line (what the Snakemake rule does, by hand):
     python -m restyle.launch --gpus 2 --cpus 16 --log train.log -- --job job.json
 """
@@ -18,6 +23,7 @@ Command line (what the Snakemake rule does, by hand):
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import os
 import signal
@@ -30,10 +36,36 @@ log = logging.getLogger(__name__)
 
 ENTRY_MODULE = "restyle.train"  # what each launched process runs: `python -m restyle.train`
 PORT_BASE, PORT_SPAN = 20000, 20000  # job-derived ports fall in 20000..39999
+LAUNCHER_PID = "RESTYLE_LAUNCHER_PID"  # tells a worker whose child its torchrun must be
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 
 
 class LaunchError(RuntimeError):
     """The job cannot start as asked (GPU count, ports); the message says what to change."""
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])  # after "pid (name)": state, then ppid
+
+
+def die_with_parent(sig: int, parent: int | None = None, grandparent: int | None = None) -> None:
+    """Have Linux send `sig` to this process when its parent ends (prctl PR_SET_PDEATHSIG; nothing
+    on other systems). A parent that ended before this call sends nothing, so exit at once if the
+    parent is no longer `parent` (default: the one seen just before) or its own parent is not
+    `grandparent`. Safe as a Popen preexec_fn."""
+    if _prctl is None:
+        return
+    expected = os.getppid() if parent is None else parent
+    if _prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    now = os.getppid()
+    if now != expected or (grandparent is not None and _parent_of(now) != grandparent):
+        os._exit(1)
 
 
 def visible_gpus() -> int:
@@ -105,6 +137,7 @@ def child_env(gpus: int, nproc: int, cpus: int, port: int) -> dict[str, str]:
     # torchrun sets 1 thread per process when it starts several; share the job's cores instead
     env.setdefault("OMP_NUM_THREADS", str(max(1, cpus // max(1, nproc))))
     env["MASTER_PORT"] = str(port)  # for tools that read it; torchrun sets it for the workers
+    env[LAUNCHER_PID] = str(os.getpid())
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     # the workers import restyle from the same place this process did (a checkout without install)
     src = str(Path(__file__).resolve().parents[1])
@@ -124,9 +157,13 @@ def run(entry_args: list[str], gpus: int, cpus: int, cpu_processes: int = 1,
     log.info("launching %d process(es) on %s, rendezvous port %d: %s", nproc,
              f"{gpus} GPU(s)" if gpus > 0 else "CPU (gloo)", port, " ".join(cmd))
     out = open(log_path, "a", buffering=1) if log_path else None  # noqa: SIM115
+    launcher = os.getpid()
     try:
+        # torchrun ends with this process, however it ends (the preexec_fn makes system calls
+        # only, safe after fork); SIGTERM: torchrun stops its workers, as for a forwarded signal
         proc = subprocess.Popen(cmd, env=child_env(gpus, nproc, cpus, port),
-                                stdout=out or sys.stderr, stderr=subprocess.STDOUT)
+                                stdout=out or sys.stderr, stderr=subprocess.STDOUT,
+                                preexec_fn=lambda: die_with_parent(signal.SIGTERM, launcher))
 
         def forward(signum, _frame):  # SLURM preemption / Snakemake stop: let torchrun stop workers
             proc.send_signal(signum)

@@ -31,6 +31,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -467,6 +468,13 @@ def launch_job(job: Job, gpus: int, cpus: int, log_path: str | None = None) -> N
 
 def main(argv: list[str] | None = None) -> None:
     """Entry of each launched process: `python -m restyle.train --job job.json`."""
+    from restyle import launch
+
+    # first of all, so that no kill of torchrun (or of its launcher) leaves this process training
+    # alone; SIGKILL: the Trainer has no clean stop on a signal, and a rerun resumes from the last
+    # complete checkpoint anyway
+    launcher = os.environ.get(launch.LAUNCHER_PID)
+    launch.die_with_parent(signal.SIGKILL, grandparent=int(launcher) if launcher else None)
     parser = argparse.ArgumentParser(description="one training process (started by restyle.launch)")
     parser.add_argument("--job", required=True)
     args = parser.parse_args(argv)
