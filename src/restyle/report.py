@@ -221,7 +221,8 @@ def missing_arms(study_a_stats: pd.DataFrame, study_b_stats: pd.DataFrame, rules
         rows.append({"study": "A", "arm": f"{rules_doc['count_requested'] - rules_doc['count']} "
                                           f"of {rules_doc['count_requested']} rules",
                      "seeds": seeds_text,
-                     "reason": f"rule extraction found only {rules_doc['count']} usable rules "
+                     "reason": f"rule extraction found only {rules_doc['count']} usable "
+                               f"rule{'' if rules_doc['count'] == 1 else 's'} "
                                "(results/rules/dropped.jsonl says why each candidate was "
                                "dropped)"})
     if len(study_a_stats):

@@ -383,6 +383,10 @@ SINGLE = {"teacher": ("teacher", "answer"), "teacher_rewrite": ("teacher", "rewr
           "teacher_steps": ("teacher", "steps"),
           "teacher_detailed_steps": ("teacher", "detailed_steps"),
           "self_rewrite": ("target", "rewrite")}
+# The TEMPLATES each variant sends (human, low_ppl and high_ppl send none): the prompt text its
+# job depends on (restyle.versions); tests/test_versions.py checks it against real requests.
+TEMPLATES_OF = {**{v: (t,) for v, (_, t) in SINGLE.items()},
+                "minimum_change": ("answer", "minimum_change"), "best_of_n": ("answer",)}
 
 
 def build(ctx: Context) -> Built:

@@ -31,18 +31,13 @@ PROMPT_TEXT = {
     "restyle.variants": {"TEMPLATES", "FORMATS"},
 }
 
-# The variants.TEMPLATES that study B variants outside variants.SINGLE send (human, low_ppl and
-# high_ppl send none); tests/test_versions.py checks every variant against its real requests.
-STUDY_B_TEMPLATES = {"minimum_change": ("answer", "minimum_change"), "best_of_n": ("answer",)}
-
 _DOCSTRING_OWNERS = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 
 
 def study_b_templates(task: str, variant: str) -> dict[str, str]:
     """Hashes of the prompt text study B's `variant` sends for `task`: each template it uses
     and, when one asks for it, the task's answer format (variants.FORMATS)."""
-    used = {v: (t,) for v, (_, t) in variants.SINGLE.items()} | STUDY_B_TEMPLATES
-    names = used.get(variant, ())
+    names = variants.TEMPLATES_OF.get(variant, ())
     out = {name: template_hash(variants.TEMPLATES[name]) for name in names}
     if any("{format}" in variants.TEMPLATES[name] for name in names):
         out["format"] = template_hash(variants.FORMATS[task])
