@@ -9,6 +9,7 @@ from snakemake.utils import validate
 # environment without it; jobs get it from the project venv or envs/restyle.post-deploy.sh.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
+from restyle import controls as restyle_controls
 from restyle import train as restyle_train
 from restyle import versions as restyle_versions
 from restyle.config import check
@@ -87,7 +88,7 @@ def trained_sets():
                 f"restyle: missing arm: SFT set {name} is empty, so no checkpoint is trained "
                 "or evaluated for it (why: results/report/missing_arms.csv)"
             )
-    return trained
+    return [*trained, *control_sets()]  # rules/controls.smk; never empty
 
 
 def trained_runs():
@@ -113,6 +114,13 @@ def report_familiarity():
     return familiarity_outputs(config["target_model"], ["base", *runs])
 
 
+def report_familiarity_examples():
+    """Per-example familiarity of the untrained model with every study B set."""
+    if not study_b_sft_sets():
+        return []
+    return [f"results/familiarity/{config['target_model']}/base/per_example.csv"]
+
+
 def all_outputs():
     return [
         "results/report/study_a.csv",
@@ -124,3 +132,39 @@ def all_outputs():
         *study_b_outputs(),  # rules/study_b.smk
         study_a_outputs,  # rules/study_a.smk; a function: it waits for the rules checkpoint
     ]
+
+
+def control_sets():
+    """control-{task}-{kind} for every configured kind and every evaluated task a study trains
+    for (MMLU for study A, study_b.tasks for study B)."""
+    tasks = [t for t in config["eval"]["tasks"] if t == "mmlu" or t in STUDY_B["tasks"]]
+    return [restyle_controls.sft_set_name(t, k) for t in tasks for k in config["controls"]]
+
+
+def control_set_inputs(wildcards):
+    if wildcards.task == "mmlu":
+        return {"questions": "resources/data/mmlu/test.jsonl", "dev": "resources/data/mmlu/dev.jsonl"}
+    return {"questions": "resources/data/gsm8k/test.jsonl"}
+
+
+def teacher_label(name):
+    teacher = config["teachers"][name]
+    return f"{name} ({teacher['model'] or teacher['model_key']}, {teacher['backend']})"
+
+
+def report_settings():
+    """What produced the results, for the report's first page."""
+    train = restyle_train.settings_for(config["train"], config["target_model"])
+    steps = train["max_steps"] or f"{train['epochs']} epoch(s)"
+    return {
+        "model": f"{config['target_model']} ({config['models'][config['target_model']]['source']})",
+        "controls": config["controls"],
+        "study A": f"teacher {teacher_label(STUDY_A['teacher'])}, "
+        f"{STUDY_A['rewrite']['items_per_set'] or 'all'} MMLU train items per set",
+        "study B": f"teacher {teacher_label(STUDY_B['teacher'])}, tasks {STUDY_B['tasks']}, "
+        f"variants {STUDY_B['variants']}, {STUDY_B['items'] or 'all'} questions per task",
+        "training": f"{train['method']}, {steps} steps of {train['batch_size']} examples, "
+        f"lr {train['learning_rate']}, seeds {config['train']['seeds']}",
+        "evaluation": f"tasks {config['eval']['tasks']}, MMLU k_shot {config['eval']['mmlu']['k_shot']}, "
+        f"chat_template {config['eval']['mmlu']['chat_template']}",
+    }

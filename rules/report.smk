@@ -3,13 +3,18 @@ rule report:
     input:
         eval_items=lambda wc: report_eval_items(),
         familiarity=lambda wc: report_familiarity(),
+        familiarity_examples=report_familiarity_examples(),
         # what each set kept, to name the arms with no checkpoint and why
         rules="results/rules/rules.json",
         study_a_stats="results/study_a/gate_stats.csv",
         study_b_stats=["results/studyB/stats.csv"] if study_b_sft_sets() else [],
     output:
         missing_arms="results/report/missing_arms.csv",
-        summary="results/report/summary.rst",  # the head of the HTML report (workflow.rst)
+        controls="results/report/controls.csv",
+        familiarity_sets="results/report/study_b_familiarity.csv",
+        familiarity_paired="results/report/study_b_familiarity_paired.csv",
+        summary="results/report/summary.md",
+        summary_rst="results/report/summary.rst",  # the head of the HTML report (workflow.rst)
         study_a=report(
             "results/report/study_a.csv",
             caption="../report/study_a_table.rst",
@@ -42,6 +47,7 @@ rule report:
         ),
     params:
         seeds=config["train"]["seeds"],
+        settings=report_settings(),
         code=code_version("report.py"),
         cfg=config["report"],
     log:

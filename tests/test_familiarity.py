@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -143,3 +145,152 @@ def test_summary_statistics_by_hand():
     assert s["corpus_perplexity"] == pytest.approx(math.exp((math.log(2) + 3 * math.log(8)) / 4))
     assert s["q1_perplexity"] == pytest.approx(3.5) and s["q3_perplexity"] == pytest.approx(6.5)
     assert s["median_perplexity"] == pytest.approx(5.0)
+
+
+# Statistics over per-example tables: pure pandas/numpy, no model.
+
+def table(dataset, tokens, nll_sum, source_ids=None, model="smol", run="base"):
+    """A per-example table (familiarity.PER_EXAMPLE_COLUMNS) for one set."""
+    source_ids = source_ids if source_ids is not None else [str(i) for i in range(len(tokens))]
+    rows = []
+    for sid, t, s in zip(source_ids, tokens, nll_sum):
+        rows.append({"model": model, "run": run, "dataset": dataset, "id": f"{dataset}/{sid}",
+                     "source_id": sid, "tokens": t, "nll_sum": s,
+                     "mean_nll": s / t if t else math.nan,
+                     "perplexity": math.exp(s / t) if t else math.nan})
+    return pd.DataFrame(rows, columns=familiarity.PER_EXAMPLE_COLUMNS)
+
+
+def test_set_statistics_by_hand():
+    # 1 token at perplexity 2, 3 tokens at perplexity 8, and an example without response tokens
+    df = table("x", [1, 3, 0], [math.log(2.0), 3 * math.log(8.0), 0.0])
+    [row] = familiarity.set_statistics(df, n_boot=500).to_dict("records")
+    assert list(familiarity.set_statistics(df, n_boot=10).columns) == \
+        familiarity.SET_STATISTICS_COLUMNS
+    assert (row["model"], row["run"], row["dataset"]) == ("smol", "base", "x")
+    assert row["examples"] == 2 and row["mean_response_tokens"] == pytest.approx(2.0)
+    # exp((log 2 + 3 log 8) / 4) = exp(10 log 2 / 4) = 2 ** 2.5
+    assert row["corpus_perplexity"] == pytest.approx(2 ** 2.5)
+    assert row["mean_perplexity"] == pytest.approx(5.0)
+    # resamples of two examples: both the first (2), both the second (8), or one of each
+    assert row["corpus_ppl_low"] == pytest.approx(2.0) and row["corpus_ppl_high"] == \
+        pytest.approx(8.0)
+    assert row["mean_ppl_low"] == pytest.approx(2.0) and row["mean_ppl_high"] == \
+        pytest.approx(8.0)
+
+
+def test_set_statistics_intervals_contain_the_estimate_and_sets_are_separate():
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(1, 200, 300)
+    nll = tokens * rng.uniform(0.5, 2.5, 300)
+    same = table("same", [10] * 50, [10 * 1.3] * 50)  # identical examples
+    df = pd.concat([table("x", tokens, nll), table("x", tokens, nll + tokens, run="r/seed0"),
+                    same, table("empty", [0, 0], [0.0, 0.0])])
+    out = familiarity.set_statistics(df, n_boot=1000, seed=1)
+    assert list(zip(out.run, out.dataset)) == [("base", "same"), ("base", "x"), ("r/seed0", "x")]
+    for row in out.itertuples():
+        assert row.corpus_ppl_low <= row.corpus_perplexity <= row.corpus_ppl_high
+        assert row.mean_ppl_low <= row.mean_perplexity <= row.mean_ppl_high
+    x = out[(out.dataset == "x") & (out.run == "base")].iloc[0]
+    assert x.corpus_ppl_low < x.corpus_perplexity < x.corpus_ppl_high
+    assert x.corpus_perplexity == pytest.approx(math.exp(nll.sum() / tokens.sum()))
+    assert x.examples == 300 and x.mean_response_tokens == pytest.approx(tokens.mean())
+    trained = out[out.run == "r/seed0"].iloc[0]  # one nat more per token: e times the perplexity
+    assert trained.corpus_perplexity == pytest.approx(math.e * x.corpus_perplexity)
+    s = out[out.dataset == "same"].iloc[0]
+    assert s.corpus_ppl_low == s.corpus_ppl_high == pytest.approx(math.exp(1.3))
+    assert s.mean_ppl_low == s.mean_ppl_high == pytest.approx(math.exp(1.3))
+    # a set's row does not depend on the other sets in the table, and a seed repeats it
+    alone = familiarity.set_statistics(table("x", tokens, nll), n_boot=1000, seed=1)
+    pd.testing.assert_frame_equal(alone, out.iloc[[1]].reset_index(drop=True))
+    pd.testing.assert_frame_equal(out, familiarity.set_statistics(df, n_boot=1000, seed=1))
+    other = familiarity.set_statistics(df, n_boot=1000, seed=2)
+    assert other.corpus_ppl_low.iloc[1] != x.corpus_ppl_low
+    assert familiarity.set_statistics(df.iloc[:0]).columns.tolist() == \
+        familiarity.SET_STATISTICS_COLUMNS
+
+
+def paired_pair(n=200, seed=0):
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(5, 300, n)
+    nll = tokens * rng.uniform(0.3, 3.0, n)
+    return tokens, nll
+
+
+def test_paired_perplexity_doubled_per_token():
+    tokens, nll = paired_pair()
+    b_tokens = tokens + 7  # b answers in other words: its own lengths
+    df = pd.concat([table("a", tokens, nll),
+                    table("b", b_tokens, nll / tokens * b_tokens + b_tokens * math.log(2))])
+    r = familiarity.paired_perplexity(df, "a", "b", n_boot=1000)
+    assert list(r) == familiarity.PAIRED_PERPLEXITY_KEYS
+    assert (r["model"], r["run"], r["a"], r["b"], r["n"]) == ("smol", "base", "a", "b", 200)
+    assert r["tokens_a"] == tokens.sum() and r["tokens_b"] == b_tokens.sum()
+    assert r["corpus_ppl_a"] == pytest.approx(math.exp(nll.sum() / tokens.sum()))
+    assert r["ratio"] == pytest.approx(r["corpus_ppl_b"] / r["corpus_ppl_a"])
+    # same lengths, and b's NLL is a's + log 2 per token: a ratio of 2 on every resample
+    same_len = pd.concat([table("a", tokens, nll),
+                          table("b", tokens, nll + tokens * math.log(2))])
+    r = familiarity.paired_perplexity(same_len, "a", "b", n_boot=1000)
+    assert r["ratio"] == pytest.approx(2.0)
+    assert r["ratio_low"] == pytest.approx(2.0) and r["ratio_high"] == pytest.approx(2.0)
+    assert r["excludes_one"] is True
+    back = familiarity.paired_perplexity(same_len, "b", "a", n_boot=1000)
+    assert back["ratio"] == pytest.approx(0.5) and back["excludes_one"] is True
+
+
+def test_paired_perplexity_identical_sets_and_noise():
+    tokens, nll = paired_pair()
+    df = pd.concat([table("a", tokens, nll), table("b", tokens, nll)])
+    r = familiarity.paired_perplexity(df, "a", "b")
+    assert r["ratio"] == 1.0 and r["ratio_low"] == 1.0 and r["ratio_high"] == 1.0
+    assert r["excludes_one"] is False
+    # b differs from a by noise with no direction: the interval holds the estimate and 1
+    rng = np.random.default_rng(5)
+    noisy = pd.concat([table("a", tokens, nll),
+                       table("b", tokens, nll + tokens * rng.normal(0, 0.2, len(tokens)))])
+    r = familiarity.paired_perplexity(noisy, "a", "b", n_boot=2000, seed=3)
+    assert r["ratio_low"] < r["ratio"] < r["ratio_high"]
+    assert r["ratio_low"] < 1 < r["ratio_high"] and r["excludes_one"] is False
+
+
+def test_paired_perplexity_uses_only_shared_questions():
+    a = table("a", [2, 4, 6, 8], [2.0, 4.0, 6.0, 8.0], source_ids=["q1", "q2", "q3", "q4"])
+    # b answers q3, q4 (and q5, q6 that a lacks); q2 has no response tokens and does not count
+    b = table("b", [0, 3, 5, 1, 1], [0.0, 6.0, 15.0, 9.0, 9.0],
+              source_ids=["q2", "q3", "q4", "q5", "q6"])
+    other_run = table("b", [1, 1], [50.0, 50.0], source_ids=["q1", "q2"], run="b/seed0")
+    r = familiarity.paired_perplexity(pd.concat([a, b, other_run]), "a", "b", n_boot=300)
+    assert r["n"] == 2
+    assert r["tokens_a"] == 14 and r["tokens_b"] == 8
+    assert r["corpus_ppl_a"] == pytest.approx(math.exp(14 / 14))
+    assert r["corpus_ppl_b"] == pytest.approx(math.exp(21 / 8))
+    assert r["ratio"] == pytest.approx(math.exp(21 / 8 - 1))
+    assert r["ratio_low"] <= r["ratio"] <= r["ratio_high"]
+    # by hand: the two resampled question sets {q3, q3} and {q4, q4} bound the ratio
+    assert r["ratio_low"] >= math.exp(2 - 1) - 1e-9 and r["ratio_high"] <= math.exp(3 - 1) + 1e-9
+    # source ids match across files that parsed them as numbers and as text
+    a_num = a.assign(source_id=[1, 2, 3, 4])
+    b_txt = b.assign(source_id=["2", "3", "4", "5", "6"])
+    assert familiarity.paired_perplexity(pd.concat([a_num, b_txt]), "a", "b")["n"] == 2
+
+
+def test_paired_perplexity_none_models_and_determinism():
+    a = table("a", [2, 4], [2.0, 4.0], source_ids=["q1", "q2"])
+    b = table("b", [2, 4], [3.0, 5.0], source_ids=["q3", "q4"])
+    assert familiarity.paired_perplexity(pd.concat([a, b]), "a", "b") is None
+    assert familiarity.paired_perplexity(pd.concat([a, b]), "a", "missing") is None
+    assert familiarity.paired_perplexity(pd.concat([a, b]), "a", "b", run="x/seed0") is None
+    tokens, nll = paired_pair(300, seed=2)
+    other_tokens, other_nll = paired_pair(300, seed=3)
+    df = pd.concat([table("a", tokens, nll), table("b", other_tokens, other_nll),
+                    table("a", tokens, nll * 2, model="big"),
+                    table("b", other_tokens, other_nll, model="big")])
+    with pytest.raises(ValueError, match="several models"):
+        familiarity.paired_perplexity(df, "a", "b")
+    one = familiarity.paired_perplexity(df, "a", "b", seed=7, model="smol")
+    assert one == familiarity.paired_perplexity(df, "a", "b", seed=7, model="smol")
+    assert one["model"] == "smol"
+    assert one != familiarity.paired_perplexity(df, "a", "b", seed=8, model="smol")
+    big = familiarity.paired_perplexity(df, "a", "b", seed=7, model="big")
+    assert big["corpus_ppl_a"] == pytest.approx(one["corpus_ppl_a"] ** 2)

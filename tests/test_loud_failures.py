@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).parent))
 from chat_server import ChatServer  # noqa: E402
 from test_teacher import closed_port  # noqa: E402
@@ -70,23 +68,33 @@ def test_a_failed_stage_keeps_its_failures_and_the_rerun_asks_only_for_them(tiny
         assert (workdir / PLAIN).exists()
 
 
-def test_missing_arms_are_named_in_the_report_and_on_the_console(tiny):
-    """Study A's rule set and study B's teacher set come out empty (an echoing teacher gives no
-    parsable rewrite and no right answer); the rest is trained, evaluated and reported."""
+def test_first_page_names_missing_arms_and_the_positive_control_tells_a_deaf_run(tiny):
+    """A real run to the report: study A's rule set and study B's teacher set come out empty (an
+    echoing teacher gives no parsable rewrite and no right answer) and are named; the positive
+    control is trained, evaluated and reported, and its gain is significant (six worked
+    solutions learnt by heart). Then the control's
+    adapter is made a no-op (as if evaluation ignored it): its verdict turns into a warning."""
     workdir, config = tiny
     with ChatServer() as server:
         config = {**study_a_config(tiny, {"base_url": server.url, "max_retries": 0}),
-                  "study_a": {"teacher": "api", "baselines": ["original"],
+                  "data": {**config["data"], "gsm8k": {"per_split": {"train": 3, "test": 6},
+                                                       "seed": 5}},
+                  "study_a": {"teacher": "api", "baselines": [],
                               "rules": {"fixed": [{"name": "Exaggeration", "description":
                                                    "Push a quantity to an absurd extreme.",
                                                    "instructions": "Exaggerate one number."}]},
                               "rewrite": {"items_per_set": 2, "max_tokens": 16}},
-                  "study_b": {"tasks": ["gsm8k"], "variants": ["human", "teacher"],
+                  "study_b": {"tasks": ["gsm8k"], "variants": ["teacher"],
                               "teacher": "api", "items": 2},
-                  "train": {"max_steps": 1, "batch_size": 2, "per_device_batch_size": 2,
-                            "max_length": 128},
-                  "eval": {"tasks": ["mmlu"]},
-                  "report": {"bootstrap_samples": 100}}
+                  "controls": ["positive"],
+                  # enough to learn six worked solutions by heart
+                  "train": {"max_steps": 16, "batch_size": 4, "per_device_batch_size": 4,
+                            "learning_rate": 5.0e-3, "warmup_ratio": 0.0, "max_length": 256,
+                            "lora": {"rank": 16, "alpha": 32, "dropout": 0.0, "target_modules": [
+                                "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                "down_proj"]}},
+                  "eval": {"tasks": ["gsm8k"], "gsm8k": {"max_new_tokens": 80}},
+                  "report": {"bootstrap_samples": 1000}}
         result = snakemake(workdir, config=config)
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("studyA-exaggeration", "studyB-gsm8k-teacher"):
@@ -98,7 +106,16 @@ def test_missing_arms_are_named_in_the_report_and_on_the_console(tiny):
     assert missing[0]["reason"].startswith("empty set: the quality gate dropped all 2 items (")
     assert missing[1]["reason"].startswith("empty set: the filters dropped all 2 questions (")
     trained = {p.parent.name for p in (workdir / "results/train/tiny").glob("*/seed0")}
-    assert trained == {"studyA-original", "studyB-gsm8k-human"}
+    assert trained == {"control-gsm8k-positive"}  # the only arm with examples
+    [control] = csv.DictReader((report / "controls.csv").open())
+    assert control["verdict"] == "pipeline sensitive", control
+    assert float(control["low"]) > 0 and float(control["accuracy"]) == 1.0
+    for table in ("study_a.csv", "study_b.csv"):  # controls never enter the studies' tables
+        assert "control-" not in (report / table).read_text()
+    summary = (report / "summary.md").read_text()
+    assert "- positive control (gsm8k, `control-gsm8k-positive`): +" in summary
+    assert summary.index("## Controls") < summary.index("## Missing arms (2)") < summary.index(
+        "## Main findings")
 
     html = workdir / "report.html"
     built = subprocess.run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir),
@@ -106,5 +123,21 @@ def test_missing_arms_are_named_in_the_report_and_on_the_console(tiny):
                             "--report", str(html)], capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr[-3000:]
     page = html.read_text()
-    assert "Missing arms" in page and "studyA-exaggeration" in page
-    assert page.index("Missing arms") < page.index("studyB-gsm8k-teacher")
+    assert "Missing arms" in page and "studyA-exaggeration" in page and "pipeline sensitive" in page
+
+    deafen(workdir / "results/train/tiny/control-gsm8k-positive/seed0/adapter")
+    items = "results/eval/tiny/control-gsm8k-positive/seed0/gsm8k/items.csv"
+    again = snakemake(workdir, "--forcerun", items, config=config)
+    assert again.returncode == 0, again.stderr[-3000:]
+    [control] = csv.DictReader((report / "controls.csv").open())
+    assert float(control["delta"]) == 0 and control["verdict"].startswith("WARNING: no signif")
+    assert "WARNING: no significant gain" in (report / "summary.md").read_text()
+
+
+def deafen(adapter: Path) -> None:
+    """Zero the LoRA B matrices: the adapter then changes nothing, as if it were not applied."""
+    from safetensors.torch import load_file, save_file
+
+    path = adapter / "adapter_model.safetensors"
+    weights = load_file(path)
+    save_file({k: v.zero_() if "lora_B" in k else v for k, v in weights.items()}, path)

@@ -121,6 +121,30 @@ def test_missing_arms_name_empty_sets_and_rules_never_extracted():
          "answer 3)"],
         ["B", "studyB-gsm8k-teacher", "0 1", "empty set: the filters dropped all 4 questions "
          "(no_answer 1, wrong_answer 3)"]]
-    assert "**Missing arms** (3)" in report.summary_rst(missing)
+    empty = pd.DataFrame()
+    sections = report.summary_lines(missing, empty, empty, empty, {})
+    assert "**Missing arms (3)**\n\n- study A, ``6 of 8 rules``" in report.summary_rst(sections)
     fixed = report.missing_arms(gate.iloc[1:], variants.iloc[:0], {**doc, "mode": "fixed"}, [0])
-    assert fixed.empty and "none" in report.summary_rst(fixed)
+    assert fixed.empty and report.summary_lines(fixed, empty, empty, empty, {})[1] == (
+        "Missing arms (0)", ["none: every arm the config asked for was trained and evaluated"])
+
+
+def test_study_b_familiarity_per_set_and_paired_with_human():
+    rows = []
+    for variant, nll in (("human", 2.0), ("teacher_rewrite", 1.0)):
+        for i in range(6 if variant == "human" else 4):  # the rewrite answers 4 questions
+            rows.append({"model": "m", "run": "base", "dataset": f"studyB-gsm8k-{variant}",
+                         "id": f"{variant}/{i}", "source_id": f"q{i}", "tokens": 10,
+                         "nll_sum": 10 * nll + 0.1 * i, "mean_nll": nll, "perplexity": 0.0})
+    rows.append({**rows[0], "run": "studyB-gsm8k-human/seed0"})  # a checkpoint: not the base
+    sets, paired = report.study_b_familiarity(pd.DataFrame(rows), 200, 0)
+    assert sets[["variant", "examples", "mean_response_tokens"]].values.tolist() == [
+        ["human", 6, 10.0], ["teacher_rewrite", 4, 10.0]]
+    assert (sets.corpus_ppl_low <= sets.corpus_perplexity).all()
+    [row] = paired.itertuples()
+    assert (row.variant, row.n) == ("teacher_rewrite", 4)  # the shared questions only
+    assert row.ratio == pytest.approx(np.exp(-1.0), rel=1e-6) and row.excludes_one
+    sections = report.summary_lines(pd.DataFrame(columns=report.MISSING_COLUMNS), pd.DataFrame(),
+                                    pd.DataFrame(), pd.DataFrame(), {}, paired)
+    assert any("`teacher_rewrite` vs `human` on the 4 questions both answer" in line
+               for line in sections[2][1])

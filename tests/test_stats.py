@@ -54,3 +54,25 @@ def test_rule_agreement_and_variance_shares():
 def test_misaligned_input_is_refused():
     with pytest.raises(ValueError, match="aligned"):
         stats.paired_bootstrap(np.ones(3), np.ones(4))
+
+
+def test_bootstrap_sums_keep_rows_together_and_repeat_with_a_seed():
+    values = np.column_stack([np.arange(1.0, 6.0), 10 * np.arange(1.0, 6.0)])
+    sums = stats.bootstrap_sums(values, n_boot=300, seed=4)
+    assert sums.shape == (300, 2)
+    np.testing.assert_allclose(sums[:, 1], 10 * sums[:, 0])  # the columns of a row stay together
+    assert sums[:, 0].min() >= 5 and sums[:, 0].max() <= 25  # five rows of 1..5
+    np.testing.assert_array_equal(sums, stats.bootstrap_sums(values, n_boot=300, seed=4))
+    assert not np.array_equal(sums, stats.bootstrap_sums(values, n_boot=300, seed=5))
+    # blocks of resamples (to bound memory) give the same kind of draw: means agree
+    small = stats.bootstrap_sums(values[:, 0], n_boot=4000, seed=1, max_cells=7)
+    assert small.shape == (4000,) and small.mean() == pytest.approx(15, rel=0.02)
+    assert np.all(stats.bootstrap_sums(np.full(7, 2.0), n_boot=50) == 14.0)
+    with pytest.raises(ValueError):
+        stats.bootstrap_sums(np.empty((0, 2)))
+
+
+def test_percentile_interval():
+    low, high = stats.percentile_interval(np.arange(1001.0))
+    assert (low, high) == (pytest.approx(25.0), pytest.approx(975.0))
+    assert stats.percentile_interval(np.arange(101.0), level=0.5) == (25.0, 75.0)

@@ -8,6 +8,11 @@ the summed and mean negative log-likelihood (nats) and the perplexity exp(mean N
 total tokens) (the two differ: short responses weigh as much as long ones in the first), median,
 quartiles and count.
 
+From the per-example tables (no model needed): `set_statistics` adds bootstrap intervals over
+examples to a set's corpus and mean perplexity, and `paired_perplexity` compares two sets that
+answer the same questions (Study B's variants) by the ratio of their corpus perplexities on the
+questions both answer, with a paired bootstrap over questions.
+
 Speed: examples are sorted by length and batched (left-padded, with explicit position ids, so a
 padded row gets the same positions as it would alone); logits are computed only for the positions
 that predict response tokens (`logits_to_keep`), never for the prompt; no gradient. Models load in
@@ -22,8 +27,11 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
 import torch
 
+from restyle import stats
 from restyle.batching import left_pad, length_batches
 from restyle.chat import IGNORE_INDEX, Encoded, encode
 from restyle.records import SFTRecord
@@ -35,6 +43,11 @@ PER_EXAMPLE_COLUMNS = ["model", "run", "dataset", "id", "source_id", "tokens", "
 SUMMARY_COLUMNS = ["model", "run", "dataset", "count", "tokens", "mean_nll", "corpus_nll",
                    "mean_perplexity", "corpus_perplexity", "median_perplexity", "q1_perplexity",
                    "q3_perplexity"]
+SET_STATISTICS_COLUMNS = ["model", "run", "dataset", "examples", "mean_response_tokens",
+                          "corpus_perplexity", "corpus_ppl_low", "corpus_ppl_high",
+                          "mean_perplexity", "mean_ppl_low", "mean_ppl_high"]
+PAIRED_PERPLEXITY_KEYS = ["model", "run", "a", "b", "n", "tokens_a", "tokens_b", "corpus_ppl_a",
+                          "corpus_ppl_b", "ratio", "ratio_low", "ratio_high", "excludes_one"]
 
 
 @dataclass(frozen=True)
@@ -175,3 +188,87 @@ def score_sets(model, tokenizer, sets: dict[str, Sequence[SFTRecord]], model_lab
                  row["corpus_perplexity"], row["mean_perplexity"], seconds,
                  row["tokens"] / seconds if seconds else 0)
     return per_example, summary
+
+
+def _scored_examples(per_example: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a per-example table that have response tokens (as `summarize`, examples with
+    none are left out: their perplexity is undefined)."""
+    missing = [c for c in ("model", "run", "dataset", "source_id", "tokens", "nll_sum",
+                           "perplexity") if c not in per_example.columns]
+    if missing:
+        raise ValueError(f"per-example table lacks columns {missing}")
+    return per_example[per_example["tokens"] > 0]
+
+
+def set_statistics(per_example: pd.DataFrame, n_boot: int = 2000, seed: int = 0,
+                   level: float = 0.95) -> pd.DataFrame:
+    """One row per (model, run, dataset) of a per-example table (PER_EXAMPLE_COLUMNS, from one or
+    more per_example.csv files): `examples` (those with response tokens; the others are left
+    out, as in `summarize`), `mean_response_tokens`, `corpus_perplexity` exp(total NLL / total
+    tokens) and `mean_perplexity` (mean of the per-example perplexities), each with a `level`
+    percentile bootstrap interval over examples drawn with replacement (the statistic recomputed
+    on every resample). Sets with no scored example do not appear. Every set is resampled with
+    the same `seed`, so its row does not depend on what else the table holds.
+    Columns: SET_STATISTICS_COLUMNS."""
+    rows = []
+    for (model, run, dataset), g in _scored_examples(per_example).groupby(
+            ["model", "run", "dataset"], sort=True):
+        values = g[["nll_sum", "tokens", "perplexity"]].to_numpy(dtype=float)
+        n = len(values)
+        sums = stats.bootstrap_sums(values, n_boot, seed)
+        corpus_low, corpus_high = stats.percentile_interval(np.exp(sums[:, 0] / sums[:, 1]),
+                                                            level)
+        mean_low, mean_high = stats.percentile_interval(sums[:, 2] / n, level)
+        total = values.sum(axis=0)
+        rows.append({"model": model, "run": run, "dataset": dataset, "examples": n,
+                     "mean_response_tokens": total[1] / n,
+                     "corpus_perplexity": math.exp(total[0] / total[1]),
+                     "corpus_ppl_low": corpus_low, "corpus_ppl_high": corpus_high,
+                     "mean_perplexity": total[2] / n,
+                     "mean_ppl_low": mean_low, "mean_ppl_high": mean_high})
+    return pd.DataFrame(rows, columns=SET_STATISTICS_COLUMNS)
+
+
+def paired_perplexity(per_example: pd.DataFrame, a: str, b: str, run: str = "base",
+                      n_boot: int = 2000, seed: int = 0, *, model: str | None = None,
+                      level: float = 0.95) -> dict | None:
+    """Corpus (per-token) perplexity of SFT set `b` against set `a` under one model run, on the
+    questions both sets answer (rows matched by `source_id`; an example without response tokens
+    answers nothing). Keys PAIRED_PERPLEXITY_KEYS: `n` shared questions, `tokens_a`/`tokens_b`,
+    `corpus_ppl_a`/`corpus_ppl_b`, `ratio` = corpus_ppl_b / corpus_ppl_a with a `level` paired
+    bootstrap interval `ratio_low`/`ratio_high` (questions drawn with replacement, the same draw
+    for both sets) and `excludes_one`. None when no question is shared.
+
+    The question is the unit: several examples of one question in one set are summed (NLL and
+    tokens) into one. `model` picks the model when the table holds several for `run`; without it
+    that is an error."""
+    rows = _scored_examples(per_example)
+    rows = rows[(rows["run"] == run) & rows["dataset"].isin([a, b])
+                & rows["source_id"].notna()]
+    if model is not None:
+        rows = rows[rows["model"] == model]
+    models = sorted(rows["model"].unique())
+    if len(models) > 1:
+        raise ValueError(f"run {run!r} of {a!r} / {b!r} holds several models {models}; "
+                         "pass model=")
+    if not models:
+        return None
+    rows = rows.assign(source_id=rows["source_id"].astype(str))
+    by_question = rows.groupby(["dataset", "source_id"], sort=True)[["nll_sum", "tokens"]].sum()
+    sets = set(by_question.index.get_level_values("dataset"))
+    if a not in sets or b not in sets:
+        return None
+    joined = by_question.loc[a].merge(by_question.loc[b], how="inner", left_index=True,
+                                      right_index=True, suffixes=("_a", "_b"))
+    if joined.empty:
+        return None
+    values = joined[["nll_sum_a", "tokens_a", "nll_sum_b", "tokens_b"]].to_numpy(dtype=float)
+    sums = stats.bootstrap_sums(values, n_boot, seed)
+    low, high = stats.percentile_interval(
+        np.exp(sums[:, 2] / sums[:, 3] - sums[:, 0] / sums[:, 1]), level)
+    total = values.sum(axis=0)
+    ppl_a, ppl_b = math.exp(total[0] / total[1]), math.exp(total[2] / total[3])
+    return {"model": models[0], "run": run, "a": a, "b": b, "n": len(joined),
+            "tokens_a": int(total[1]), "tokens_b": int(total[3]), "corpus_ppl_a": ppl_a,
+            "corpus_ppl_b": ppl_b, "ratio": ppl_b / ppl_a, "ratio_low": low, "ratio_high": high,
+            "excludes_one": bool(low > 1 or high < 1)}

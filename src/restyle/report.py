@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from restyle import stats  # noqa: E402
+from restyle import controls, familiarity, stats  # noqa: E402
 from restyle.mmlu import SUBJECT_CATEGORY  # noqa: E402
 from restyle.rewrite import STAGES as GATE_STAGES  # noqa: E402
 
@@ -139,6 +139,31 @@ def study_b_table(items: pd.DataFrame, familiarity: pd.DataFrame, n_boot: int = 
         *[f"{k}_vs_base" for k in DELTA_COLUMNS]])
 
 
+def study_b_familiarity(per_example: pd.DataFrame, n_boot: int = 2000, seed: int = 0
+                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The untrained model's familiarity with each study B set, read against its noise: per set
+    the examples scored, mean response length in tokens and perplexity with bootstrap intervals
+    over examples; and, the paper's comparison, every variant's per-token perplexity against the
+    human answers of the same questions only (paired, bootstrap over questions)."""
+    base = per_example[(per_example.run == BASE)
+                       & per_example.dataset.str.startswith(STUDY_B_PREFIX)] \
+        if len(per_example) else per_example
+    if base.empty:
+        return (pd.DataFrame(columns=["variant", *familiarity.SET_STATISTICS_COLUMNS]),
+                pd.DataFrame(columns=["task", "variant", *familiarity.PAIRED_PERPLEXITY_KEYS]))
+    sets = familiarity.set_statistics(base, n_boot, seed)
+    sets.insert(0, "variant", sets.dataset.str.split("-", n=2).str[2])
+    paired = []
+    for dataset in sorted(base.dataset.unique()):
+        _, task, variant = dataset.split("-", 2)
+        human = f"{STUDY_B_PREFIX}{task}-human"
+        if variant != "human" and (row := familiarity.paired_perplexity(
+                base, human, dataset, BASE, n_boot, seed)) is not None:
+            paired.append({"task": task, "variant": variant, **row})
+    return sets, pd.DataFrame(paired, columns=["task", "variant",
+                                               *familiarity.PAIRED_PERPLEXITY_KEYS])
+
+
 def _empty_figure(path: str | Path, message: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 2))
     ax.text(0.5, 0.5, message, ha="center", va="center")
@@ -241,14 +266,90 @@ def missing_arms(study_a_stats: pd.DataFrame, study_b_stats: pd.DataFrame, rules
     return pd.DataFrame(rows, columns=MISSING_COLUMNS)
 
 
-def summary_rst(missing: pd.DataFrame) -> str:
-    """The head of the HTML report (report/workflow.rst includes it): what is missing, first."""
-    if missing.empty:
-        return "**Missing arms**: none; every arm the config asked for was trained and " \
-               "evaluated.\n"
-    lines = [f"**Missing arms** ({len(missing)}): the config asked for these, but they have no "
-             "checkpoint, so the tables below leave them out "
-             "(``results/report/missing_arms.csv``).", ""]
-    lines += [f"- study {r.study}, ``{r.arm}`` (seeds {r.seeds}): {r.reason}"
-              for r in missing.itertuples()]
-    return "\n".join(lines) + "\n"
+# ---------------------------------------------------------------- controls and the first page
+
+CONTROL_COLUMNS = ["sft_set", "task", "kind", "seeds", "n", "accuracy", "base_accuracy",
+                   *DELTA_COLUMNS, "verdict"]
+
+
+def control_verdict(kind: str, delta: float, significant: bool) -> str:
+    gain = bool(significant) and delta > 0
+    if kind == "positive":
+        return "pipeline sensitive" if gain else (
+            "WARNING: no significant gain although the evaluated answers were trained on: this "
+            "run cannot show an effect (adapter not applied, too few steps or too low a learning "
+            "rate, or an evaluation format training does not reach); read no result as 'no "
+            "effect'")
+    return "as expected (no gain)" if not gain else (
+        "WARNING: training on wrong answers raised accuracy: something other than the training "
+        "data moves the scores")
+
+
+def controls_table(items: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """One row per control set: accuracy on its own task against the base model on the same
+    questions, with a paired bootstrap interval, and the verdict."""
+    rows = []
+    for sft_set in sorted(s for s in items.sft_set.unique() if controls.parse_name(s)):
+        task, kind = controls.parse_name(sft_set)
+        scores, base = question_scores(items, sft_set, task), question_scores(items, BASE, task)
+        ids = sorted(set(scores.index) & set(base.index))
+        cmp = _compare(scores, base, ids, n_boot, seed) if ids else \
+            dict.fromkeys(DELTA_COLUMNS, np.nan)
+        rows.append({"sft_set": sft_set, "task": task, "kind": kind,
+                     "seeds": items[items.sft_set == sft_set].seed.nunique(), "n": len(ids),
+                     "accuracy": scores.loc[ids].mean(), "base_accuracy": base.loc[ids].mean(),
+                     **cmp, "verdict": control_verdict(kind, cmp["delta"], cmp["significant"])})
+    return pd.DataFrame(rows, columns=CONTROL_COLUMNS)
+
+
+def _points(delta: float, low: float, high: float) -> str:
+    return f"{100 * delta:+.1f} points (95 % CI [{100 * low:+.1f}, {100 * high:+.1f}])"
+
+
+def summary_lines(missing: pd.DataFrame, control_rows: pd.DataFrame, study_a: pd.DataFrame,
+                  study_b: pd.DataFrame, settings: dict, paired: pd.DataFrame | None = None
+                  ) -> list[tuple[str, list[str]]]:
+    """The first page of the report, as (heading, bullet lines); `code` in single backticks."""
+    if not settings.get("controls"):
+        checks = ["none configured (config `controls`): nothing here shows that this run could "
+                  "detect an effect"]
+    else:
+        checks = [f"{r.kind} control ({r.task}, `{r.sft_set}`): "
+                  f"{_points(r.delta, r.low, r.high)} - {r.verdict}"
+                  for r in control_rows.itertuples()]
+    lost = ([f"study {r.study}, `{r.arm}` (seeds {r.seeds}): {r.reason}"
+             for r in missing.itertuples()]
+            or ["none: every arm the config asked for was trained and evaluated"])
+    overall = study_a[study_a.scope == "overall"] if len(study_a) else study_a
+    findings = [f"study A `{r.sft_set}`: accuracy {r.accuracy:.3f}, vs base "
+                f"{_points(r.delta_vs_base, r.low_vs_base, r.high_vs_base)}"
+                + ("" if pd.isna(r.delta_vs_original) else ", vs original "
+                   + _points(r.delta_vs_original, r.low_vs_original, r.high_vs_original))
+                for r in overall.itertuples()]
+    in_task = study_b[study_b.relation == "in-task"] if len(study_b) else study_b
+    findings += [f"study B `{r.sft_set}` on {r.task}: accuracy {r.accuracy:.3f}, vs base "
+                 f"{_points(r.delta_vs_base, r.low_vs_base, r.high_vs_base)}"
+                 for r in in_task.itertuples()]
+    findings += [f"study B familiarity ({r.task}): `{r.variant}` vs `human` on the {r.n} questions "
+                 f"both answer: per-token perplexity {r.corpus_ppl_b:.2f} vs {r.corpus_ppl_a:.2f} "
+                 f"(ratio {r.ratio:.2f}, 95 % CI [{r.ratio_low:.2f}, {r.ratio_high:.2f}])"
+                 for r in (paired if paired is not None else pd.DataFrame()).itertuples()]
+    return [("Controls", checks), (f"Missing arms ({len(missing)})", lost),
+            ("Main findings (95 % paired bootstrap intervals over questions)",
+             findings or ["no study arm was trained"]),
+            ("Settings", [f"{k}: {v}" for k, v in settings.items()])]
+
+
+def summary_markdown(sections: list[tuple[str, list[str]]]) -> str:
+    out = ["# restyle: summary", ""]
+    for heading, lines in sections:
+        out += [f"## {heading}", "", *(f"- {line}" for line in lines), ""]
+    return "\n".join(out)
+
+
+def summary_rst(sections: list[tuple[str, list[str]]]) -> str:
+    """The head of the HTML report (report/workflow.rst includes it)."""
+    out = []
+    for heading, lines in sections:
+        out += [f"**{heading}**", "", *(f"- {line.replace('`', '``')}" for line in lines), ""]
+    return "\n".join(out)

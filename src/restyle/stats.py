@@ -72,3 +72,42 @@ def variance_shares(effects: pd.DataFrame) -> dict[str, float]:
     rule = effects.shape[0] * ((values.mean(axis=0) - grand) ** 2).sum()
     return {"subject": subject / total, "rule": rule / total,
             "residual": (total - subject - rule) / total}
+
+
+def bootstrap_sums(values: np.ndarray, n_boot: int = 2000, seed: int = 0,
+                   max_cells: int = 1 << 22) -> np.ndarray:
+    """Column sums of `values` (n rows x k columns, or a vector) over `n_boot` resamples of its
+    rows with replacement: an (n_boot, k) array (or (n_boot,) for a vector).
+
+    Every column of one resample sums the same drawn rows, so quantities kept in separate columns
+    of a row (an example's NLL and its token count; two sets' scores of one question) stay
+    together. Vectorised: an index matrix of drawn rows per block of resamples, summed along its
+    axis; blocks hold at most `max_cells` indices to bound memory. The seeded generator makes the
+    result a function of (values, n_boot, seed, max_cells) alone.
+    """
+    values = np.asarray(values, dtype=float)
+    vector = values.ndim == 1
+    if vector:
+        values = values[:, None]
+    if values.ndim != 2:
+        raise ValueError(f"values must be a vector or a rows x columns matrix, got {values.shape}")
+    n, k = values.shape
+    if n == 0:
+        raise ValueError("cannot resample zero rows")
+    rng = np.random.default_rng(seed)
+    columns = [np.ascontiguousarray(values[:, j]) for j in range(k)]
+    out = np.empty((n_boot, k))
+    block = max(1, max_cells // n)
+    for start in range(0, n_boot, block):  # blocks of resamples, not single resamples
+        stop = min(n_boot, start + block)
+        draws = rng.integers(0, n, size=(stop - start, n))
+        for j, column in enumerate(columns):
+            out[start:stop, j] = column[draws].sum(axis=1)
+    return out[:, 0] if vector else out
+
+
+def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The central `level` percentile interval of bootstrap `samples` (as paired_bootstrap)."""
+    tail = (1 - level) / 2
+    low, high = np.quantile(np.asarray(samples, dtype=float), [tail, 1 - tail])
+    return float(low), float(high)
