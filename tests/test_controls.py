@@ -79,3 +79,20 @@ def test_verdicts_and_the_first_page():
     off = report.summary_lines(pd.DataFrame(columns=report.MISSING_COLUMNS), table.iloc[:0],
                                pd.DataFrame(), pd.DataFrame(), {"controls": []})
     assert off[0][1][0].startswith("none configured")
+
+
+def test_controls_stay_out_of_the_study_tables():
+    n = 20
+    right = np.ones(n, bool)
+    frames = [items("base", np.zeros(n, bool)), items("studyA-original", np.zeros(n, bool)),
+              items("studyA-r", right), items("control-mmlu-positive", right),
+              items("studyB-gsm8k-human", right, "gsm8k"), items("base", right, "gsm8k"),
+              items("control-gsm8k-positive", right, "gsm8k")]
+    table = pd.concat(frames)
+    study_a = report.study_a_table(table, 100, 0)
+    assert set(study_a.sft_set) == {"studyA-r"}
+    assert list(report.rule_effects(study_a).columns) == ["studyA-r"]
+    assert set(report.study_b_table(table, pd.DataFrame(), 100, 0).sft_set) == {
+        "studyB-gsm8k-human"}
+    assert set(report.controls_table(table, 100, 0).sft_set) == {
+        "control-gsm8k-positive", "control-mmlu-positive"}
