@@ -78,7 +78,7 @@ def gsm8k_set(kind: str, items: Sequence[MathItem], instruction: str) -> list[SF
     for i, it in enumerate(items):
         answer = it
         if kind == "negative":
-            others = [items[(i + k) % len(items)] for k in range(1, len(items))]
+            others = (items[(i + k) % len(items)] for k in range(1, len(items)))
             answer = next((o for o in others if o.final != it.final), None)
             if answer is None:
                 raise DataError(f"negative control of gsm8k: every test problem has the final "
