@@ -18,6 +18,7 @@ include: "rules/controls.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+include: "rules/estimate.smk"
 
 
 rule all:

@@ -8,6 +8,9 @@ rule report:
         rules="results/rules/rules.json",
         study_a_stats="results/study_a/gate_stats.csv",
         study_b_stats=["results/studyB/stats.csv"] if study_b_sft_sets() else [],
+        # the teacher bill: estimated before the run, accounted by every teacher stage
+        estimate="results/estimate.csv",
+        accounting=lambda wc: teacher_accounting(),
     output:
         missing_arms="results/report/missing_arms.csv",
         controls="results/report/controls.csv",
@@ -44,6 +47,11 @@ rule report:
             "results/report/study_b_familiarity_shift.png",
             caption="../report/study_b_shift.rst",
             category="Study B",
+        ),
+        teacher_bill=report(
+            "results/report/teacher_bill.csv",
+            caption="../report/teacher_bill.rst",
+            category="Teacher",
         ),
     params:
         seeds=config["train"]["seeds"],

@@ -8,17 +8,21 @@ model, tokenizer = models.load_checkpoint(snakemake.input.manifest, snakemake.pa
 if wc.task == "mmlu":
     items = read_jsonl(snakemake.input.questions, MCItem.from_dict)
     dev = read_jsonl(snakemake.input.dev, MCItem.from_dict)
-    rows = evaluate.evaluate_mc(model, tokenizer, items, dev, evaluate.MCOptions(**cfg))
+    rows, limits = evaluate.evaluate_mc(model, tokenizer, items, dev, evaluate.MCOptions(**cfg))
 else:
     items = read_jsonl(snakemake.input.questions, MathItem.from_dict)
-    rows = evaluate.evaluate_generation(model, tokenizer, items, evaluate.GenerationOptions(**cfg))
+    rows, limits = evaluate.evaluate_generation(model, tokenizer, items,
+                                                evaluate.GenerationOptions(**cfg))
     rows.insert(1, "subject", wc.task)
 labels = evaluate.run_labels(wc.model, wc.run)
 summary = evaluate.summarize(rows, wc.task, labels)
+# the batch limits the run ended with (`auto` picks them for the device); empty = no limit
+summary["batch_size"], summary["max_batch_tokens"] = limits.rows, limits.tokens
 for column, value in reversed([*labels.items(), ("task", wc.task)]):
     rows.insert(0, column, value)
 rows.to_csv(snakemake.output.per_item, index=False)
 summary.to_csv(snakemake.output.summary, index=False)
 overall = summary[summary.subject == evaluate.ALL_SUBJECTS].iloc[0]
-log.info("%s %s: accuracy %.3f +- %.3f over %d questions", wc.run, wc.task, overall.accuracy,
-         overall.stderr, overall.n)
+log.info("%s %s: accuracy %.3f +- %.3f over %d questions (batches of at most %s rows, %s "
+         "tokens)", wc.run, wc.task, overall.accuracy, overall.stderr, overall.n, limits.rows,
+         limits.tokens)

@@ -116,6 +116,9 @@ def test_first_page_names_missing_arms_and_the_positive_control_tells_a_deaf_run
     assert "- positive control (gsm8k, `control-gsm8k-positive`): +" in summary
     assert summary.index("## Controls") < summary.index("## Missing arms (2)") < summary.index(
         "## Main findings")
+    # the teacher bill: 2 rewrites and 2 study B answers, estimated and accounted alike
+    bill = {r["stage"]: r for r in csv.DictReader((report / "teacher_bill.csv").open())}
+    assert (bill["TOTAL"]["requests_estimated"], bill["TOTAL"]["requests"]) == ("4", "4")
 
     html = workdir / "report.html"
     built = subprocess.run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir),

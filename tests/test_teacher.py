@@ -98,7 +98,11 @@ def test_provenance_estimate_and_duplicates(tmp_path):
         cfg = config(server)
         reqs = requests(["a", "b", "a"])  # the same request twice is sent once
         est = estimate(reqs, cfg, tmp_path / "c.db", PRICES)
-        assert est["to_send"] == 2 and est["completion_tokens"] == 32 and est["cost"] > 0
+        assert (est["requests"], est["to_send"], est["counter"]) == (3, 2, "approx")
+        # every request, as the accounting counts them, and the two a run would send
+        assert (est["completion_tokens"], est["run_completion_tokens"]) == (48, 32)
+        assert est["run_prompt_tokens"] == 2 * teacher.approx_tokens(reqs[0].messages)
+        assert est["run_batch_cost"] == est["run_cost"] / 2 > 0
         results = generate(reqs, cfg, tmp_path / "c.db", stage="s")
         assert server.requests == ["a", "b"] or server.requests == ["b", "a"]
         prov = results[0].provenance

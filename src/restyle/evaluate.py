@@ -4,12 +4,15 @@ Multiple choice follows lm-evaluation-harness's MMLU task: the prompt is the sub
 k-shot examples (first k dev items of the subject) and the question with its lettered options,
 ending in "Answer:"; the prediction is the letter whose continuation (" A" .. " D") has the
 highest log-likelihood. The four letters are single tokens after the same prompt, so one forward
-pass per question scores all four. Generation tasks are answered greedily with the model's chat
-template, and the extracted final number is compared exactly.
+pass per question scores all four. With k-shot examples, the questions of a subject share a long
+prefix (subject line and solved examples): its key/value cache is computed once per subject and
+each question runs its own tokens only. Generation tasks are answered greedily with the model's
+chat template, and the extracted final number is compared exactly.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import re
@@ -22,8 +25,9 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from restyle import batching
 from restyle.answers import extract_number, numbers_match
-from restyle.batching import left_pad, length_batches
+from restyle.batching import AUTO, Limits, left_pad
 from restyle.mmlu import format_mc
 from restyle.records import LETTERS, MathItem, MCItem
 
@@ -32,6 +36,9 @@ log = logging.getLogger(__name__)
 SUBJECT_LINE = "The following are multiple choice questions (with answers) about {subject}.\n\n"
 ALL_SUBJECTS = "ALL"  # the summary row that averages over every question (not over subjects)
 SUMMARY_COLUMNS = ["model", "run", "sft_set", "seed", "task", "subject", "n", "accuracy", "stderr"]
+# What `auto` batch limits are off CUDA: the config defaults from before `auto`.
+CPU_MAX_BATCH_TOKENS = 8192
+CPU_GENERATION_BATCH_SIZE = 16
 
 
 def question_block(item: MCItem) -> str:
@@ -70,44 +77,93 @@ def _encode_prompts(tokenizer, prompts: Sequence[str], chat: bool) -> list[list[
         return [list(tokenizer.apply_chat_template([{"role": "user", "content": p}],
                                                    add_generation_prompt=True,
                                                    tokenize=True)["input_ids"]) for p in prompts]
-    return [tokenizer.encode(p) for p in prompts]
+    # one call: a fast tokenizer encodes a batch on all cores (one by one, 1,600 5-shot prompts
+    # took 0.9 s to encode on 2 cores, more than an H200 took to score them); it refuses an
+    # empty batch
+    return [list(ids) for ids in tokenizer(list(prompts))["input_ids"]] if prompts else []
+
+
+def shared_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix common to `seqs`, short of the whole of any of them
+    (each keeps at least its last token, whose logits are the score)."""
+    n = min(len(s) for s in seqs) - 1
+    first = seqs[0]
+    for seq in seqs[1:]:
+        n = next((i for i in range(n) if seq[i] != first[i]), n)
+    return max(n, 0)
 
 
 @torch.no_grad()
 def next_token_logprobs(model, tokenizer, seqs: Sequence[list[int]], token_ids: Sequence[int],
-                        max_batch_tokens: int = 8192, desc: str = "scoring") -> torch.Tensor:
+                        limits: Limits, desc: str = "scoring",
+                        groups: Sequence[Sequence[int]] | None = None
+                        ) -> tuple[torch.Tensor, Limits]:
     """log p(token | seq) for each seq and each of `token_ids`: one forward pass per seq,
-    batched by length so that padding stays small."""
+    batched by length so that padding stays small; and the batch limits the run ended with.
+
+    `groups` (indices of `seqs`, e.g. the questions of one subject behind the same k-shot
+    examples): the token prefix common to a group is run once and every seq of the group is
+    scored from its key/value cache, over its own tokens only. The tokens are those of the whole
+    seq, cut where they part, so the scores are the ones a pass over the whole seq gives (up to
+    rounding). A batch counts its rows x (prefix + longest rest) tokens against the limits: the
+    cache is that big once copied for every row. Without groups, nothing is shared."""
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     out = torch.empty((len(seqs), len(token_ids)), dtype=torch.float32)
     columns = torch.tensor(list(token_ids), device=device)
     with tqdm(total=len(seqs), desc=desc, unit="q", disable=not sys.stderr.isatty()) as bar:
-        for batch in length_batches([len(s) for s in seqs], max_tokens=max_batch_tokens):
-            ids, mask, positions = (t.to(device) for t in left_pad([seqs[i] for i in batch], pad))
-            logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                           logits_to_keep=1).logits[:, -1, :].float()
-            out[batch] = torch.log_softmax(logits, dim=-1)[:, columns].cpu()
-            bar.update(len(batch))
-    return out
+        for group in groups or [range(len(seqs))]:
+            group = list(group)
+            start = shared_prefix([seqs[i] for i in group]) if groups else 0
+            prefix = model(input_ids=torch.tensor([seqs[group[0]][:start]], device=device),
+                           use_cache=True, logits_to_keep=1).past_key_values if start else None
+
+            def score(batch: list[int]) -> None:
+                rows = [group[j] for j in batch]
+                ids, mask, positions = left_pad([seqs[i][start:] for i in rows], pad)
+                shared = {}
+                if prefix is not None:
+                    # the rest follows the prefix: its positions go on from there, and the padding
+                    # (left of each rest, so between prefix and rest) stays masked
+                    mask = torch.cat([torch.ones((len(rows), start), dtype=mask.dtype), mask], 1)
+                    positions = positions + start
+                    cache = copy.deepcopy(prefix)  # the forward pass appends to the cache
+                    cache.batch_repeat_interleave(len(rows))
+                    shared = {"past_key_values": cache}
+                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                               position_ids=positions.to(device), logits_to_keep=1,
+                               **shared).logits[:, -1, :].float()
+                out[rows] = torch.log_softmax(logits, dim=-1)[:, columns].cpu()
+                bar.update(len(rows))
+
+            limits = batching.run_batches([len(seqs[i]) for i in group], score, limits, desc)
+    return out, limits
 
 
 @dataclass(frozen=True)
 class MCOptions:
     k_shot: int = 0
     chat_template: bool = False
-    max_batch_tokens: int = 8192
+    max_batch_tokens: int | str = AUTO
 
 
 def evaluate_mc(model, tokenizer, items: Sequence[MCItem], dev: Sequence[MCItem],
-                options: MCOptions) -> pd.DataFrame:
-    """One row per item: id, subject, gold, pred, correct, logprob_A..D."""
+                options: MCOptions) -> tuple[pd.DataFrame, Limits]:
+    """One row per item (id, subject, gold, pred, correct, logprob_A..D), and the batch limits
+    the scoring ended with."""
     shots = shots_by_subject(dev, options.k_shot)
     prompts = [mc_prompt(it, shots.get(it.subject, [])) for it in items]
     seqs = _encode_prompts(tokenizer, prompts, options.chat_template)
-    scores = next_token_logprobs(model, tokenizer, seqs,
-                                 letter_token_ids(tokenizer, options.chat_template),
-                                 options.max_batch_tokens, desc="multiple choice")
+    limits = batching.resolve(next(model.parameters()).device, tokens=options.max_batch_tokens,
+                              cpu_tokens=CPU_MAX_BATCH_TOKENS, stretch=batching.SCORING_STRETCH)
+    # with k-shot examples, every question of a subject repeats the same long prefix
+    by_subject: dict[str, list[int]] = defaultdict(list)
+    for i, item in enumerate(items):
+        by_subject[item.subject].append(i)
+    groups = list(by_subject.values()) if options.k_shot else None
+    scores, limits = next_token_logprobs(model, tokenizer, seqs,
+                                         letter_token_ids(tokenizer, options.chat_template),
+                                         limits, desc="multiple choice", groups=groups)
     pred = scores.argmax(dim=-1).tolist()
     rows = pd.DataFrame({"id": [it.id for it in items], "subject": [it.subject for it in items],
                          "gold": [LETTERS[it.answer] for it in items],
@@ -116,45 +172,51 @@ def evaluate_mc(model, tokenizer, items: Sequence[MCItem], dev: Sequence[MCItem]
     rows["correct"] = rows["gold"] == rows["pred"]
     for j, letter in enumerate(LETTERS):
         rows[f"logprob_{letter}"] = scores[:, j].numpy()
-    return rows
+    return rows, limits
 
 
 @dataclass(frozen=True)
 class GenerationOptions:
     instruction: str = ""
     max_new_tokens: int = 256
-    batch_size: int = 8
+    batch_size: int | str = AUTO
 
 
 @torch.no_grad()
-def generate_answers(model, tokenizer, prompts: Sequence[str], options: GenerationOptions) -> list[str]:
-    """Greedy replies to user prompts with the model's chat template, batched by length."""
+def generate_answers(model, tokenizer, prompts: Sequence[str],
+                     options: GenerationOptions) -> tuple[list[str], Limits]:
+    """Greedy replies to user prompts with the model's chat template, batched by length; and the
+    batch limits the run ended with."""
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     seqs = _encode_prompts(tokenizer, prompts, chat=True)
     replies: list[str] = [""] * len(seqs)
+    limits = batching.resolve(device, rows=options.batch_size, cpu_rows=CPU_GENERATION_BATCH_SIZE)
     with tqdm(total=len(seqs), desc="generation", unit="q", disable=not sys.stderr.isatty()) as bar:
-        for batch in length_batches([len(s) for s in seqs], max_rows=options.batch_size):
+        def answer(batch: list[int]) -> None:
             ids, mask, _ = (t.to(device) for t in left_pad([seqs[i] for i in batch], pad))
             out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
                                  max_new_tokens=options.max_new_tokens, pad_token_id=pad)
             for row, i in enumerate(batch):
                 replies[i] = tokenizer.decode(out[row, ids.shape[1]:], skip_special_tokens=True)
             bar.update(len(batch))
-    return replies
+
+        limits = batching.run_batches([len(s) for s in seqs], answer, limits, "generation")
+    return replies, limits
 
 
 def evaluate_generation(model, tokenizer, items: Sequence[MathItem],
-                        options: GenerationOptions) -> pd.DataFrame:
-    """One row per item: id, gold, pred (extracted number or empty), correct, response."""
+                        options: GenerationOptions) -> tuple[pd.DataFrame, Limits]:
+    """One row per item (id, gold, pred (extracted number or empty), correct, response), and the
+    batch limits the generation ended with."""
     prompts = [f"{it.question}\n{options.instruction}".strip() for it in items]
-    replies = generate_answers(model, tokenizer, prompts, options)
+    replies, limits = generate_answers(model, tokenizer, prompts, options)
     preds = [extract_number(r) for r in replies]
     return pd.DataFrame({"id": [it.id for it in items], "gold": [it.final for it in items],
                          "pred": [p or "" for p in preds],
                          "correct": [p is not None and numbers_match(p, it.final)
                                      for p, it in zip(preds, items)],
-                         "response": replies})
+                         "response": replies}), limits
 
 
 def accuracy_stderr(correct: pd.Series) -> tuple[int, float, float]:

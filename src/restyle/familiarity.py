@@ -15,8 +15,10 @@ questions both answer, with a paired bootstrap over questions.
 
 Speed: examples are sorted by length and batched (left-padded, with explicit position ids, so a
 padded row gets the same positions as it would alone); logits are computed only for the positions
-that predict response tokens (`logits_to_keep`), never for the prompt; no gradient. Models load in
-bf16 on GPU and fp32 on CPU (`restyle.models.load`); a LoRA adapter goes on top with peft.
+that predict response tokens (`logits_to_keep`), never for the prompt; no gradient. Batch limits
+may be `auto`: the CPU defaults off CUDA, on CUDA what fits (`restyle.batching`); each
+summary row records the limits its set was scored with. Models load in bf16 on GPU and fp32 on
+CPU (`restyle.models.load`); a LoRA adapter goes on top with peft.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from restyle import stats
-from restyle.batching import left_pad, length_batches
+from restyle import batching, stats
+from restyle.batching import Limits, left_pad
 from restyle.chat import IGNORE_INDEX, Encoded, encode
 from restyle.records import SFTRecord
 
@@ -40,12 +42,16 @@ log = logging.getLogger(__name__)
 
 PER_EXAMPLE_COLUMNS = ["model", "run", "dataset", "id", "source_id", "tokens", "nll_sum",
                        "mean_nll", "perplexity"]
+# batch_size, max_batch_tokens: the batch limits the set was scored with (`auto` picks them)
 SUMMARY_COLUMNS = ["model", "run", "dataset", "count", "tokens", "mean_nll", "corpus_nll",
                    "mean_perplexity", "corpus_perplexity", "median_perplexity", "q1_perplexity",
-                   "q3_perplexity"]
+                   "q3_perplexity", "batch_size", "max_batch_tokens"]
 SET_STATISTICS_COLUMNS = ["model", "run", "dataset", "examples", "mean_response_tokens",
                           "corpus_perplexity", "corpus_ppl_low", "corpus_ppl_high",
                           "mean_perplexity", "mean_ppl_low", "mean_ppl_high"]
+# What `auto` batch limits are off CUDA: the config defaults from before `auto`.
+CPU_BATCH_SIZE = 16
+CPU_MAX_BATCH_TOKENS = 8192
 PAIRED_PERPLEXITY_KEYS = ["model", "run", "a", "b", "n", "tokens_a", "tokens_b", "corpus_ppl_a",
                           "corpus_ppl_b", "ratio", "ratio_low", "ratio_high", "excludes_one"]
 
@@ -79,17 +85,19 @@ def _forward(model, input_ids, attention_mask, position_ids, keep: int):
 
 
 @torch.inference_mode()
-def score_encoded(model, encoded: Sequence[Encoded], batch_size: int = 8,
-                  max_batch_tokens: int | None = None, pad_id: int = 0) -> list[Score]:
-    """A Score per encoded example, in input order, from batched forward passes."""
+def score_batched(model, encoded: Sequence[Encoded], limits: Limits,
+                  pad_id: int = 0) -> tuple[list[Score], Limits]:
+    """A Score per encoded example, in input order, from batched forward passes; and the batch
+    limits the run ended with."""
     device = next(model.parameters()).device
     out: list[Score | None] = [None] * len(encoded)
-    for batch in length_batches([len(e.input_ids) for e in encoded], batch_size, max_batch_tokens):
+
+    def score(batch: list[int]) -> None:
         rows = [encoded[i] for i in batch]
         if not any(e.n_response_tokens for e in rows):
             for i in batch:
                 out[i] = Score(0, 0.0)
-            continue
+            return
         # left padding: every response ends at the last column
         ids, mask, positions = left_pad([e.input_ids for e in rows], pad_id)
         labels = left_pad([e.labels for e in rows], IGNORE_INDEX)[0]
@@ -110,7 +118,25 @@ def score_encoded(model, encoded: Sequence[Encoded], batch_size: int = 8,
         counts = scored.sum(-1)
         for r, i in enumerate(batch):
             out[i] = Score(int(counts[r]), float(sums[r]))
-    return out  # type: ignore[return-value]
+
+    limits = batching.run_batches([len(e.input_ids) for e in encoded], score, limits,
+                                  "familiarity")
+    return out, limits  # type: ignore[return-value]
+
+
+def resolve_limits(model, batch_size: int | str | None,
+                   max_batch_tokens: int | str | None) -> Limits:
+    """Config `batch_size` / `max_batch_tokens` (numbers, None or `auto`) for `model`'s device."""
+    return batching.resolve(next(model.parameters()).device, batch_size, max_batch_tokens,
+                            cpu_rows=CPU_BATCH_SIZE, cpu_tokens=CPU_MAX_BATCH_TOKENS,
+                            stretch=batching.SCORING_STRETCH)
+
+
+def score_encoded(model, encoded: Sequence[Encoded], batch_size: int | str = 8,
+                  max_batch_tokens: int | str | None = None, pad_id: int = 0) -> list[Score]:
+    """A Score per encoded example, in input order (`score_batched` under config limits)."""
+    return score_batched(model, encoded, resolve_limits(model, batch_size, max_batch_tokens),
+                         pad_id)[0]
 
 
 @torch.inference_mode()
@@ -130,12 +156,15 @@ def score_naive(model, encoded: Sequence[Encoded]) -> list[Score]:
     return out
 
 
-def score_records(model, tokenizer, records: Sequence[SFTRecord], batch_size: int = 8,
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+def score_records(model, tokenizer, records: Sequence[SFTRecord], batch_size: int | str = 8,
                   max_length: int | None = None,
-                  max_batch_tokens: int | None = None) -> list[Score]:
+                  max_batch_tokens: int | str | None = None) -> list[Score]:
     encoded = encode_records(tokenizer, records, max_length)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return score_encoded(model, encoded, batch_size, max_batch_tokens, pad)
+    return score_encoded(model, encoded, batch_size, max_batch_tokens, _pad_id(tokenizer))
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -167,26 +196,29 @@ def summarize(scores: Sequence[Score]) -> dict:
 
 
 def score_sets(model, tokenizer, sets: dict[str, Sequence[SFTRecord]], model_label: str,
-               run: str, batch_size: int = 8, max_length: int | None = None,
-               max_batch_tokens: int | None = None) -> tuple[list[dict], list[dict]]:
-    """(per-example rows, summary rows) for every named SFT set, with one loaded model."""
+               run: str, batch_size: int | str = 8, max_length: int | None = None,
+               max_batch_tokens: int | str | None = None) -> tuple[list[dict], list[dict]]:
+    """(per-example rows, summary rows) for every named SFT set, with one loaded model. Batch
+    limits found for one set carry over to the next, so an out-of-memory is met once."""
     per_example, summary = [], []
+    limits = resolve_limits(model, batch_size, max_batch_tokens)
     for name, records in sets.items():
         start = time.perf_counter()
-        scores = score_records(model, tokenizer, records, batch_size, max_length,
-                               max_batch_tokens)
+        scores, limits = score_batched(model, encode_records(tokenizer, records, max_length),
+                                       limits, _pad_id(tokenizer))
         for rec, s in zip(records, scores):
             per_example.append({"model": model_label, "run": run, "dataset": name, "id": rec.id,
                                 "source_id": rec.source_id, "tokens": s.tokens,
                                 "nll_sum": s.nll_sum, "mean_nll": s.mean_nll,
                                 "perplexity": s.perplexity})
-        row = {"model": model_label, "run": run, "dataset": name, **summarize(scores)}
+        row = {"model": model_label, "run": run, "dataset": name, **summarize(scores),
+               "batch_size": limits.rows, "max_batch_tokens": limits.tokens}
         summary.append(row)
         seconds = time.perf_counter() - start
         log.info("%s: %d examples, %d response tokens, corpus perplexity %.3f, mean %.3f "
-                 "(%.1f s, %.0f tokens/s)", name, row["count"], row["tokens"],
-                 row["corpus_perplexity"], row["mean_perplexity"], seconds,
-                 row["tokens"] / seconds if seconds else 0)
+                 "(%.1f s, %.0f tokens/s, batches of at most %s rows, %s tokens)", name,
+                 row["count"], row["tokens"], row["corpus_perplexity"], row["mean_perplexity"],
+                 seconds, row["tokens"] / seconds if seconds else 0, limits.rows, limits.tokens)
     return per_example, summary
 
 

@@ -275,6 +275,28 @@ def extraction_requests(questions: Sequence[RuozhibaItem], cfg: dict,
     return out
 
 
+def structured_output(cfg: dict, backend: dict) -> bool:
+    """Whether replies are asked for as JSON (config `structured_output`)."""
+    return cfg["structured_output"] == "always" or (
+        cfg["structured_output"] == "auto" and backend["backend"] == "openai")
+
+
+def consolidation_request(ranked: Sequence[dict], cfg: dict, structured: bool) -> Request:
+    """The one request that merges the ranked candidates into `count` rules."""
+    shown = "\n".join(f"{i + 1}. {c['name'] or 'Rule'}: {c['description']}"
+                      for i, c in enumerate(ranked))
+    return _request("consolidate", "consolidate",
+                    CONSOLIDATE_TEMPLATE.format(candidates=shown, n=cfg["count"]),
+                    _params(cfg["consolidate"]), CONSOLIDATE_SCHEMA if structured else None)
+
+
+def instructions_requests(rules: Sequence[dict], cfg: dict) -> list[Request]:
+    """One request per rule ({name, description}) asking how to rewrite a question by it."""
+    return [_request(f"instructions/{i}", "instructions",
+                     INSTRUCTIONS_TEMPLATE.format(name=r["name"], description=r["description"]),
+                     _params(cfg["instructions"]), None) for i, r in enumerate(rules)]
+
+
 def _prov(result: teacher.Result) -> dict:
     p = result.provenance
     return {"request_id": result.id, "backend": p["backend"], "model": p["model"],
@@ -292,8 +314,7 @@ def extract(questions: Sequence[RuozhibaItem], cfg: dict, backend: dict,
     Raises ValueError when the teacher gave no usable rule at all, and what `Session.ask`
     raises when the teacher itself fails.
     """
-    structured = cfg["structured_output"] == "always" or (
-        cfg["structured_output"] == "auto" and backend["backend"] == "openai")
+    structured = structured_output(cfg, backend)
     n = cfg["count"]
     dropped: list[dict] = []
 
@@ -335,11 +356,7 @@ def extract(questions: Sequence[RuozhibaItem], cfg: dict, backend: dict,
                          "for every reply line and why it was not usable")
 
     # consolidation: merge near-duplicates into the final N rules
-    shown = "\n".join(f"{i + 1}. {c['name'] or 'Rule'}: {c['description']}"
-                      for i, c in enumerate(ranked))
-    creq = _request("consolidate", "consolidate",
-                    CONSOLIDATE_TEMPLATE.format(candidates=shown, n=n),
-                    _params(cfg["consolidate"]), CONSOLIDATE_SCHEMA if structured else None)
+    creq = consolidation_request(ranked, cfg, structured)
     [cres] = session.ask([creq], backend, "consolidate")
     final: list[dict] = []
     if not cres.ok:
@@ -401,10 +418,7 @@ def extract(questions: Sequence[RuozhibaItem], cfg: dict, backend: dict,
     # instructions for every rule that may be kept and lacks them (up to 2N in one call)
     contenders = (final + [c["as_rule"] for c in pool])[:2 * n]
     need = [r for r in contenders if not r["instructions"]]
-    ireqs = [_request(f"instructions/{i}", "instructions",
-                      INSTRUCTIONS_TEMPLATE.format(name=r["name"],
-                                                   description=r["description"]),
-                      _params(cfg["instructions"]), None) for i, r in enumerate(need)]
+    ireqs = instructions_requests(need, cfg)
     for rule, req, res in zip(need, ireqs, session.ask(ireqs, backend, "instructions")):
         text = parse_instructions(res.text) if res.ok else None
         if text:

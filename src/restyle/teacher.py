@@ -32,7 +32,8 @@ Backend config (one dict per call site; defaults in brackets):
     batch_resubmits: int     # times requests that failed inside a batch are resubmitted [2]
     # backend "local" (transformers, in process)
     manifest: str            # manifest.json written by restyle.models.prepare (required)
-    batch_size: int          # prompts per generate() call [8]
+    batch_size: int | "auto" # prompts per generate() call; auto: 8 off CUDA, on CUDA 512
+                             # halved until a batch fits (restyle.batching) [8]
     device: str              # "cpu", "cuda", ... [cuda if available]
 
 A stage that cannot work at all stops at once with one TeacherError naming the teacher, its
@@ -52,6 +53,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import functools
 import hashlib
 import json
 import logging
@@ -85,9 +87,10 @@ FATAL_STATUS = {401, 403, 404}
 # rejects the request itself (a parameter it does not know), so the rest would fail alike.
 REJECTIONS_TO_STOP = 3
 DEFAULT_MAX_FAILED_SHARE = 0.05
+LOCAL_BATCH_SIZE = 8  # the local backend's batch_size, and what `auto` is off CUDA
 ACCOUNTING_FIELDS = ["stage", "backend", "model", "requests", "cached", "sent", "failed",
                      "attempts", "prompt_tokens", "completion_tokens", "cost",
-                     "run_prompt_tokens", "run_completion_tokens", "run_cost"]
+                     "run_prompt_tokens", "run_completion_tokens", "run_cost", "batch_size"]
 
 
 class TeacherError(RuntimeError):
@@ -210,6 +213,7 @@ class _Run:
         self.total = total
         self.replies = 0  # HTTP replies with a completion in them
         self.rejections: dict[int, int] = {}  # non-retryable 4xx status -> count
+        self.batch_size: int | None = None  # local: prompts per generate() call, as it ended
         self.progress = tqdm(total=total, desc=f"teacher {self.model}", unit="req",
                              disable=not sys.stderr.isatty())
 
@@ -245,15 +249,17 @@ class _Window:
 
     def __init__(self, limit: int):
         self.limit, self.events = limit, deque()
+        self.used = 0  # sum of the amounts in `events`: no re-summing thousands per request
 
     async def take(self, amount: int) -> None:
         amount = min(amount, self.limit)
         while True:
             now = time.monotonic()
             while self.events and self.events[0][0] <= now - WINDOW_S:
-                self.events.popleft()
-            if sum(a for _, a in self.events) + amount <= self.limit:
+                self.used -= self.events.popleft()[1]
+            if self.used + amount <= self.limit:
                 self.events.append((now, amount))
+                self.used += amount
                 return
             await asyncio.sleep(self.events[0][0] + WINDOW_S - now)
 
@@ -556,13 +562,14 @@ def _local_batch(model, tokenizer, conversations: list[list[dict]], params: dict
 
 
 def _local(run: _Run, todo: dict[str, Request]) -> dict[str, _Answer | str]:
-    from restyle import models
+    from restyle import batching, models
 
     model, tokenizer = models.load(run.cfg["manifest"], device=run.cfg.get("device"))
     tokenizer.padding_side = "left"  # decoder-only: new tokens must follow the prompt directly
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    size = run.cfg.get("batch_size", 8)
+    limits = batching.resolve(model.device, rows=run.cfg.get("batch_size", LOCAL_BATCH_SIZE),
+                              cpu_rows=LOCAL_BATCH_SIZE)
     out: dict[str, _Answer | str] = {}
     groups: dict[str, list[str]] = {}  # one generate() call takes one set of parameters
     for key, req in todo.items():
@@ -571,10 +578,10 @@ def _local(run: _Run, todo: dict[str, Request]) -> dict[str, _Answer | str]:
         params = todo[keys[0]].params
         # greedy decoding gives the same reply again: re-ask only when sampling
         tries = run.schema_tries if params.get("temperature", 0.0) > 0 else 1
-        pending = sorted(keys, key=lambda k: approx_tokens(todo[k].messages))  # less padding
+        pending = keys
         for attempt in range(tries):
-            for i in range(0, len(pending), size):
-                chunk = pending[i:i + size]
+            def answer(batch: list[int]) -> None:
+                chunk = [pending[i] for i in batch]
                 replies = _local_batch(model, tokenizer, [todo[k].messages for k in chunk],
                                        params, params.get("seed", 0) + attempt)
                 for key, reply in zip(chunk, replies):
@@ -582,6 +589,12 @@ def _local(run: _Run, todo: dict[str, Request]) -> dict[str, _Answer | str]:
                     run.attempts += 1
                     if isinstance(out[key], _Answer) or attempt + 1 == tries:
                         run.progress.update()
+
+            # sorted by length for less padding, shortest first as before `auto` existed
+            limits = batching.run_batches([approx_tokens(todo[k].messages) for k in pending],
+                                          answer, limits, f"teacher {run.model}",
+                                          shortest_first=True)
+            run.batch_size = limits.rows
             pending = [k for k in pending if isinstance(out[k], str)]
             if not pending:
                 break
@@ -732,15 +745,22 @@ def _accounting_row(stage: str, run: _Run, results: list[Result], todo: dict) ->
             "prompt_tokens": prompt, "completion_tokens": completion,
             "cost": None if None in costs else round(sum(costs), 6),
             "run_prompt_tokens": run.prompt_tokens, "run_completion_tokens": run.completion_tokens,
-            "run_cost": None if run.cost is None else round(run.cost, 6)}
+            "run_cost": None if run.cost is None else round(run.cost, 6),
+            "batch_size": run.batch_size}
 
 
 def estimate(requests: Sequence[Request], backend_cfg: dict, cache_path: str | Path,
-             prices: dict | None = None) -> dict:
-    """What `generate` would send, before anything is sent: counts, token bounds, cost bound.
+             prices: dict | None = None, asked: set[str] | None = None) -> dict:
+    """What `generate` would ask, before anything is sent, in the accounting CSV's terms:
+    `prompt_tokens`, `completion_tokens`, `cost` over every request (cached or not, as the
+    accounting counts the answers a stage uses), `run_*` over the requests a run would send now.
 
-    Prompt tokens come from the model's tokenizer for the local backend and ~4 characters a
-    token otherwise; completion tokens are the `max_tokens` bound.
+    Prompts are counted as `token_counter` says (`counter` names how); completion tokens are the
+    `max_tokens` bound, so the cost is an upper bound for the output. `cost` is at list price,
+    `batch_cost` at the Batch API's (BATCH_DISCOUNT); None where the model has no price.
+    `asked` holds the cache keys earlier estimates of the same run send: they count as cached,
+    as the run finds them cached (the same model asked the same by two stages); this call's
+    keys to send are added to it.
     """
     cfg = backend_cfg
     model = model_name(cfg)
@@ -750,15 +770,54 @@ def estimate(requests: Sequence[Request], backend_cfg: dict, cache_path: str | P
         cached = cache.get_many(keys)
     finally:
         cache.close()
+    cached = {**cached, **dict.fromkeys(set(keys) & (asked or set()))}
     todo = _dedupe(requests, keys, cached)
-    count = _local_token_counter(cfg["manifest"]) if cfg["backend"] == "local" else approx_tokens
-    prompt = sum(count(r.messages) for r in todo.values())
-    completion = sum(r.params.get("max_tokens", DEFAULT_MAX_TOKENS) for r in todo.values())
-    return {"requests": len(requests), "cached": sum(k in cached for k in keys),
-            "to_send": len(todo), "prompt_tokens": prompt, "completion_tokens": completion,
-            "cost": _cost(prices, model, prompt, completion, bool(cfg.get("batch")))}
+    if asked is not None:
+        asked |= set(todo)
+    counter, count = token_counter(cfg)
+    prompts = {k: count(r.messages) for k, r in dict(zip(keys, requests)).items()}
+    out = {"counter": counter, "requests": len(requests),
+           "cached": sum(k in cached for k in keys), "to_send": len(todo)}
+    for prefix, pairs in (("", list(zip(keys, requests))), ("run_", list(todo.items()))):
+        prompt = sum(prompts[k] for k, _ in pairs)
+        completion = sum(r.params.get("max_tokens", DEFAULT_MAX_TOKENS) for _, r in pairs)
+        out |= {f"{prefix}prompt_tokens": prompt, f"{prefix}completion_tokens": completion,
+                f"{prefix}cost": _cost(prices, model, prompt, completion, False),
+                f"{prefix}batch_cost": _cost(prices, model, prompt, completion, True)}
+    return out
 
 
+def token_counter(cfg: dict) -> tuple[str, Callable[[list[dict]], int]]:
+    """(how, count) for the prompts of teacher `cfg`: "tokenizer", the local model's own chat
+    template and tokenizer; "tiktoken", OpenAI's tokenizer for a model name tiktoken knows (when
+    it is installed and its encoding is at hand); else "approx", `approx_tokens`."""
+    if cfg["backend"] == "local":
+        return "tokenizer", _local_token_counter(cfg["manifest"])
+    encoding = _tiktoken_encoding(model_name(cfg))
+    if encoding is None:
+        return "approx", approx_tokens
+    # OpenAI's published count for chat models: 3 tokens of markup a message, 3 priming the reply
+    return "tiktoken", lambda messages: 3 + sum(
+        3 + len(encoding.encode(m["role"])) + len(encoding.encode(str(m.get("content", ""))))
+        for m in messages)
+
+
+def _tiktoken_encoding(model: str):
+    try:
+        import tiktoken
+    except ImportError:
+        return None
+    try:
+        return tiktoken.encoding_for_model(model)
+    except KeyError:  # a model name tiktoken does not know
+        return None
+    except Exception as e:  # noqa: BLE001 - its encoding file could not be fetched (offline)
+        log.warning("tiktoken has no encoding for %s at hand (%s); counting ~4 characters a "
+                    "token", model, e)
+        return None
+
+
+@functools.lru_cache(maxsize=None)  # one tokenizer load for every stage of an estimate
 def _local_token_counter(manifest: str | Path) -> Callable[[list[dict]], int]:
     from transformers import AutoTokenizer
 

@@ -188,6 +188,7 @@ class Built:
     records: list[SFTRecord]
     dropped: list[dict]
     stats: dict
+    reasons: Counter  # why questions were dropped -> how many
 
 
 class Context:
@@ -328,6 +329,9 @@ def _best_of_n(ctx: Context) -> tuple[list[tuple[Candidate, str | None, dict]], 
     by_item: dict[str, list[tuple[Candidate, str | None]]] = defaultdict(list)
     for c, ex in kept:
         by_item[c.item.id].append((c, ex))
+    why_dropped: dict[str, set[str]] = defaultdict(set)  # by item: no scan of every drop per item
+    for d in dropped:
+        why_dropped[d["source_id"]].add(d["reason"].split(":")[0])
     records_in = [to_record(ctx, c, ex) for c, ex in kept]
     ppl = ctx.scorer(records_in) if records_in else []
     ppl_of = {(c.item.id, c.provenance["sample"]): p for (c, _), p in zip(kept, ppl)}
@@ -335,8 +339,7 @@ def _best_of_n(ctx: Context) -> tuple[list[tuple[Candidate, str | None, dict]], 
     for it in ctx.items:
         options = by_item.get(it.id, [])
         if not options:
-            reasons = sorted({d["reason"].split(":")[0] for d in dropped
-                              if d["source_id"] == it.id})
+            reasons = sorted(why_dropped[it.id])
             final_dropped.append(_dropped_row(
                 ctx, it, f"{'/'.join(reasons) or 'other'}: no acceptable sample among {n}"))
             continue
@@ -427,12 +430,7 @@ def build(ctx: Context) -> Built:
              "mean_completion_chars": round(sum(len(r.completion) for r in records)
                                             / len(records), 1) if records else None,
              **totals}
-    log.info("%s: %d of %d kept (%s)", ctx.sft_set, len(records), stats["questions"],
-             ", ".join(f"{k} {n}" for k, n in sorted(reasons.items())) or "none dropped")
-    if not records:
-        log.warning("%s is EMPTY: no %s answer passed the filters; its SFT file is written "
-                    "empty and later stages skip it", ctx.sft_set, v)
-    return Built(records, dropped, stats)
+    return Built(records, dropped, stats, reasons)
 
 
 def count_rows(path: str | Path) -> int:
@@ -441,8 +439,8 @@ def count_rows(path: str | Path) -> int:
         return sum(1 for line in f if line.strip())
 
 
-def make_scorer(manifest: str | Path, batch_size: int, max_length: int | None,
-                max_batch_tokens: int | None) -> Callable[[list[SFTRecord]], list[float]]:
+def make_scorer(manifest: str | Path, batch_size: int | str, max_length: int | None,
+                max_batch_tokens: int | str | None) -> Callable[[list[SFTRecord]], list[float]]:
     """Target-model perplexity of SFT records, the model loaded on first use."""
     loaded = {}
 
@@ -478,6 +476,12 @@ def run(task: str, variant: str, cfg: dict, items_path: str | Path, out: dict,
     source = (read_jsonl(source_path, SFTRecord.from_dict) if variant in PPL_SPLITS else None)
     ctx = Context(task, variant, cfg, items, asker, scorer, source)
     built = build(ctx)
+    # said here, not in build: the estimate (restyle.estimate) builds sets from stand-in replies
+    log.info("%s: %d of %d kept (%s)", ctx.sft_set, len(built.records), built.stats["questions"],
+             ", ".join(f"{k} {n}" for k, n in sorted(built.reasons.items())) or "none dropped")
+    if not built.records:
+        log.warning("%s is EMPTY: no %s answer passed the filters; its SFT file is written "
+                    "empty and later stages skip it", ctx.sft_set, variant)
     write_jsonl(out["sft"], built.records)
     write_jsonl(out["dropped"], built.dropped)
     write_csv(out["stats"], [built.stats], STATS_COLUMNS)

@@ -1,0 +1,37 @@
+# Input functions of the estimate and of the report's teacher bill (rules/estimate.smk
+# includes this file).
+
+
+def estimate_teachers():
+    """Every teacher key the configured stages ask."""
+    names = {STUDY_A["teacher"]}
+    for variant in STUDY_B["variants"] if STUDY_B["tasks"] else []:
+        names |= set(study_b_roles(variant).values())
+    return sorted(names)
+
+
+def estimate_inputs(wildcards):
+    inputs = {
+        "mmlu": "resources/data/mmlu/train.jsonl",
+        "teachers": [f for name in estimate_teachers() for f in teacher_inputs(name)],
+    }
+    if not STUDY_A["rules"]["fixed"]:
+        inputs["ruozhiba"] = "resources/data/ruozhiba.jsonl"
+    if "gsm8k" in STUDY_B["tasks"]:
+        inputs["gsm8k"] = "resources/data/gsm8k/train.jsonl"
+    return inputs
+
+
+def teacher_accounting():
+    """The accounting CSV of every teacher stage (restyle.teacher.Session), which the report
+    sums beside results/estimate.csv; waits for study A's checkpoints, so call it from an input
+    function only."""
+    study_a = [
+        f"results/sft/{s}.accounting.csv" for s in study_a_sft_sets() if s != "studyA-original"
+    ]
+    study_b = expand(
+        "results/studyB/{task}/{variant}/accounting.csv",
+        task=STUDY_B["tasks"],
+        variant=STUDY_B["variants"],
+    )
+    return ["results/rules/accounting.csv", *study_a, *study_b]

@@ -1,0 +1,188 @@
+"""The teacher bill of the configured run, before anything is sent (`snakemake -f estimate`).
+
+Every stage's requests are built by the stage's own code (`restyle.rules`, `restyle.rewrite`,
+`restyle.variants`) and counted by `restyle.teacher.estimate`, so the estimate asks exactly what
+the run will ask. A request whose prompt holds an earlier teacher reply cannot be known yet;
+it is built from a stand-in reply as long as the config allows and its row says `basis` "from
+config" (otherwise "exact"):
+
+- rule extraction (`study_a_rules:extract`) is exact; the consolidation is one request showing
+  one candidate per extraction request, each as long as `extract.max_tokens`; `instructions` is
+  one request per rule (`count`; up to twice that when the consolidation's rules lack
+  instructions);
+- rule rewrites (`studyA-{rule}`, every rule's job summed) are exact for `rules.fixed`; extracted
+  rules are `count` stand-in rules whose description fills `consolidate.max_tokens / count`
+  tokens and whose instructions fill `instructions.max_tokens`;
+- study B's minimum_change corrections are built from the drafts in the teacher cache, exact
+  once every draft is there; a draft not there yet is a stand-in of `generation.max_tokens`
+  tokens (a question whose draft comes back empty is not corrected, so the run may ask fewer).
+
+Completion tokens are the `max_tokens` bound. A request two stages make alike (the same model as
+teacher and target: minimum_change's drafts are the teacher variant's answers) is to send in the
+first stage listed and cached in the later one; the run sends it once, in whichever job runs
+first. Stage names are the `stage` column of the accounting CSVs the jobs write, so
+`restyle.accounting.compare` can set the estimate beside the bill after the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from restyle import rewrite, rules, teacher, variants
+from restyle.accounting import RULE_REWRITES, RULES_STAGE, TOTAL
+from restyle.cache import Cache
+from restyle.io import read_jsonl
+from restyle.records import MCItem, RuozhibaItem
+from restyle.teacher import DEFAULT_MAX_TOKENS, Request, Result
+
+EXACT, FROM_CONFIG = "exact", "from config"
+# results/estimate.csv; tokens and costs as in the accounting CSVs: prompt_tokens,
+# completion_tokens, cost over every request of the stage, run_* over those not cached yet;
+# cost at list price, batch_cost at the Batch API's; an empty cost is an unknown price
+COLUMNS = ["stage", "basis", "teacher", "model", "counter", "requests", "cached", "to_send",
+           "prompt_tokens", "completion_tokens", "cost", "batch_cost", "run_prompt_tokens",
+           "run_completion_tokens", "run_cost", "run_batch_cost"]
+
+
+@dataclass
+class Planned:
+    stage: str
+    basis: str
+    teacher: str  # its key in config `teachers`
+    backend: dict  # restyle.teacher backend dict
+    requests: list[Request]
+
+
+def stand_in(tokens: int) -> str:
+    """Text of about `tokens` tokens in any tokenizer (a common word, one token each) and in
+    `approx_tokens`' 4 characters a token."""
+    return " ".join(["the"] * tokens)
+
+
+def study_a(cfg: dict, backend: dict, mmlu_train: str | Path,
+            ruozhiba: str | Path | None) -> list[Planned]:
+    """What study A asks its teacher (config `study_a`; `ruozhiba` only when rules are
+    extracted)."""
+    name, out = cfg["teacher"], []
+    rcfg = cfg["rules"]
+    if rcfg["fixed"]:
+        rule_list, basis = [rules.wording(r) for r in rules.fixed(rcfg["fixed"])], EXACT
+    else:
+        structured = rules.structured_output(rcfg, backend)
+        extraction = [req for req, _ in rules.extraction_requests(
+            read_jsonl(ruozhiba, RuozhibaItem.from_dict), rcfg, structured)]
+        candidates = [{"name": None, "description": stand_in(rcfg["extract"]["max_tokens"])}
+                      for _ in extraction]
+        described = stand_in(rcfg["consolidate"]["max_tokens"] // rcfg["count"])
+        rule_list = [{"slug": f"rule-{i}", "name": f"Rule {i}", "description": described,
+                      "instructions": stand_in(rcfg["instructions"]["max_tokens"])}
+                     for i in range(1, rcfg["count"] + 1)]
+        out += [Planned(f"{RULES_STAGE}:extract", EXACT, name, backend, extraction),
+                Planned(f"{RULES_STAGE}:consolidate", FROM_CONFIG, name, backend,
+                        [rules.consolidation_request(candidates, rcfg, structured)]),
+                Planned(f"{RULES_STAGE}:instructions", FROM_CONFIG, name, backend,
+                        rules.instructions_requests(rule_list, rcfg))]
+        basis = FROM_CONFIG
+    items = rewrite.select_items(read_jsonl(mmlu_train, MCItem.from_dict),
+                                 cfg["rewrite"]["items_per_set"])
+    if rule_list:
+        out.append(Planned(RULE_REWRITES, basis, name, backend,
+                           [req for rule in rule_list
+                            for req in rewrite.rewrite_requests(rule, items, cfg["rewrite"])]))
+    if "teacher_plain" in cfg["baselines"]:
+        out.append(Planned("studyA-teacher_plain", EXACT, name, backend, rewrite.plain_requests(
+            items, {**cfg["rewrite"], **cfg["teacher_plain"]})))
+    return out
+
+
+class _Recorder:
+    """In place of `variants.Asker`: keeps each step's requests and answers them as the run
+    would be answered, from the teacher cache where the answer is there and with a stand-in reply
+    of `max_tokens` tokens otherwise. A step built on a stand-in (minimum_change's corrections
+    before the drafts are in) is marked "from config"."""
+
+    def __init__(self, sft_set: str, backends: dict[str, dict], names: dict[str, str],
+                 cache: str | Path):
+        self.sft_set, self.backends, self.names, self.cache = sft_set, backends, names, cache
+        self.planned: list[Planned] = []
+        self.stood_in = False  # a stand-in reply was given: later steps are not exact
+
+    def ask(self, role: str, requests: list[Request], step: str) -> list[Result]:
+        backend = self.backends[role]
+        self.planned.append(Planned(f"{self.sft_set}:{step}", FROM_CONFIG if self.stood_in
+                                    else EXACT, self.names[role], backend, requests))
+        model = teacher.model_name(backend)
+        keys = [teacher.cache_key(r, backend["backend"], model) for r in requests]
+        cache = Cache(self.cache)
+        try:
+            found = cache.get_many(keys)
+        finally:
+            cache.close()
+        self.stood_in |= len(found) < len(set(keys))
+        return [Result(r.id, found[k].text if k in found else stand_in(
+            r.params.get("max_tokens", DEFAULT_MAX_TOKENS)), None, True, None, {}, False)
+            for r, k in zip(requests, keys)]
+
+    def totals(self) -> dict:
+        return {"prompt_tokens": 0, "completion_tokens": 0, "cost": None}
+
+
+def study_b(cfg: dict, backends: dict[str, dict], names: dict[str, dict[str, str]],
+            task_files: dict[str, str | Path], cache: str | Path) -> list[Planned]:
+    """What study B asks (config `study_b`): `backends`/`names` map each variant to its roles'
+    backend dicts and teacher keys, as the study_b_variant rule's params do."""
+    out = []
+    for task in cfg["tasks"]:
+        items = variants.load_items(task, task_files[task], cfg["items"])
+        for variant in cfg["variants"]:
+            recorder = _Recorder(variants.sft_set_name(task, variant), backends[variant],
+                                 names[variant], cache)
+            # no target model is loaded: stand-in perplexities (no request depends on them)
+            variants.build(variants.Context(task, variant, cfg, items, recorder,
+                                            scorer=lambda records: [0.0] * len(records),
+                                            source_records=[]))
+            out += recorder.planned
+    return out
+
+
+def table(planned: list[Planned], cache: str | Path, prices: dict | None) -> list[dict]:
+    """One row (COLUMNS) per stage, in the order planned, then totals: one per teacher when
+    there are several (a self-hosted teacher's unknown price leaves the others' known), and
+    TOTAL. Nothing is sent."""
+    rows, asked = [], set()
+    for p in planned:
+        est = teacher.estimate(p.requests, p.backend, cache, prices, asked)
+        rows.append({"stage": p.stage, "basis": p.basis, "teacher": p.teacher,
+                     "model": teacher.model_name(p.backend), **est})
+    names = list(dict.fromkeys(r["teacher"] for r in rows))
+    per_teacher = ([_total(f"{TOTAL} {name}", [r for r in rows if r["teacher"] == name])
+                    for name in names] if len(names) > 1 else [])
+    return [*rows, *per_teacher, _total(TOTAL, rows)]
+
+
+def _total(stage: str, rows: list[dict]) -> dict:
+    total = {"stage": stage, "basis": EXACT if all(r["basis"] == EXACT for r in rows)
+             else FROM_CONFIG, "teacher": "/".join(dict.fromkeys(r["teacher"] for r in rows)),
+             "model": "/".join(dict.fromkeys(r["model"] for r in rows)),
+             "counter": "/".join(dict.fromkeys(r["counter"] for r in rows))}
+    for col in COLUMNS[COLUMNS.index("requests"):]:
+        values = [r[col] for r in rows]
+        # a cost is unknown when one stage's price is: never a sum that silently skips it
+        total[col] = None if None in values else sum(values)
+    return total
+
+
+def format_table(rows: list[dict]) -> str:
+    """The console table: what each stage asks and what sending it now costs."""
+    head = ["stage", "basis", "tokens", "requests", "cached", "to send", "prompt tok",
+            "max completion tok", "cost USD", "batch USD"]
+    body = [[r["stage"], r["basis"], r["counter"], *(f"{r[k]:,}" for k in (
+        "requests", "cached", "to_send", "run_prompt_tokens", "run_completion_tokens")),
+        *("unknown" if r[k] is None else f"{r[k]:,.2f}" for k in ("run_cost", "run_batch_cost"))]
+        for r in rows]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    lines = ["  ".join(str(x).ljust(w) if i < 3 else str(x).rjust(w)
+                       for i, (x, w) in enumerate(zip(line, widths))) for line in [head, *body]]
+    first_total = 1 + next(i for i, r in enumerate(rows) if r["stage"].startswith(TOTAL))
+    return "\n".join([*lines[:first_total], "-" * len(lines[0]), *lines[first_total:]])
