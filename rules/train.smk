@@ -11,8 +11,10 @@ train_outputs = partial(restyle_train.output_paths, config)
 rule train:
     """Fine-tune {model} on SFT set {sft_set} with seed {seed} (restyle.train): LoRA adapter or
     full model in adapter/, metrics in train_metrics.json. One launcher (restyle.launch, torchrun)
-    starts a process per GPU in resources.gpu, or train.cpu_processes on CPU (gloo); config
-    train.per_model.{model} overrides train.* (resources included) for one model.
+    starts a process per GPU in resources.gpu, or train.cpu_processes on CPU (gloo), on each of
+    resources.nodes nodes (more than one: SLURM only, a torchrun per node started through srun,
+    the GPUs asked per node as gres). Config train.per_model.{model} overrides train.*
+    (resources included) for one model.
 
     Checkpoints go to results/train/{model}/{sft_set}/seed{seed}/checkpoints/ every
     train.save_steps steps. That folder is deliberately not an output, so Snakemake keeps it when
@@ -44,6 +46,9 @@ rule train:
     threads: lambda wc: restyle_train.threads(config, wc.model)
     resources:
         gpu=lambda wc: restyle_train.resource(config, wc.model, "gpu"),
+        gres=lambda wc: restyle_train.resource(config, wc.model, "gres"),
+        nodes=lambda wc: restyle_train.resource(config, wc.model, "nodes"),
+        tasks=lambda wc: restyle_train.resource(config, wc.model, "tasks"),
         cpus_per_gpu=lambda wc: restyle_train.resource(config, wc.model, "cpus_per_gpu"),
         mem_mb=lambda wc: restyle_train.resource(config, wc.model, "mem_mb"),
         runtime=lambda wc: restyle_train.resource(config, wc.model, "runtime"),

@@ -1,4 +1,5 @@
-"""Rule train: one fine-tune through restyle.launch (torchrun), see restyle.train."""
+"""Rule train: one fine-tune through restyle.launch (torchrun; srun on several nodes), see
+restyle.train."""
 
 import signal
 
@@ -8,7 +9,7 @@ from restyle.train import Job, launch_job
 
 # Snakemake runs this script as its own child (bash execs it), so Snakemake killed alone, even
 # by kill -9, ends this launcher; SIGTERM: the launcher forwards it to torchrun, which stops the
-# workers
+# workers (on several nodes to srun, which passes it to every node's launcher)
 die_with_parent(signal.SIGTERM)
 
 log = logs.to_file(snakemake.log[0], snakemake.rule)
@@ -20,5 +21,7 @@ job = Job(manifest=snakemake.input.manifest, sft=snakemake.input.sft,
           checkpoint_dir=snakemake.params.checkpoints, seed=int(snakemake.wildcards.seed),
           settings=settings,
           labels={"model": snakemake.wildcards.model, "sft_set": snakemake.wildcards.sft_set})
-launch_job(job, gpus=int(snakemake.resources.gpu), cpus=snakemake.threads,
-           log_path=snakemake.log[0])
+# per node, from config (the job's `gpu` resource is unset on several nodes, see rules/train.smk)
+resources = settings["resources"]
+launch_job(job, gpus=resources["gpu"], cpus=snakemake.threads, log_path=snakemake.log[0],
+           nodes=resources["nodes"])

@@ -1,5 +1,6 @@
 """`snakemake --profile profiles/slurm` against a real one-node SLURM cluster on this machine
-(started by tests/slurm/cluster.sh), and the sbatch line of a GPU job."""
+(started by tests/slurm/cluster.sh), the sbatch line of a GPU job, and of a job on two nodes with
+the srun line its launcher runs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -147,13 +149,37 @@ rule prepare:
 """
 
 
-def test_sbatch_line_of_a_gpu_job_asks_for_exactly_its_gpus(tmp_path):
-    """What the profile makes of the training rule's resources, read off the sbatch argv."""
+def recorded_sbatch(tmp_path: Path, work: Path, *args: str) -> dict[str, list[str]]:
+    """`snakemake --profile profiles/slurm *args` in `work` with an sbatch that records its
+    arguments and refuses every job: the sbatch argv of each job submitted, by the job's comment
+    (rule_<rule>[_wildcards_<values>])."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, text in {"sbatch": FAKE_SBATCH.format(python=sys.executable), **FAKE_TOOLS}.items():
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
+    record = tmp_path / "sbatch.jsonl"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
+           "RESTYLE_SBATCH_RECORD": str(record)}
+    result = subprocess.run([SNAKEMAKE, "--profile", str(PROFILE), "--retries", "0", *FAST, *args],
+                            cwd=work, env=env, capture_output=True, text=True, timeout=300,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode != 0  # every submission was refused
+    calls = {}
+    for line in record.read_text().splitlines() if record.exists() else []:
+        argv = json.loads(line)
+        calls[argv[argv.index("--comment") + 1]] = argv
+    assert calls, result.stdout + result.stderr
+    return calls
+
+
+def flags(argv: list[str]) -> list[str]:
+    """The sbatch options, without the job command itself."""
+    return [a for a in argv if not a.startswith("--wrap")]
+
+
+def test_sbatch_line_of_a_gpu_job_asks_for_exactly_its_gpus(tmp_path):
+    """What the profile makes of the training rule's resources, read off the sbatch argv."""
     work = tmp_path / "work"
     work.mkdir()
     (work / "Snakefile").write_text(GPU_SNAKEFILE)
@@ -161,21 +187,8 @@ def test_sbatch_line_of_a_gpu_job_asks_for_exactly_its_gpus(tmp_path):
                  "slurm_partition": "gpu-a100", "slurm_account": "myproject",
                  "slurm_extra": "--signal=B:USR1@300"}
     (work / "config.yaml").write_text(yaml.safe_dump({"train": {"resources": resources}}))
-    record = tmp_path / "sbatch.jsonl"
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
-           "RESTYLE_SBATCH_RECORD": str(record)}
-    result = subprocess.run([SNAKEMAKE, "--profile", str(PROFILE), "--retries", "0", *FAST],
-                            cwd=work, env=env, capture_output=True, text=True, timeout=300,
-                            stdin=subprocess.DEVNULL)
-    assert result.returncode != 0  # every submission was refused
-    calls = {}
-    for line in record.read_text().splitlines():
-        argv = json.loads(line)
-        calls[argv[argv.index("--comment") + 1]] = argv
-    assert set(calls) == {"rule_train", "rule_prepare"}, result.stderr
-
-    def flags(argv):  # the sbatch options, without the job command itself
-        return [a for a in argv if not a.startswith("--wrap")]
+    calls = recorded_sbatch(tmp_path, work)
+    assert set(calls) == {"rule_train", "rule_prepare"}
 
     train = flags(calls["rule_train"])
     assert "--gpus=2" in train
@@ -213,3 +226,135 @@ def test_a_two_gpu_job_runs_once_holding_both_gpus(slurm_cluster, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert slurm_jobs(result) == {"train": "COMPLETED"}
     assert (tmp_path / "runs.txt").read_text().splitlines() == ["gpu 0,1 2"]
+
+
+# ---------------------------------------------------------------- more than one node
+
+TRAIN_TARGET = "results/train/smollm2-135m/toy/seed0/train_metrics.json"
+
+
+@pytest.fixture(scope="module")
+def two_node_sbatch(tmp_path_factory) -> list[str]:
+    """The sbatch argv the profile makes of the real rule `train` (rules/train.smk) with
+    train.resources.nodes 2 and 2 GPUs per node (its inputs stand in: nothing runs)."""
+    tmp = tmp_path_factory.mktemp("two_nodes")
+    work = tmp / "work"
+    for path, text in {"results/sft/toy.jsonl": "{}\n",
+                       "resources/models/smollm2-135m/manifest.json": "{}\n"}.items():
+        (work / path).parent.mkdir(parents=True, exist_ok=True)
+        (work / path).write_text(text)
+    resources = {"gpu": 2, "nodes": 2, "cpus_per_gpu": 1, "mem_mb": 1000, "runtime": 10,
+                 "slurm_partition": "gpu"}
+    (work / "test-config.yaml").write_text(yaml.safe_dump({"train": {"resources": resources}}))
+    calls = recorded_sbatch(tmp, work, TRAIN_TARGET, "-s", str(REPO / "Snakefile"), "-d", str(work),
+                            "--configfile", str(REPO / "config" / "config.yaml"),
+                            str(work / "test-config.yaml"))
+    assert set(calls) == {"rule_train_wildcards_smollm2-135m_toy_0"}
+    return calls.popitem()[1]
+
+
+def test_sbatch_line_of_a_two_node_training_job_asks_for_gpus_per_node(two_node_sbatch):
+    train = flags(two_node_sbatch)
+    assert "--nodes=2" in train
+    assert "--gres=gpu:2" in train and "--cpus-per-gpu=1" in train  # per node: 2 GPUs, 2 cores
+    assert train[train.index("--mem") + 1] == "1000"  # per node
+    assert train[train.index("-p") + 1] == "gpu"
+    # not --gpus (the job's total, which SLURM may split 3 + 1), no task geometry: the job's
+    # command runs once, on the first node, and starts the other nodes' launchers itself
+    assert not [a for a in train if a.startswith(("--gpus", "--ntasks", "--cpus-per-task"))]
+
+
+def test_the_test_cluster_takes_the_two_node_line_but_for_its_node_count(slurm_cluster,
+                                                                        two_node_sbatch):
+    """slurmctld checks the plugin's line (sbatch --test-only submits nothing): it refuses 2 nodes
+    only because this cluster has one, and would start the same job on 1 node."""
+    def test_only(argv):
+        return subprocess.run(["sbatch", "--test-only", *argv], capture_output=True, text=True,
+                              timeout=60, stdin=subprocess.DEVNULL)
+
+    two = test_only(two_node_sbatch)
+    assert two.returncode != 0 and "Requested node configuration is not available" in two.stderr
+    one = test_only([a.replace("--nodes=2", "--nodes=1") for a in two_node_sbatch])
+    assert one.returncode == 0 and re.search(
+        r"to start at .* using 2 processors on nodes \S+ in partition gpu", one.stderr), one.stderr
+
+
+FAKE_SRUN = """#!{python}
+# Records its arguments and what the launcher gives it in the environment; starts nothing.
+import json, os, sys
+with open(os.environ["RESTYLE_SRUN_RECORD"], "w") as f:
+    json.dump({{"argv": sys.argv[1:], "PYTHONPATH": os.environ.get("PYTHONPATH")}}, f)
+"""
+
+
+@pytest.mark.skipif(shutil.which("scontrol") is None, reason="needs scontrol (slurm-client)")
+def test_launcher_runs_one_launcher_per_node_through_srun(tmp_path, monkeypatch):
+    """The job's launcher on a 2-node job (SLURM's environment faked, srun recording): srun starts
+    this launcher once per node with the rendezvous on the first node at the job's port; each
+    of those checks its own node's GPUs before torchrun starts."""
+    from restyle import launch
+
+    (tmp_path / "srun").write_text(FAKE_SRUN.format(python=sys.executable))
+    (tmp_path / "srun").chmod(0o755)
+    record = tmp_path / "srun.json"
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setenv("RESTYLE_SRUN_RECORD", str(record))
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "gpu[07-08]")
+    monkeypatch.setenv("SLURM_NNODES", "1")  # the plugin's one-node step; not the job's nodes
+    entry = ["--job", "results/train/x/checkpoints/job.json"]
+    port = launch.job_port()
+    launch.run(entry, gpus=4, cpus=32, nodes=2)
+    srun = json.loads(record.read_text())
+    node = [sys.executable, "-m", "restyle.launch", "--gpus=4", "--cpus=32", "--cpu-processes=1",
+            "--nodes=2", f"--rdzv-endpoint=gpu07:{port}", "--", *entry]
+    assert srun["argv"] == ["--overlap", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1",
+                            "--cpus-per-task=32", "--kill-on-bad-exit=1", "--label", *node]
+    assert srun["PYTHONPATH"].split(os.pathsep)[0] == str(REPO / "src")
+    # what each node's launcher then runs
+    assert launch.command(4, f"gpu07:{port}", entry, nnodes=2) == [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=4",
+        "--rdzv-backend=c10d", f"--rdzv-endpoint=gpu07:{port}", "--rdzv-id=restyle-4242",
+        "--max-restarts=0", "-m", "restyle.train", *entry]
+    # ... after counting its GPUs: none here
+    result = subprocess.run(node, capture_output=True, text=True, timeout=120, env={
+        **os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode != 0
+    assert ("asked for 4 GPU(s) (config train.resources.gpu) but 0 are visible on "
+            f"{socket.gethostname()}") in result.stderr
+
+    with pytest.raises(launch.LaunchError, match=r"asked for 3 nodes .* SLURM job 4242 has 2"):
+        launch.run(entry, gpus=4, cpus=32, nodes=3)
+    monkeypatch.delenv("SLURM_JOB_NODELIST")
+    with pytest.raises(launch.LaunchError, match="runs outside a SLURM job"):
+        launch.run(entry, gpus=4, cpus=32, nodes=2)
+
+
+STEP_SNAKEFILE = """
+configfile: "config.yaml"
+
+rule train:
+    output: "steps.txt"
+    threads: 2
+    resources:
+        **config["resources"]
+    shell: "{python} -c 'import os, sys; from restyle.launch import srun_command; "
+           "os.execvp(\\"srun\\", srun_command(1, 2, sys.argv[1:]))' "
+           "sh -c 'echo $SLURM_STEP_ID $SLURM_CPUS_PER_TASK $CUDA_VISIBLE_DEVICES' > {{output}}"
+"""
+
+
+def test_the_launchers_srun_line_runs_inside_the_plugins_job_step(slurm_cluster, tmp_path):
+    """On the test cluster, a job asking for its GPUs per node (gres) as a multi-node training
+    job does: the plugin runs the job's command in a step holding the node's CPUs and GPUs, and
+    the launcher's srun line (for 1 node, all there is) still starts at once, with both."""
+    (tmp_path / "Snakefile").write_text(STEP_SNAKEFILE.format(python=sys.executable))
+    resources = {"gres": "gpu:2", "cpus_per_gpu": 1, "mem_mb": 500, "runtime": 10,
+                 "slurm_partition": "gpu"}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"resources": resources}))
+    result = subprocess.run([SNAKEMAKE, "--profile", str(PROFILE), *FAST], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert slurm_jobs(result) == {"train": "COMPLETED"}
+    # task 0 of the second step of the job, 2 cores, both GPUs
+    assert (tmp_path / "steps.txt").read_text().splitlines() == ["0: 1 2 0,1"]

@@ -1,4 +1,4 @@
-"""Starting a training job the same way on a laptop and on a SLURM GPU node.
+"""Starting a training job the same way on a laptop, on a SLURM GPU node and on several nodes.
 
 One launcher: `torchrun` (as `python -m torch.distributed.run`) on a single node with one
 process per GPU the job was given (or `train.cpu_processes` processes on CPU, gloo backend).
@@ -8,16 +8,28 @@ free, or any free port outside SLURM. DeepSpeed, when configured, runs inside th
 through transformers' Trainer, never through DeepSpeed's own launcher (which SLURM's
 environment confuses into making every process rank 0).
 
-Before anything starts, the GPUs the job can see are counted: a job that asked for N GPUs and
-sees another number stops with a message saying so.
+On N > 1 nodes (config train.resources.nodes; SLURM only) the job's command runs on the first
+node, inside the one-task step Snakemake's SLURM plugin starts it in. It starts this launcher
+once per node with `srun --overlap` (the plugin's step holds the first node's CPUs and GPUs;
+without --overlap the second step would wait for them forever), and each per-node launcher runs
+`torchrun --nnodes=N` with the c10d rendezvous on the first node's hostname and the job's port.
+torchrun numbers the processes across the nodes (global RANK); NCCL joins them on GPUs, gloo on
+CPU. The per-node command is `node_command`, the srun line `srun_command`.
+
+Before anything starts, the GPUs each node can see are counted: a job that asked for N GPUs
+(per node) and sees another number stops with a message saying so.
 
 torchrun starts its workers in sessions of their own, out of reach of a signal to the job's
 process group; so on Linux each process is tied to its parent by the parent-death signal
 (`die_with_parent`): torchrun to this launcher, each worker to torchrun. However the launcher
-ends, kill -9 included, the workers end within seconds.
+ends, kill -9 included, the workers end within seconds. On several nodes srun is tied to the
+job's launcher the same way; srun passes SIGTERM to every node's launcher, and SLURM ends every
+step of a job that ends, so each node's launcher, and through it torchrun and the workers, ends
+with the job.
 
 Command line (what the Snakemake rule does, by hand):
     python -m restyle.launch --gpus 2 --cpus 16 --log train.log -- --job job.json
+    python -m restyle.launch --nodes 2 --gpus 4 --cpus 32 --log train.log -- --job job.json
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ import argparse
 import ctypes
 import logging
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -42,7 +55,7 @@ _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("lin
 
 
 class LaunchError(RuntimeError):
-    """The job cannot start as asked (GPU count, ports); the message says what to change."""
+    """The job cannot start as asked (GPU or node count, ports); the message says what to change."""
 
 
 def _parent_of(pid: int) -> int | None:
@@ -78,7 +91,7 @@ def visible_gpus() -> int:
 
 
 def check_gpus(requested: int, visible: int | None = None) -> None:
-    """Stop unless the job sees exactly the GPUs it asked for (0 means a CPU job)."""
+    """Stop unless this node sees exactly the GPUs the job asked for per node (0: a CPU job)."""
     if requested <= 0:
         return
     visible = visible_gpus() if visible is None else visible
@@ -88,7 +101,8 @@ def check_gpus(requested: int, visible: int | None = None) -> None:
         slurm = (f", SLURM job {os.environ['SLURM_JOB_ID']}" if "SLURM_JOB_ID" in os.environ else "")
         raise LaunchError(
             f"training asked for {requested} GPU(s) (config train.resources.gpu) but "
-            f"{visible} {'is' if visible == 1 else 'are'} visible ({seen}{slurm}). Run it where "
+            f"{visible} {'is' if visible == 1 else 'are'} visible on {socket.gethostname()} "
+            f"({seen}{slurm}). Run it where "
             f"{requested} GPU(s) are given to the job (e.g. `snakemake --profile profiles/slurm`), "
             "set train.resources.gpu to the number this machine has, or 0 to train on CPU.")
 
@@ -122,12 +136,63 @@ def job_port(env: dict | None = None) -> int:
     return free_port()
 
 
-def command(nproc: int, port: int, entry_args: list[str], python: str = sys.executable) -> list[str]:
-    """`torchrun --standalone --nproc-per-node=N` with the rendezvous on `port`."""
-    return [python, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc-per-node={nproc}",
-            "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}",
-            f"--rdzv-id=restyle-{os.environ.get('SLURM_JOB_ID', os.getpid())}-{port}",
+def job_hosts(nodes: int, env: dict | None = None) -> list[str]:
+    """The hostnames of this SLURM job's nodes, first node first (`scontrol show hostnames
+    $SLURM_JOB_NODELIST`), checked to be `nodes` of them. (Not SLURM_NNODES: inside a job step
+    that counts the step's nodes, and the plugin's step holds one.)"""
+    env = os.environ if env is None else env
+    nodelist = env.get("SLURM_JOB_NODELIST")
+    if not nodelist:
+        raise LaunchError(
+            f"training asked for {nodes} nodes (config train.resources.nodes) but runs outside a "
+            "SLURM job. Run it with `snakemake --profile profiles/slurm`, or set "
+            "train.resources.nodes to 1.")
+    hosts = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True,
+                           text=True, check=True).stdout.split()
+    if len(hosts) != nodes:
+        raise LaunchError(
+            f"training asked for {nodes} nodes (config train.resources.nodes) but SLURM job "
+            f"{env.get('SLURM_JOB_ID')} has {len(hosts)} ({nodelist}).")
+    return hosts
+
+
+def command(nproc: int, endpoint: str, entry_args: list[str], nnodes: int = 1,
+            python: str = sys.executable) -> list[str]:
+    """torchrun on one node of `nnodes`: `nproc` processes, c10d rendezvous at `endpoint`
+    (host:port; with nnodes 1, 127.0.0.1 and a free port: `torchrun --standalone`)."""
+    return [python, "-m", "torch.distributed.run", f"--nnodes={nnodes}",
+            f"--nproc-per-node={nproc}", "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}",
+            # the same on every node of the job (the endpoint's port tells jobs apart)
+            f"--rdzv-id=restyle-{os.environ.get('SLURM_JOB_ID', 'local')}",
             "--max-restarts=0", "-m", ENTRY_MODULE, *entry_args]
+
+
+def node_command(entry_args: list[str], gpus: int, cpus: int, cpu_processes: int, nodes: int,
+                 endpoint: str, python: str = sys.executable) -> list[str]:
+    """What runs on each node of a multi-node job: this launcher, for its node's part (the GPU
+    check, then torchrun with `--nnodes=nodes` and the rendezvous at `endpoint`)."""
+    return [python, "-m", "restyle.launch", f"--gpus={gpus}", f"--cpus={cpus}",
+            f"--cpu-processes={cpu_processes}", f"--nodes={nodes}", f"--rdzv-endpoint={endpoint}",
+            "--", *entry_args]
+
+
+def srun_command(nodes: int, cpus: int, node_cmd: list[str]) -> list[str]:
+    """srun, inside the job, running `node_cmd` once on each of its `nodes` nodes with `cpus`
+    cores. Every count is explicit: the step this runs in sets SLURM_NTASKS, SLURM_NNODES and
+    SLURM_CPUS_PER_TASK for itself, and srun would take them as defaults. GPUs are not asked
+    for: a step gets all of the job's GPUs on each node (--gres per node, as submitted)."""
+    return ["srun", "--overlap", f"--nodes={nodes}", f"--ntasks={nodes}", "--ntasks-per-node=1",
+            f"--cpus-per-task={cpus}",
+            "--kill-on-bad-exit=1",  # one node failing ends the others, not a rendezvous timeout
+            "--label",  # each output line starts with the node's task number
+            *node_cmd]
+
+
+def _with_restyle_path(env: dict[str, str]) -> dict[str, str]:
+    """`env` with the folder this restyle was imported from first on PYTHONPATH, so that every
+    process launched imports the same restyle (a checkout without install)."""
+    src = str(Path(__file__).resolve().parents[1])
+    return {**env, "PYTHONPATH": os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)}
 
 
 def child_env(gpus: int, nproc: int, cpus: int, port: int) -> dict[str, str]:
@@ -139,30 +204,19 @@ def child_env(gpus: int, nproc: int, cpus: int, port: int) -> dict[str, str]:
     env["MASTER_PORT"] = str(port)  # for tools that read it; torchrun sets it for the workers
     env[LAUNCHER_PID] = str(os.getpid())
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # the workers import restyle from the same place this process did (a checkout without install)
-    src = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
-    return env
+    return _with_restyle_path(env)
 
 
-def run(entry_args: list[str], gpus: int, cpus: int, cpu_processes: int = 1,
-        log_path: str | os.PathLike | None = None) -> None:
-    """Check the GPUs, then run `restyle.train` under torchrun: one process per GPU (gpus > 0) or
-    `cpu_processes` on CPU. Output of every process goes to `log_path` (appended) or stderr.
-    Raises LaunchError on a GPU mismatch, CalledProcessError when training fails."""
-    check_gpus(gpus)
-    nproc = gpus if gpus > 0 else max(1, cpu_processes)
-    port = job_port()
-    cmd = command(nproc, port, entry_args)
-    log.info("launching %d process(es) on %s, rendezvous port %d: %s", nproc,
-             f"{gpus} GPU(s)" if gpus > 0 else "CPU (gloo)", port, " ".join(cmd))
+def _supervise(cmd: list[str], env: dict[str, str], log_path: str | os.PathLike | None) -> None:
+    """Run `cmd` (torchrun, or srun) tied to this process: it ends when this process ends,
+    however that happens, and a SIGTERM or SIGINT here is passed on to it. Output to `log_path`
+    (appended) or stderr; CalledProcessError when it fails."""
     out = open(log_path, "a", buffering=1) if log_path else None  # noqa: SIM115
     launcher = os.getpid()
     try:
-        # torchrun ends with this process, however it ends (the preexec_fn makes system calls
-        # only, safe after fork); SIGTERM: torchrun stops its workers, as for a forwarded signal
-        proc = subprocess.Popen(cmd, env=child_env(gpus, nproc, cpus, port),
-                                stdout=out or sys.stderr, stderr=subprocess.STDOUT,
+        # the preexec_fn makes system calls only, safe after fork; SIGTERM: torchrun stops its
+        # workers, srun passes it to every node's launcher, as for a forwarded signal
+        proc = subprocess.Popen(cmd, env=env, stdout=out or sys.stderr, stderr=subprocess.STDOUT,
                                 preexec_fn=lambda: die_with_parent(signal.SIGTERM, launcher))
 
         def forward(signum, _frame):  # SLURM preemption / Snakemake stop: let torchrun stop workers
@@ -181,19 +235,57 @@ def run(entry_args: list[str], gpus: int, cpus: int, cpu_processes: int = 1,
         raise subprocess.CalledProcessError(rc, cmd)
 
 
+def run(entry_args: list[str], gpus: int, cpus: int, cpu_processes: int = 1,
+        log_path: str | os.PathLike | None = None, nodes: int = 1,
+        endpoint: str | None = None) -> None:
+    """Run `restyle.train` under torchrun: one process per GPU (gpus > 0, per node) or
+    `cpu_processes` on CPU, on this node or on each of `nodes` SLURM nodes. Output of every
+    process goes to `log_path` (appended) or stderr.
+
+    nodes > 1 without `endpoint`: this is the job's launcher; it starts `node_command` on every
+    node through srun, the rendezvous on the first node at the job's port. With `endpoint`
+    (host:port): this is one node's launcher. Raises LaunchError on a GPU or node count
+    mismatch, CalledProcessError when training fails."""
+    if nodes > 1 and endpoint is None:
+        hosts = job_hosts(nodes)
+        # the port is checked free on this node: the first, as a rule (SLURM runs the batch
+        # script there and takes a one-node step's node from the front of the job's list)
+        endpoint = f"{hosts[0]}:{job_port()}"
+        cmd = srun_command(nodes, cpus, node_command(entry_args, gpus, cpus, cpu_processes,
+                                                     nodes, endpoint))
+        log.info("launching on %d nodes (%s), rendezvous %s: %s", nodes, " ".join(hosts),
+                 endpoint, shlex.join(cmd))
+        _supervise(cmd, _with_restyle_path(dict(os.environ)), log_path)
+        return
+    check_gpus(gpus)
+    nproc = gpus if gpus > 0 else max(1, cpu_processes)
+    endpoint = endpoint or f"127.0.0.1:{job_port()}"
+    cmd = command(nproc, endpoint, entry_args, nnodes=nodes)
+    log.info("launching %d process(es) on %s, rendezvous %s: %s", nproc,
+             f"{gpus} GPU(s)" if gpus > 0 else "CPU (gloo)", endpoint, shlex.join(cmd))
+    _supervise(cmd, child_env(gpus, nproc, cpus, int(endpoint.rsplit(":", 1)[1])), log_path)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--gpus", type=int, default=0, help="GPUs the job was given (0 = CPU)")
-    parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="CPU cores of the job")
+    parser.add_argument("--gpus", type=int, default=0,
+                        help="GPUs the job was given, per node (0 = CPU)")
+    parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1,
+                        help="CPU cores of the job, per node")
     parser.add_argument("--cpu-processes", type=int, default=1, help="processes on CPU (gloo)")
     parser.add_argument("--log", default=None, help="append every process's output here")
+    parser.add_argument("--nodes", type=int, default=1,
+                        help="SLURM nodes of the job (> 1: start this launcher on each via srun)")
+    parser.add_argument("--rdzv-endpoint", default=None,
+                        help="host:port of the rendezvous: run this node's part of a --nodes job")
     parser.add_argument("entry_args", nargs=argparse.REMAINDER,
                         help="after --: arguments for restyle.train (e.g. --job job.json)")
     args = parser.parse_args(argv)
     entry = args.entry_args[1:] if args.entry_args[:1] == ["--"] else args.entry_args
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        run(entry, args.gpus, args.cpus, args.cpu_processes, args.log)
+        run(entry, args.gpus, args.cpus, args.cpu_processes, args.log, args.nodes,
+            args.rdzv_endpoint)
     except LaunchError as e:
         sys.exit(f"error: {e}")
     except subprocess.CalledProcessError as e:

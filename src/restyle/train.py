@@ -4,10 +4,35 @@ Every example is tokenized by `restyle.chat.encode` (the model's own chat templa
 on the prompt), the same function the familiarity scorer uses, and handed to SFTTrainer already
 tokenized (`input_ids` + `labels`: TRL 1.16 keeps a dataset's own `labels` column and skips its
 tokenization), so the loss is on the response only and the masked tokens are exactly the ones
-perplexity is measured on. Optional packing is TRL's best-fit packing with padding-free batches:
-the examples of a row are told apart by their `position_ids`, from which transformers builds a
-block-diagonal causal mask (flash attention uses them directly), so no token attends across
-examples.
+perplexity is measured on.
+
+Batches on a GPU are padding-free when flash attention (3 or 2, the flash-attn package) is
+installed: it keeps the examples of one row apart by their `position_ids` without a dense
+(tokens x tokens) mask (`kernel_plan`). The examples of a micro-batch are then laid end to end in
+one row, so no FLOP goes to padding (padded to the longest in a batch of 16, examples of 150-1100
+tokens waste about 40 % of them). Optional packing is TRL's best-fit packing into such rows of
+`max_length`; no token attends across examples. Flex attention also takes such rows, but only
+when asked for (attn_implementation flex_attention): on an H200 (torch 2.11, transformers 5.23,
+an 822M Llama, batch 16 of 150-1024 tokens) its padding-free full fine-tuning did not finish 12
+steps in 270 s (`benchmarks/gpu.py --quick`). Without flash attention batches
+are padded, and packing is turned off with a warning: SDPA would get the block-diagonal mask as a
+dense 4D mask, slower and bigger than padding. On CPU nothing changes: padded batches, and
+packing through SDPA's dense mask (small rows, and the tests check that no token attends across
+examples).
+
+Liger's Triton kernels (config `use_liger_kernel`) and torch.compile (`torch_compile`) are passed
+to TRL; both need a GPU. TRL 1.16 applies Liger's layer kernels (RMSNorm, RoPE, SwiGLU) but not
+its fused cross-entropy, which its own fused LM head replaces, and marks the switch deprecated in
+favour of hub kernels (a download, so not here); it still works. Its per-step extras, mean token
+accuracy and the entropy over the full vocabulary, are computed inside that chunked LM-head
+kernel in the same pass as the loss (the logits are never materialised, entropy gets no
+backward), so they cost a few scalar host syncs per micro-batch; SFTConfig has no switch for
+them, and they stay on (`benchmarks/gpu.py --profile` shows where a step's time goes).
+
+`train_metrics.json` reports throughput from the batches themselves (non-padding and padded
+tokens, the whole loop and the steady part after warm-up), model FLOPs per token
+(`flops_per_token`), achieved FLOP/s and MFU against the device's dense bf16 peak
+(`device_peak_flops`), and peak memory.
 
 A run is one `Job` (model, SFT file, seed, settings resolved from config `train`). It runs
 under `restyle.launch` (torchrun, one process per GPU, or CPU processes with gloo) or in process
@@ -64,14 +89,47 @@ def settings_for(train_cfg: dict, model: str) -> dict:
     return base
 
 
+def default_settings(config_file: str | os.PathLike, schema_file: str | os.PathLike) -> dict:
+    """Config `train` of a config file with the schema's defaults filled in, as rule train sees
+    it, resolved for the file's target_model (tests and benchmarks start from it). Only the
+    `train` section is checked: the others are not this function's business."""
+    import tempfile
+
+    import yaml
+    from snakemake.utils import validate
+
+    config = yaml.safe_load(Path(config_file).read_text())
+    schema = yaml.safe_load(Path(schema_file).read_text())
+    train = {"train": config["train"]}
+    with tempfile.TemporaryDirectory() as tmp:
+        sub = Path(tmp) / "schema.yaml"
+        sub.write_text(yaml.safe_dump({**schema,
+                                       "properties": {"train": schema["properties"]["train"]}}))
+        validate(train, str(sub))  # fills in the defaults
+    return settings_for(train["train"], config["target_model"])
+
+
 def resource(config: dict, model: str, name: str):
     """Rule train's resource `name` for `model` (config train.resources, per model); None (unset)
-    leaves the resource out of the job, so the SLURM executor plugin adds no flag for it."""
-    return settings_for(config["train"], model)["resources"][name]
+    leaves the resource out of the job, so the SLURM executor plugin adds no flag for it.
+
+    On more than one node the GPUs are asked for per node, as `gres` gpu:N (sbatch --gres counts
+    per node; the plugin's `gpu` becomes --gpus, the job's total, which SLURM may spread unevenly
+    over the nodes), and a CPU job gets a task per node (the plugin asks for --ntasks=1
+    otherwise, which cannot span two nodes)."""
+    res = settings_for(config["train"], model)["resources"]
+    several = res["nodes"] > 1
+    if name == "gpu":
+        return None if several else res["gpu"]
+    if name == "gres":
+        return f"gpu:{res['gpu']}" if several and res["gpu"] > 0 else None
+    if name == "tasks":
+        return res["nodes"] if several and res["gpu"] == 0 else None
+    return res[name]
 
 
 def threads(config: dict, model: str) -> int:
-    """CPU cores of a training job: cpus_per_gpu per GPU, or cpus_per_gpu on CPU."""
+    """CPU cores of a training job, per node: cpus_per_gpu per GPU, or cpus_per_gpu on CPU."""
     res = settings_for(config["train"], model)["resources"]
     return max(1, res["gpu"]) * res["cpus_per_gpu"]
 
@@ -106,7 +164,8 @@ class Job:
     checkpoint_dir: str  # Trainer checkpoints; not a rule output, survives a failed run
     seed: int
     settings: dict  # config train, resolved for the model (settings_for); deepspeed = file or null
-    gpus: int = 0  # GPUs the job was given; 0 = CPU
+    gpus: int = 0  # GPUs the job was given, per node; 0 = CPU
+    nodes: int = 1  # SLURM nodes, each running gpus (or cpu_processes) processes
     labels: dict = field(default_factory=dict)  # model, sft_set: copied into the metrics
 
     def save(self, path: str | os.PathLike) -> None:
@@ -168,7 +227,7 @@ def fingerprint(job: Job) -> dict:
     settings = {k: v for k, v in job.settings.items() if k not in _NOT_FINGERPRINTED}
     settings["resources"] = {"gpu": job.settings.get("resources", {}).get("gpu", job.gpus)}
     model_path = json.loads(Path(job.manifest).read_text())["path"]
-    return {"settings": settings, "seed": job.seed, "gpus": job.gpus,
+    return {"settings": settings, "seed": job.seed, "gpus": job.gpus, "nodes": job.nodes,
             "sft_sha256": _sha256(job.sft), "model_path": model_path}
 
 
@@ -212,6 +271,174 @@ def prepare_checkpoints(job: Job) -> Path | None:
     return last
 
 
+# ---------------------------------------------------------------- kernels
+
+# Attention implementations that take padding-free rows (examples told apart by position_ids)
+# without building a dense mask, best first
+VARLEN_ATTENTION = ("flash_attention_3", "flash_attention_2", "flex_attention")
+
+
+def varlen_attention(requested: str | None, device: str, model_class) -> str | None:
+    """The attention implementation of `model_class` on `device` that keeps the examples of a
+    padding-free row apart without a dense mask, or None. An explicit `requested` one is kept:
+    None unless it is such a kernel. Unasked, flash attention only (flex attention was far
+    slower, see the module docstring). None on CPU, where SDPA (dense mask) stays."""
+    if device != "cuda":
+        return None
+    if requested:
+        return requested if requested in VARLEN_ATTENTION else None
+    from transformers import utils
+
+    usable = {"flash_attention_3": utils.is_flash_attn_3_available(),
+              "flash_attention_2": utils.is_flash_attn_2_available()}
+    return next((name for name, ok in usable.items() if ok and model_class._supports_flash_attn),
+                None)
+
+
+def liger_architectures() -> set[str] | None:
+    """Model types (config.model_type) Liger has kernels for; None when liger_kernel cannot be
+    imported (it is not installed, or there is no Triton)."""
+    try:
+        from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
+    except ImportError:
+        return None
+    return set(MODEL_TYPE_TO_APPLY_LIGER_FN)
+
+
+def use_liger(setting, device: str, model_type: str) -> bool:
+    """Config train.use_liger_kernel (auto, true, false) resolved for this device and model:
+    auto = on when on a GPU, liger_kernel imports and has kernels for the architecture."""
+    if setting is False:
+        return False
+    if device != "cuda":
+        if setting is True:
+            log.warning("config train.use_liger_kernel is true, but Liger's kernels need a GPU; "
+                        "off on CPU")
+        return False
+    supported = liger_architectures()
+    if supported is None or model_type not in supported:
+        if setting is True:
+            why = ("liger_kernel cannot be imported here (pip install liger-kernel; it needs "
+                   "Triton)" if supported is None else f"Liger has no kernels for {model_type!r}")
+            raise DataError(f"config train.use_liger_kernel is true, but {why}; set it to auto "
+                            "or false")
+        return False
+    return True
+
+
+def kernel_plan(settings: dict, device: str, model_path: str | os.PathLike) -> dict:
+    """How the model runs: attention implementation, padding-free batches, packing, Liger,
+    torch.compile (see the module docstring). Decided from the model's config before loading it."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(model_path)
+    requested = settings.get("attn_implementation")
+    varlen = varlen_attention(requested, device,
+                              AutoModelForCausalLM._model_mapping[type(config)])
+    packing = settings["packing"]
+    if packing and device == "cuda" and varlen is None:
+        log.warning("config train.packing is true, but %s has no attention kernel here that "
+                    "keeps packed examples apart without a dense mask (attn_implementation %s; "
+                    "flash-attn not installed): training without packing, "
+                    "which is faster than packing through a dense block-diagonal mask",
+                    config.model_type, requested or "default")
+        packing = False
+    compile_ = settings.get("torch_compile", False)
+    if compile_ and device != "cuda":
+        log.warning("config train.torch_compile is true, but it pays on a GPU only; off on CPU")
+        compile_ = False
+    return {"attn_implementation": varlen or requested,
+            # TRL's best-fit packing always lays its rows out padding-free
+            "padding_free": packing or varlen is not None,
+            "packing": packing,
+            "use_liger_kernel": use_liger(settings.get("use_liger_kernel", "auto"), device,
+                                          config.model_type),
+            "torch_compile": compile_}
+
+
+# ---------------------------------------------------------------- throughput
+
+# Dense bf16 tensor-core peak per device (no sparsity), by a word of torch.cuda.get_device_name()
+# ("NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB"); the first match wins
+DEVICE_PEAK_FLOPS = (
+    ("GH200", 989e12), ("H200", 989e12), ("H100 PCIe", 756e12), ("H100 NVL", 835e12),
+    ("H100", 989e12), ("H800", 989e12), ("H20", 148e12), ("B200", 2250e12),
+    ("A100", 312e12), ("A800", 312e12), ("L40S", 362e12), ("L40", 181e12), ("L4", 121e12),
+    ("RTX 4090", 165e12), ("RTX A6000", 155e12), ("MI300X", 1307e12),
+)
+STEADY_WARMUP_STEPS = 5  # optimizer steps left out of the steady rate (CUDA set-up, compilation)
+
+
+def device_peak_flops(name: str) -> float | None:
+    """Dense bf16 peak FLOP/s of a GPU by its name; None for an unknown one."""
+    return next((flops for key, flops in DEVICE_PEAK_FLOPS
+                 if re.search(rf"\b{re.escape(key)}\b", name)), None)
+
+
+def flops_per_token(model) -> int:
+    """Model FLOPs of one trained token, forward and backward, from the linear layers' weights.
+
+    A linear layer of n weights costs 2n FLOPs per token forward, 2n for the gradient of its
+    input and, when trained, 2n for the gradient of its weights: 6n trained, 4n frozen. So full
+    fine-tuning is the usual 6N (N = linear weights, the LM head included and counted even when
+    tied to the input embedding, which is a lookup and costs nothing), and LoRA is
+    4 N_base + 6 N_adapter: the frozen base still carries the activations' gradients back to the
+    adapters of the lower layers. Attention scores (PaLM's 12 x layers x hidden x context length
+    more, half of it under a causal mask) are left out, as in the 6N convention; recomputation
+    under activation checkpointing is not model FLOPs either. For dense models (Llama, Qwen,
+    Mistral ...): experts fused into one parameter are not linear layers and are not counted.
+    TRL's fused LM head projects only the trained (response) positions, so on prompt-heavy data
+    the GPU does a little less than this. Weights partitioned by ZeRO-3 count whole
+    (`ds_numel`)."""
+    import torch
+
+    total = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            weight = module.weight
+            n = getattr(weight, "ds_numel", weight.numel())
+            total += (6 if weight.requires_grad else 4) * n
+    return total
+
+
+def throughput(per_process: list[dict], flops_token: int, peak_flops: float | None) -> dict:
+    """train_metrics.json's throughput keys from each process's token counts and times
+    (`Progress.counts`): tokens are summed over processes, seconds are the slowest process's.
+    Tokens are non-padding tokens (every token of a padding-free row), padded ones are what the
+    model computed on, padding included; FLOP/s and MFU use the non-padding tokens, so padding
+    shows as lost utilisation. MFU is against `peak_flops` per process (null when unknown)."""
+
+    def rate(tokens: str, seconds: str) -> float | None:
+        slowest = max(p[seconds] or 0.0 for p in per_process)
+        return sum(p[tokens] for p in per_process) / slowest if slowest > 0 else None
+
+    steady = rate("steady_tokens", "steady_seconds")
+    achieved = flops_token * steady if steady is not None else None
+    padded = sum(p["padded_tokens"] for p in per_process)
+    return {
+        "tokens_this_run": sum(p["tokens"] for p in per_process),
+        "padded_tokens_this_run": padded,
+        "padding_fraction": 1 - sum(p["tokens"] for p in per_process) / padded if padded else None,
+        "tokens_per_second": rate("tokens", "seconds"),
+        "padded_tokens_per_second": rate("padded_tokens", "seconds"),
+        "steady_tokens_per_second": steady,
+        "steady_padded_tokens_per_second": rate("steady_padded_tokens", "steady_seconds"),
+        "steady_steps": per_process[0]["steady_steps"],
+        "flops_per_token": flops_token,
+        "achieved_flops_per_second": achieved,
+        "device_peak_flops": peak_flops,
+        "mfu": achieved / (peak_flops * len(per_process)) if achieved and peak_flops else None,
+    }
+
+
+def _synchronize(device) -> None:
+    """Wait for the GPU's queued work, so that a clock read means the work before it is done."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
 # ---------------------------------------------------------------- trainer
 
 
@@ -229,23 +456,73 @@ def _metrics_callback():
     from transformers import TrainerCallback
 
     class Progress(TrainerCallback):
-        """Times this run's training loop and logs each loss line (main process only)."""
+        """Times this run's training loop, counts the tokens of the batches it trains on (`count`,
+        from `track_progress`), marks where the steady part after warm-up starts, and logs each
+        loss line (main process only)."""
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.start_step = state.global_step
-            self.start_tokens = state.num_input_tokens_seen
+            planned = state.max_steps - state.global_step
+            # at least one step of warm-up, and at least one step after it when there are two
+            self.warmup = min(STEADY_WARMUP_STEPS, max(1, planned // 4))
+            self.tokens = 0  # a device tensor once counting starts: no host sync per batch
+            self.padded = 0
+            self.steady_start = self.end = None
+            _synchronize(args.device)
             self.t0 = time.perf_counter()
             self.seconds = None
 
+        def count(self, inputs) -> None:
+            ids = inputs["input_ids"]
+            mask = inputs.get("attention_mask")
+            # a padding-free row has no attention mask and no padding
+            self.tokens = self.tokens + (mask.sum() if mask is not None else ids.numel())
+            self.padded += ids.numel()
+
+        def _mark(self, args, state):
+            _synchronize(args.device)
+            return time.perf_counter(), int(self.tokens), self.padded, state.global_step
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step - self.start_step == self.warmup:
+                self.steady_start = self._mark(args, state)
+
         def on_train_end(self, args, state, control, **kwargs):
-            self.seconds = time.perf_counter() - self.t0
+            self.end = self._mark(args, state)
+            self.seconds = self.end[0] - self.t0
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if state.is_world_process_zero and logs and "loss" in logs:
                 log.info("step %d/%d loss %.4f lr %.3g", state.global_step, state.max_steps,
                          logs["loss"], logs.get("learning_rate", float("nan")))
 
+        def counts(self) -> dict:
+            """This process's tokens and seconds, whole loop and steady part (zero seconds when
+            the run was too short for one step after warm-up)."""
+            t1, tokens, padded, step = self.end
+            steady = self.steady_start and self.steady_start[3] < step
+            t0, tokens0, padded0, step0 = self.steady_start if steady else self.end
+            return {"tokens": tokens, "padded_tokens": padded, "seconds": self.seconds,
+                    "steady_tokens": tokens - tokens0, "steady_padded_tokens": padded - padded0,
+                    "steady_seconds": t1 - t0, "steady_steps": step - step0}
+
     return Progress()
+
+
+def track_progress(trainer):
+    """Add the Progress callback to a transformers Trainer and feed it every batch the trainer
+    trains on (the batches themselves: the data loader prefetches, so its own counts run ahead).
+    Returns the callback. The benchmarks use it on a plain Trainer too."""
+    progress = _metrics_callback()
+    trainer.add_callback(progress)
+    step = trainer.training_step
+
+    def counted_step(model, inputs, *args, **kwargs):
+        progress.count(inputs)
+        return step(model, inputs, *args, **kwargs)
+
+    trainer.training_step = counted_step
+    return progress
 
 
 def build_trainer(job: Job):
@@ -256,9 +533,9 @@ def build_trainer(job: Job):
 
     s = job.settings
     rank, world = _distributed()
-    if job.gpus > 0 and world != job.gpus:
-        raise RuntimeError(f"{world} process(es) started for {job.gpus} GPU(s); start one per GPU "
-                           "(python -m restyle.launch)")
+    if job.gpus > 0 and world != job.gpus * job.nodes:
+        raise RuntimeError(f"{world} process(es) started for {job.gpus} GPU(s) x {job.nodes} "
+                           "node(s); start one per GPU (python -m restyle.launch)")
     device = _device(job)
     bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
     if device == "cuda" and not bf16:
@@ -267,6 +544,7 @@ def build_trainer(job: Job):
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     dataset = load_examples(job.sft, tokenizer, s["max_length"])
     accumulation = gradient_accumulation(s, world)
+    plan = kernel_plan(s, device, model_path)
 
     args = SFTConfig(
         output_dir=job.checkpoint_dir,
@@ -297,9 +575,14 @@ def build_trainer(job: Job):
         gradient_checkpointing=None,
         gradient_checkpointing_kwargs=None,
         deepspeed=s["deepspeed"],
-        max_length=s["max_length"],
-        packing=s["packing"],
+        # padding-free rows without packing: TRL refuses a max_length it would not enforce, and
+        # load_examples has cut every example to it already
+        max_length=s["max_length"] if plan["packing"] or not plan["padding_free"] else None,
+        packing=plan["packing"],
         packing_strategy="bfd",
+        padding_free=plan["padding_free"],
+        use_liger_kernel=plan["use_liger_kernel"],
+        torch_compile=plan["torch_compile"],
         include_num_input_tokens_seen="non_padding",
         report_to="none",
         disable_tqdm=True,
@@ -316,8 +599,8 @@ def build_trainer(job: Job):
     set_seed(job.seed)  # the adapter's initialisation too (PEFT wraps before Trainer seeds)
     dtype = torch.bfloat16 if bf16 else torch.float32
     model_kwargs = {"dtype": dtype}
-    if s.get("attn_implementation"):
-        model_kwargs["attn_implementation"] = s["attn_implementation"]
+    if plan["attn_implementation"]:
+        model_kwargs["attn_implementation"] = plan["attn_implementation"]
     model = AutoModelForCausalLM.from_pretrained(model_path, **model_kwargs)
     peft_config = None
     if s["method"] == "lora":
@@ -330,13 +613,23 @@ def build_trainer(job: Job):
                                  lora_dropout=lora["dropout"],
                                  target_modules=targets, task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft_config, callbacks=[_metrics_callback()])
+                         peft_config=peft_config)
+    track_progress(trainer)
     if rank == 0:
         log.info("%s: %d examples, %s on %s x%d, effective batch %d (%d per device x %d "
-                 "process(es) x %d accumulation), deepspeed %s, packing %s", job.sft, len(dataset),
+                 "process(es) x %d accumulation), deepspeed %s, %s", job.sft, len(dataset),
                  s["method"], device, world, s["batch_size"], s["per_device_batch_size"], world,
-                 accumulation, s["deepspeed"] or "off", s["packing"])
+                 accumulation, s["deepspeed"] or "off",
+                 ", ".join(f"{k} {v}" for k, v in _kernels(trainer).items()))
     return trainer
+
+
+def _kernels(trainer) -> dict:
+    """What the trainer runs with (kernel_plan as applied), for the log and the metrics."""
+    args = trainer.args
+    return {"attn_implementation": trainer.model.config._attn_implementation,
+            "padding_free": trainer.padding_free, "packing": args.packing,
+            "use_liger_kernel": args.use_liger_kernel, "torch_compile": args.torch_compile}
 
 
 def _peak_memory_mb(device: str) -> float:
@@ -347,6 +640,12 @@ def _peak_memory_mb(device: str) -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _device_name(device: str) -> str:
+    import torch
+
+    return torch.cuda.get_device_name() if device == "cuda" else "cpu"
 
 
 def _gather(value):
@@ -379,11 +678,17 @@ def run(job: Job, trainer_hook=None) -> dict | None:
     resume = str(resume[-1]) if resume else None
     if resume and rank == 0:
         log.info("resuming from %s", resume)
+    device = _device(job)
+    if device == "cuda":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()  # this run's peak, also when run twice in a process
     trainer = build_trainer(job)
     if trainer_hook is not None:
         trainer_hook(trainer)
     progress = next(cb for cb in trainer.callback_handler.callbacks
                     if type(cb).__name__ == "Progress")
+    flops_token = flops_per_token(trainer.model)
     result = trainer.train(resume_from_checkpoint=resume)
 
     final = Path(job.adapter_dir)
@@ -392,8 +697,7 @@ def run(job: Job, trainer_hook=None) -> dict | None:
         shutil.rmtree(tmp, ignore_errors=True)
     _barrier()
     trainer.save_model(str(tmp))  # every process: ZeRO-3 gathers the weights
-    device = _device(job)
-    peaks = _gather(_peak_memory_mb(device))
+    processes = _gather({**progress.counts(), "peak_memory_mb": _peak_memory_mb(device)})
     _barrier()
     if rank != 0:
         return None
@@ -404,20 +708,24 @@ def run(job: Job, trainer_hook=None) -> dict | None:
     curve = [{k: e[k] for k in ("step", "epoch", "loss", "learning_rate", "grad_norm",
                                 "mean_token_accuracy") if k in e}
              for e in state.log_history if "loss" in e]
-    run_tokens = state.num_input_tokens_seen - progress.start_tokens
     s = job.settings
+    kernels = _kernels(trainer)
+    device_name = _device_name(device)
+    bf16 = trainer.args.bf16
     metrics = {
         **job.labels,
         "seed": job.seed,
         "method": s["method"],
         "device": device,
-        "dtype": "bfloat16" if trainer.args.bf16 else "float32",
+        "device_name": device_name,
+        "dtype": "bfloat16" if bf16 else "float32",
         "processes": world,
+        "nodes": job.nodes,
         "deepspeed": Path(s["deepspeed"]).stem if s["deepspeed"] else None,
         "zero_stage": (trainer.accelerator.state.deepspeed_plugin.zero_stage
                        if trainer.is_deepspeed_enabled else None),
-        "packing": s["packing"],
-        "examples": len(trainer.train_dataset) if not s["packing"] else None,
+        **kernels,  # packing as run: false where a GPU has no kernel for it (kernel_plan)
+        "examples": len(trainer.train_dataset) if not kernels["packing"] else None,
         "steps": state.global_step,
         "planned_steps": state.max_steps,
         "epochs": state.epoch,
@@ -430,10 +738,12 @@ def run(job: Job, trainer_hook=None) -> dict | None:
         "final_loss": curve[-1]["loss"] if curve else None,
         "train_loss_this_run": result.training_loss,
         "tokens_seen": state.num_input_tokens_seen,
-        "tokens_per_second": (run_tokens / progress.seconds) if progress.seconds else None,
+        **throughput(processes, flops_token,
+                     device_peak_flops(device_name) if device == "cuda" and bf16 else None),
+        "steady_after_steps": progress.warmup,
         "train_seconds_this_run": progress.seconds,
         "wall_seconds_this_run": time.perf_counter() - started,
-        "peak_memory_mb": max(peaks),
+        "peak_memory_mb": max(p["peak_memory_mb"] for p in processes),
         "peak_memory_kind": "cuda max allocated, max over processes" if device == "cuda"
         else "process max RSS, max over processes",
         "settings": s,
@@ -441,27 +751,34 @@ def run(job: Job, trainer_hook=None) -> dict | None:
     write_json(job.metrics, metrics)
     if not s.get("keep_checkpoints"):
         shutil.rmtree(job.checkpoint_dir, ignore_errors=True)
-    log.info("done: %d steps, final loss %s, %.0f tokens/s, adapter at %s", state.global_step,
-             metrics["final_loss"], metrics["tokens_per_second"] or math.nan, final)
+    log.info("done: %d steps, final loss %s, %.0f tokens/s (steady %.0f, MFU %s), adapter at %s",
+             state.global_step, metrics["final_loss"], metrics["tokens_per_second"] or math.nan,
+             metrics["steady_tokens_per_second"] or math.nan,
+             f"{metrics['mfu']:.1%}" if metrics["mfu"] is not None else "n/a", final)
     return metrics
 
 
 # ---------------------------------------------------------------- launching
 
 
-def launch_job(job: Job, gpus: int, cpus: int, log_path: str | None = None) -> None:
-    """What the Snakemake rule runs: check the GPUs, prepare the checkpoints, start one process
-    per GPU (or `cpu_processes` on CPU) through `restyle.launch`. After success the checkpoints
-    are removed unless `keep_checkpoints`."""
+def launch_job(job: Job, gpus: int, cpus: int, log_path: str | None = None,
+               nodes: int = 1) -> None:
+    """What the Snakemake rule runs: check the GPUs (or, on several nodes, the SLURM job's
+    nodes; each node's launcher checks its GPUs), prepare the checkpoints, start one process per
+    GPU (or `cpu_processes` on CPU) on each node through `restyle.launch`. `gpus` and `cpus` are
+    per node. After success the checkpoints are removed unless `keep_checkpoints`."""
     from restyle import launch
 
-    job.gpus = gpus
-    launch.check_gpus(gpus)  # before touching anything
+    job.gpus, job.nodes = gpus, nodes
+    if nodes == 1:  # before touching anything
+        launch.check_gpus(gpus)
+    else:
+        launch.job_hosts(nodes)
     prepare_checkpoints(job)
     job_file = Path(job.checkpoint_dir) / JOB_FILE
     job.save(job_file)
     launch.run(["--job", str(job_file)], gpus=gpus, cpus=cpus,
-               cpu_processes=job.settings.get("cpu_processes", 1), log_path=log_path)
+               cpu_processes=job.settings.get("cpu_processes", 1), log_path=log_path, nodes=nodes)
     if not (Path(job.metrics).is_file() and Path(job.adapter_dir).is_dir()):
         raise RuntimeError("training ended without writing its outputs")
 
