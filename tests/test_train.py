@@ -98,7 +98,10 @@ def test_lora_fine_tune_learns_masks_the_prompt_and_saves_a_loadable_adapter(
     from restyle.models import load_checkpoint as load_model
     from restyle.models import load
 
-    job = make_job(tmp_path, smollm2_manifest, sft_file, max_steps=3)
+    # study B's adapters (rank 8 on q_proj, v_proj), whatever the offline default trains
+    job = make_job(tmp_path, smollm2_manifest, sft_file, max_steps=3,
+                   lora={"rank": 8, "alpha": 16, "dropout": 0.05,
+                         "target_modules": ["q_proj", "v_proj"]})
     tokenizer, encodings = expected_encodings(smollm2_manifest, sft_file, 96)
     expected = {tuple(e.input_ids): e.labels for e in encodings}
     seen_rows = []
