@@ -160,10 +160,10 @@ def test_local_teacher_halves_to_a_size_that_fits_and_records_it(tmp_path, smoll
                         lambda device, rows, **_: Limits(rows=8, auto=frozenset({"rows"})))
     generate_batch = teacher._local_batch
 
-    def oom_above_two(model, tokenizer, conversations, params, seed):
-        if len(conversations) > 2:
+    def oom_above_two(model, tokenizer, seqs, prefix, params, seed):
+        if len(seqs) > 2:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (test stand-in)")
-        return generate_batch(model, tokenizer, conversations, params, seed)
+        return generate_batch(model, tokenizer, seqs, prefix, params, seed)
 
     monkeypatch.setattr(teacher, "_local_batch", oom_above_two)
     assert run("gpu_auto", AUTO) == fixed

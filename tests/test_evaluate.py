@@ -86,10 +86,10 @@ def test_batching_does_not_change_scores(loaded):
 
 
 def test_shared_prefix_leaves_every_seq_its_last_token():
-    assert evaluate.shared_prefix([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
-    assert evaluate.shared_prefix([[1, 2, 3], [1, 2, 3]]) == 2
-    assert evaluate.shared_prefix([[7, 8]]) == 1
-    assert evaluate.shared_prefix([[1], [1, 2]]) == 0
+    assert batching.shared_prefix([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
+    assert batching.shared_prefix([[1, 2, 3], [1, 2, 3]]) == 2
+    assert batching.shared_prefix([[7, 8]]) == 1
+    assert batching.shared_prefix([[1], [1, 2]]) == 0
 
 
 @pytest.mark.parametrize("chat", [False, True])

@@ -112,6 +112,27 @@ def test_naive_loop_equals_batched(model_tok):
         assert b.mean_nll == agrees(model, a.mean_nll)
 
 
+def test_shared_prompt_prefix_runs_once(model_tok):
+    """The opening every prompt shares (here the chat template's system turn) runs in one pass of
+    its own; the batches then run each example's remaining tokens only, and score as above."""
+    model, tok = model_tok
+    recs = records()
+    enc = familiarity.encode_records(tok, recs)
+    start = familiarity.prompt_prefix(enc)
+    assert tok.decode(enc[0].input_ids[:start]).startswith("<|im_start|>system\nYou are a helpful")
+    assert all(e.labels[start] == IGNORE_INDEX for e in enc)  # a prompt token before each response
+    widths = []
+    hook = model.register_forward_pre_hook(
+        lambda _m, _a, kw: widths.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
+    try:
+        scores = familiarity.score_encoded(model, enc, batch_size=len(enc), pad_id=tok.pad_token_id)
+    finally:
+        hook.remove()
+    assert widths == [(1, start), (len(enc), max(len(e.input_ids) for e in enc) - start)]
+    for rec, s in zip(recs, scores):
+        assert s.mean_nll == agrees(model, direct_mean_nll(model, tok, rec))
+
+
 def test_lora_adapter_on_top(tmp_path, smollm2_manifest, model_tok):
     from peft import LoraConfig, get_peft_model
 

@@ -244,6 +244,28 @@ def test_local_backend_generates_batched_and_caches(tmp_path, smollm2_manifest):
     assert all(r.cached for r in again) and [r.text for r in again] == [r.text for r in results]
 
 
+def test_local_backend_runs_the_shared_prompt_opening_once(tmp_path, smollm2_manifest):
+    """Requests that open alike (a stage's system turn and instructions) compute that opening
+    once: every reply is the one plain greedy generation gives each whole prompt alone."""
+    from restyle import models
+
+    system = "You rewrite questions. Keep every fact and number; change only the wording."
+    prompts = ["What is 2+2?", "Name a colour that the sky can have.", "Is 17 prime?"]
+    messages = [[{"role": "system", "content": system}, {"role": "user", "content": p}]
+                for p in prompts]
+    reqs = [Request(f"p{i}", m, "t", "h", {"max_tokens": 10}) for i, m in enumerate(messages)]
+    cfg = {"backend": "local", "manifest": str(smollm2_manifest), "batch_size": 2}
+    results = generate(reqs, cfg, tmp_path / "c.db", stage="s")
+    model, tok = models.load(smollm2_manifest)
+    for r, m in zip(results, messages):
+        ids = tok.apply_chat_template(m, add_generation_prompt=True, return_tensors="pt",
+                                      return_dict=True)["input_ids"]
+        out = model.generate(input_ids=ids, max_new_tokens=10, do_sample=False, temperature=None,
+                             top_p=None, top_k=None, pad_token_id=tok.pad_token_id)
+        assert r.text == tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+        assert r.provenance["prompt_tokens"] == ids.shape[1]
+
+
 def closed_port() -> int:
     import socket
 

@@ -11,6 +11,7 @@ fitted is computed twice.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -158,3 +159,63 @@ def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
         ids[row, width - len(seq):] = torch.tensor(list(seq), dtype=torch.long)
         mask[row, width - len(seq):] = 1
     return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def shared_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix common to `seqs`, short of the whole of any of them
+    (each keeps at least its last token, whose logits are the score)."""
+    n = min(len(s) for s in seqs) - 1
+    first = seqs[0]
+    for seq in seqs[1:]:
+        n = next((i for i in range(n) if seq[i] != first[i]), n)
+    return max(n, 0)
+
+
+class PrefixCache:
+    """The key/value cache of a token prefix that many rows share (k-shot examples, a system
+    prompt, a teacher's instructions), computed once; a batch of the rows' remaining tokens then
+    runs from it (`continue_batch`, `generation_inputs`), so the prefix is never computed again.
+    The scores are those of a pass over the whole rows, up to rounding (`agreement_bound`). An
+    empty prefix shares nothing and changes nothing."""
+
+    def __init__(self, model, prefix: Sequence[int]):
+        self.ids = list(prefix)
+        self.cache = None
+        if self.ids:
+            device = next(model.parameters()).device
+            with torch.no_grad():
+                self.cache = model(input_ids=torch.tensor([self.ids], device=device),
+                                   use_cache=True, logits_to_keep=1).past_key_values
+
+    def _for_rows(self, mask: torch.Tensor):
+        """A copy of the cache for every row (a forward pass appends to the cache it is given),
+        and the attention mask with the prefix's columns in front."""
+        rows = mask.shape[0]
+        cache = copy.deepcopy(self.cache)
+        cache.batch_repeat_interleave(rows)
+        ones = torch.ones((rows, len(self.ids)), dtype=mask.dtype, device=mask.device)
+        return cache, torch.cat([ones, mask], 1)
+
+    def continue_batch(self, ids: torch.Tensor, mask: torch.Tensor,
+                       positions: torch.Tensor) -> dict:
+        """Forward arguments for left-padded rests (`left_pad`) that follow the prefix: their
+        positions go on from it, and the padding (left of each rest, so between prefix and rest)
+        stays masked."""
+        if self.cache is None:
+            return {"input_ids": ids, "attention_mask": mask, "position_ids": positions,
+                    "use_cache": False}
+        cache, mask = self._for_rows(mask)
+        return {"input_ids": ids, "attention_mask": mask, "position_ids": positions + len(self.ids),
+                "past_key_values": cache, "use_cache": True}
+
+    def generation_inputs(self, ids: torch.Tensor, mask: torch.Tensor) -> dict:
+        """`model.generate` arguments for left-padded rests that follow the prefix: the whole
+        rows (prefix, padding, rest) and the prefix's cache, so generate runs only the rests;
+        it numbers positions from the attention mask, across the masked padding. The new tokens
+        start after column `ids.shape[1] + len(self.ids)`."""
+        if self.cache is None:
+            return {"input_ids": ids, "attention_mask": mask}
+        cache, mask = self._for_rows(mask)
+        prefix = torch.tensor([self.ids], dtype=ids.dtype, device=ids.device).expand(len(ids), -1)
+        return {"input_ids": torch.cat([prefix, ids], 1), "attention_mask": mask,
+                "past_key_values": cache}

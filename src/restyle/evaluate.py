@@ -4,15 +4,14 @@ Multiple choice follows lm-evaluation-harness's MMLU task: the prompt is the sub
 k-shot examples (first k dev items of the subject) and the question with its lettered options,
 ending in "Answer:"; the prediction is the letter whose continuation (" A" .. " D") has the
 highest log-likelihood. The four letters are single tokens after the same prompt, so one forward
-pass per question scores all four. With k-shot examples, the questions of a subject share a long
-prefix (subject line and solved examples): its key/value cache is computed once per subject and
-each question runs its own tokens only. Generation tasks are answered greedily with the model's
+pass per question scores all four. The questions of a subject share a prefix (the chat
+template's system turn, the subject line, the k-shot examples): its key/value cache is computed
+once per subject and each question runs its own tokens only. Generation tasks are answered greedily with the model's
 chat template, and the extracted final number is compared exactly.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import re
@@ -83,16 +82,6 @@ def _encode_prompts(tokenizer, prompts: Sequence[str], chat: bool) -> list[list[
     return [list(ids) for ids in tokenizer(list(prompts))["input_ids"]] if prompts else []
 
 
-def shared_prefix(seqs: Sequence[Sequence[int]]) -> int:
-    """Length of the longest token prefix common to `seqs`, short of the whole of any of them
-    (each keeps at least its last token, whose logits are the score)."""
-    n = min(len(s) for s in seqs) - 1
-    first = seqs[0]
-    for seq in seqs[1:]:
-        n = next((i for i in range(n) if seq[i] != first[i]), n)
-    return max(n, 0)
-
-
 @torch.no_grad()
 def next_token_logprobs(model, tokenizer, seqs: Sequence[list[int]], token_ids: Sequence[int],
                         limits: Limits, desc: str = "scoring",
@@ -114,25 +103,15 @@ def next_token_logprobs(model, tokenizer, seqs: Sequence[list[int]], token_ids: 
     with tqdm(total=len(seqs), desc=desc, unit="q", disable=not sys.stderr.isatty()) as bar:
         for group in groups or [range(len(seqs))]:
             group = list(group)
-            start = shared_prefix([seqs[i] for i in group]) if groups else 0
-            prefix = model(input_ids=torch.tensor([seqs[group[0]][:start]], device=device),
-                           use_cache=True, logits_to_keep=1).past_key_values if start else None
+            start = batching.shared_prefix([seqs[i] for i in group]) if groups else 0
+            prefix = batching.PrefixCache(model, seqs[group[0]][:start])
 
             def score(batch: list[int]) -> None:
                 rows = [group[j] for j in batch]
                 ids, mask, positions = left_pad([seqs[i][start:] for i in rows], pad)
-                shared = {}
-                if prefix is not None:
-                    # the rest follows the prefix: its positions go on from there, and the padding
-                    # (left of each rest, so between prefix and rest) stays masked
-                    mask = torch.cat([torch.ones((len(rows), start), dtype=mask.dtype), mask], 1)
-                    positions = positions + start
-                    cache = copy.deepcopy(prefix)  # the forward pass appends to the cache
-                    cache.batch_repeat_interleave(len(rows))
-                    shared = {"past_key_values": cache}
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                               position_ids=positions.to(device), logits_to_keep=1,
-                               **shared).logits[:, -1, :].float()
+                logits = model(**prefix.continue_batch(ids.to(device), mask.to(device),
+                                                       positions.to(device)),
+                               logits_to_keep=1).logits[:, -1, :].float()
                 out[rows] = torch.log_softmax(logits, dim=-1)[:, columns].cpu()
                 bar.update(len(rows))
 
@@ -156,14 +135,15 @@ def evaluate_mc(model, tokenizer, items: Sequence[MCItem], dev: Sequence[MCItem]
     seqs = _encode_prompts(tokenizer, prompts, options.chat_template)
     limits = batching.resolve(next(model.parameters()).device, tokens=options.max_batch_tokens,
                               cpu_tokens=CPU_MAX_BATCH_TOKENS, stretch=batching.SCORING_STRETCH)
-    # with k-shot examples, every question of a subject repeats the same long prefix
+    # every question of a subject repeats the same opening: the chat template's system turn,
+    # the subject line and the k-shot examples
     by_subject: dict[str, list[int]] = defaultdict(list)
     for i, item in enumerate(items):
         by_subject[item.subject].append(i)
-    groups = list(by_subject.values()) if options.k_shot else None
     scores, limits = next_token_logprobs(model, tokenizer, seqs,
                                          letter_token_ids(tokenizer, options.chat_template),
-                                         limits, desc="multiple choice", groups=groups)
+                                         limits, desc="multiple choice",
+                                         groups=list(by_subject.values()))
     pred = scores.argmax(dim=-1).tolist()
     rows = pd.DataFrame({"id": [it.id for it in items], "subject": [it.subject for it in items],
                          "gold": [LETTERS[it.answer] for it in items],

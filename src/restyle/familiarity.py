@@ -13,9 +13,11 @@ examples to a set's corpus and mean perplexity, and `paired_perplexity` compares
 answer the same questions (Study B's variants) by the ratio of their corpus perplexities on the
 questions both answer, with a paired bootstrap over questions.
 
-Speed: examples are sorted by length and batched (left-padded, with explicit position ids, so a
-padded row gets the same positions as it would alone); logits are computed only for the positions
-that predict response tokens (`logits_to_keep`), never for the prompt; no gradient. Batch limits
+Speed: the prompt prefix every example of a set shares (the chat template's system turn, a common
+instruction) runs once, and each example its own tokens from that key/value cache; examples are
+sorted by length and batched (left-padded, with explicit position ids, so a padded row gets the
+same positions as it would alone); logits are computed only for the positions that predict
+response tokens (`logits_to_keep`), never for the prompt; no gradient. Batch limits
 may be `auto`: the CPU defaults off CUDA, on CUDA what fits (`restyle.batching`); each
 summary row records the limits its set was scored with. Models load in bf16 on GPU and fp32 on
 CPU (`restyle.models.load`); a LoRA adapter goes on top with peft.
@@ -75,22 +77,34 @@ def encode_records(tokenizer, records: Iterable[SFTRecord],
     return [encode(tokenizer, r.prompt, r.completion, max_length=max_length) for r in records]
 
 
-def _forward(model, input_ids, attention_mask, position_ids, keep: int):
+def _forward(model, keep: int, **inputs):
     try:
-        return model(input_ids=input_ids, attention_mask=attention_mask,
-                     position_ids=position_ids, logits_to_keep=keep, use_cache=False).logits
+        return model(**inputs, logits_to_keep=keep).logits
     except TypeError:  # a model class without logits_to_keep: compute all, keep the tail
-        return model(input_ids=input_ids, attention_mask=attention_mask,
-                     position_ids=position_ids, use_cache=False).logits[:, -keep:]
+        return model(**inputs).logits[:, -keep:]
+
+
+def prompt_prefix(encoded: Sequence[Encoded]) -> int:
+    """How many leading tokens every example shares within its prompt (the chat template's
+    system turn, a common instruction), leaving each at least one prompt token before its
+    response, whose logits predict the response's first token."""
+    if not encoded:
+        return 0
+    first_response = min(next((i for i, t in enumerate(e.labels) if t != IGNORE_INDEX),
+                              len(e.labels)) for e in encoded)
+    return max(0, min(batching.shared_prefix([e.input_ids for e in encoded]), first_response - 1))
 
 
 @torch.inference_mode()
-def score_batched(model, encoded: Sequence[Encoded], limits: Limits,
-                  pad_id: int = 0) -> tuple[list[Score], Limits]:
+def score_batched(model, encoded: Sequence[Encoded], limits: Limits, pad_id: int = 0,
+                  share_prefix: bool = True) -> tuple[list[Score], Limits]:
     """A Score per encoded example, in input order, from batched forward passes; and the batch
-    limits the run ended with."""
+    limits the run ended with. With `share_prefix` the prompt prefix every example shares runs
+    once (`batching.PrefixCache`) and each batch runs the rest."""
     device = next(model.parameters()).device
     out: list[Score | None] = [None] * len(encoded)
+    start = prompt_prefix(encoded) if share_prefix else 0
+    prefix = batching.PrefixCache(model, encoded[0].input_ids[:start] if start else [])
 
     def score(batch: list[int]) -> None:
         rows = [encoded[i] for i in batch]
@@ -99,14 +113,15 @@ def score_batched(model, encoded: Sequence[Encoded], limits: Limits,
                 out[i] = Score(0, 0.0)
             return
         # left padding: every response ends at the last column
-        ids, mask, positions = left_pad([e.input_ids for e in rows], pad_id)
-        labels = left_pad([e.labels for e in rows], IGNORE_INDEX)[0]
+        ids, mask, positions = left_pad([e.input_ids[start:] for e in rows], pad_id)
+        labels = left_pad([e.labels[start:] for e in rows], IGNORE_INDEX)[0]
         width = ids.shape[1]
         # the logit at column c predicts the token at c + 1: keep columns first-1 .. width-2
         first = int((labels != IGNORE_INDEX).any(0).nonzero()[0])
         first = max(first, 1)  # column 0 has nothing before it to predict it
         keep = width - first + 1
-        logits = _forward(model, ids.to(device), mask.to(device), positions.to(device), keep)
+        logits = _forward(model, keep, **prefix.continue_batch(ids.to(device), mask.to(device),
+                                                               positions.to(device)))
         logits = logits[:, :-1]  # columns first-1 .. width-2
         targets = labels[:, first:].to(device)
         scored = targets != IGNORE_INDEX
@@ -119,7 +134,7 @@ def score_batched(model, encoded: Sequence[Encoded], limits: Limits,
         for r, i in enumerate(batch):
             out[i] = Score(int(counts[r]), float(sums[r]))
 
-    limits = batching.run_batches([len(e.input_ids) for e in encoded], score, limits,
+    limits = batching.run_batches([len(e.input_ids) - start for e in encoded], score, limits,
                                   "familiarity")
     return out, limits  # type: ignore[return-value]
 
@@ -133,10 +148,11 @@ def resolve_limits(model, batch_size: int | str | None,
 
 
 def score_encoded(model, encoded: Sequence[Encoded], batch_size: int | str = 8,
-                  max_batch_tokens: int | str | None = None, pad_id: int = 0) -> list[Score]:
+                  max_batch_tokens: int | str | None = None, pad_id: int = 0,
+                  share_prefix: bool = True) -> list[Score]:
     """A Score per encoded example, in input order (`score_batched` under config limits)."""
     return score_batched(model, encoded, resolve_limits(model, batch_size, max_batch_tokens),
-                         pad_id)[0]
+                         pad_id, share_prefix)[0]
 
 
 @torch.inference_mode()

@@ -530,34 +530,35 @@ async def _batch(run: _Run, client, todo: dict[str, Request]) -> dict[str, _Answ
 
 # ---------------------------------------------------------------- local backend (transformers)
 
-def _local_batch(model, tokenizer, conversations: list[list[dict]], params: dict,
+def _local_batch(model, tokenizer, seqs: list[list[int]], prefix, params: dict,
                  seed: int) -> list[tuple[str, int, int]]:
-    """(text, prompt tokens, completion tokens) for each conversation, generated together."""
+    """(text, prompt tokens, completion tokens) for each prompt, generated together; `seqs` are
+    the rendered prompts' tokens after the `prefix` (a batching.PrefixCache) they all share."""
     import torch
 
-    prompts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
-               for c in conversations]
-    # the rendered template already holds any BOS token; adding it again would double it
-    enc = tokenizer(prompts, return_tensors="pt", padding=True,
-                    add_special_tokens=False).to(model.device)
+    from restyle.batching import left_pad
+
+    ids, mask, _ = left_pad(seqs, tokenizer.pad_token_id)
+    inputs = prefix.generation_inputs(ids.to(model.device), mask.to(model.device))
     temperature = params.get("temperature", 0.0)
     sampling = ({"do_sample": True, "temperature": temperature, "top_p": params.get("top_p", 1.0)}
                 if temperature > 0 else {"do_sample": False, "temperature": None, "top_p": None,
                                          "top_k": None})
     torch.manual_seed(seed)
     with torch.no_grad():
-        out = model.generate(**enc, max_new_tokens=params.get("max_tokens", DEFAULT_MAX_TOKENS),
+        out = model.generate(**inputs,
+                             max_new_tokens=params.get("max_tokens", DEFAULT_MAX_TOKENS),
                              pad_token_id=tokenizer.pad_token_id, **sampling)
-    new = out[:, enc["input_ids"].shape[1]:]
+    new = out[:, inputs["input_ids"].shape[1]:]
     eos = model.generation_config.eos_token_id
     eos = torch.tensor(eos if isinstance(eos, list) else [eos if eos is not None
                                                            else tokenizer.eos_token_id])
     replies = []
-    for row, mask in zip(new.cpu(), enc["attention_mask"].cpu()):
+    for row, seq in zip(new.cpu(), seqs):
         ends = torch.isin(row, eos).nonzero()
         n = int(ends[0]) + 1 if len(ends) else len(row)  # count the EOS, not the padding after it
         replies.append((tokenizer.decode(row[:n], skip_special_tokens=True).strip(),
-                        int(mask.sum()), n))
+                        len(prefix.ids) + len(seq), n))
     return replies
 
 
@@ -565,7 +566,6 @@ def _local(run: _Run, todo: dict[str, Request]) -> dict[str, _Answer | str]:
     from restyle import batching, models
 
     model, tokenizer = models.load(run.cfg["manifest"], device=run.cfg.get("device"))
-    tokenizer.padding_side = "left"  # decoder-only: new tokens must follow the prompt directly
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     limits = batching.resolve(model.device, rows=run.cfg.get("batch_size", LOCAL_BATCH_SIZE),
@@ -576,14 +576,21 @@ def _local(run: _Run, todo: dict[str, Request]) -> dict[str, _Answer | str]:
         groups.setdefault(json.dumps(req.params, sort_keys=True), []).append(key)
     for keys in groups.values():
         params = todo[keys[0]].params
+        # the rendered template already holds any BOS token; adding it again would double it
+        rendered = [tokenizer.apply_chat_template(todo[k].messages, add_generation_prompt=True,
+                                                  tokenize=False) for k in keys]
+        tokens = dict(zip(keys, tokenizer(rendered, add_special_tokens=False)["input_ids"]))
+        # a stage's prompts share their opening (system turn, the stage's instructions): once
+        start = batching.shared_prefix(list(tokens.values()))
+        prefix = batching.PrefixCache(model, tokens[keys[0]][:start])
         # greedy decoding gives the same reply again: re-ask only when sampling
         tries = run.schema_tries if params.get("temperature", 0.0) > 0 else 1
         pending = keys
         for attempt in range(tries):
             def answer(batch: list[int]) -> None:
                 chunk = [pending[i] for i in batch]
-                replies = _local_batch(model, tokenizer, [todo[k].messages for k in chunk],
-                                       params, params.get("seed", 0) + attempt)
+                replies = _local_batch(model, tokenizer, [tokens[k][start:] for k in chunk],
+                                       prefix, params, params.get("seed", 0) + attempt)
                 for key, reply in zip(chunk, replies):
                     out[key] = run.accept(key, todo[key], *reply)
                     run.attempts += 1
@@ -591,9 +598,8 @@ def _local(run: _Run, todo: dict[str, Request]) -> dict[str, _Answer | str]:
                         run.progress.update()
 
             # sorted by length for less padding, shortest first as before `auto` existed
-            limits = batching.run_batches([approx_tokens(todo[k].messages) for k in pending],
-                                          answer, limits, f"teacher {run.model}",
-                                          shortest_first=True)
+            limits = batching.run_batches([len(tokens[k]) - start for k in pending], answer,
+                                          limits, f"teacher {run.model}", shortest_first=True)
             run.batch_size = limits.rows
             pending = [k for k in pending if isinstance(out[k], str)]
             if not pending:
