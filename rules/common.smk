@@ -97,13 +97,14 @@ def trained_runs():
 
 
 def report_eval_items():
-    """Per-question results of the base model and every checkpoint on every task."""
-    return expand(
-        "results/eval/{model}/{run}/{task}/items.csv",
-        model=config["target_model"],
-        run=["base", *trained_runs()],
-        task=config["eval"]["tasks"],
-    )
+    """Per-question results of the base model and every checkpoint on every task; a control arm
+    on the task it controls only (its verdict reads that one, its score elsewhere says nothing)."""
+    out = []
+    for run in ["base", *trained_runs()]:
+        control = restyle_controls.parse_name(run.split("/")[0])
+        for task in [control[0]] if control else config["eval"]["tasks"]:
+            out.append(f"results/eval/{config['target_model']}/{run}/{task}/items.csv")
+    return out
 
 
 def report_familiarity():

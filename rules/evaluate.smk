@@ -18,7 +18,8 @@ rule evaluate:
         "logs/evaluate/{model}/{run}/{task}.log",
     benchmark:
         "logs/benchmarks/evaluate/{model}/{run}/{task}.tsv"
-    threads: 2
+    # one core: on 2 cores two evaluations run side by side, sharing their start-up time
+    threads: 1
     resources:
         gpu=model_job_resource("gpu"),
         slurm_partition=model_job_resource("slurm_partition"),

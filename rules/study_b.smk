@@ -85,7 +85,7 @@ rule familiarity:
         "logs/familiarity/{model}/base.log",
     benchmark:
         "logs/benchmarks/familiarity/{model}/base.tsv"
-    threads: 2
+    threads: 1  # as rule evaluate
     resources:
         gpu=model_job_resource("gpu"),
         slurm_partition=model_job_resource("slurm_partition"),
@@ -120,7 +120,7 @@ rule familiarity_checkpoint:
         "logs/familiarity/{model}/{sft_set}/seed{seed}.log",
     benchmark:
         "logs/benchmarks/familiarity/{model}/{sft_set}/seed{seed}.tsv"
-    threads: 2
+    threads: 1  # as rule evaluate
     resources:
         gpu=model_job_resource("gpu"),
         slurm_partition=model_job_resource("slurm_partition"),

@@ -1,8 +1,11 @@
+import torch
+
 from restyle import evaluate, logs, models
 from restyle.io import read_jsonl
 from restyle.records import MathItem, MCItem
 
 log = logs.to_file(snakemake.log[0], snakemake.rule)
+torch.set_num_threads(snakemake.threads)  # the cores Snakemake gave this job
 wc, cfg = snakemake.wildcards, snakemake.params.cfg
 model, tokenizer = models.load_checkpoint(snakemake.input.manifest, snakemake.params.checkpoint)
 if wc.task == "mmlu":

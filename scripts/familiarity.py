@@ -1,8 +1,11 @@
+import torch
+
 from restyle import familiarity, logs, models
 from restyle.io import read_jsonl, write_csv
 from restyle.records import SFTRecord
 
 log = logs.to_file(snakemake.log[0], snakemake.rule)
+torch.set_num_threads(snakemake.threads)  # the cores Snakemake gave this job
 cfg, params = snakemake.params.cfg, snakemake.params
 sets = {name: read_jsonl(path, SFTRecord.from_dict)
         for name, path in zip(params.names, snakemake.input.sets)}
