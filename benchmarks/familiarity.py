@@ -21,7 +21,8 @@ from pathlib import Path
 
 from timing import REPEATS, load_average, timed
 
-from restyle import batching, familiarity, gsm8k, models, variants
+from restyle import batching, familiarity, models, variants
+from restyle.data import gsm8k
 from restyle.io import read_jsonl
 from restyle.records import MathItem, SFTRecord
 

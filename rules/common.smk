@@ -13,8 +13,8 @@ from restyle import controls as restyle_controls
 from restyle import train as restyle_train
 from restyle import versions as restyle_versions
 from restyle.config import check
-from restyle.gsm8k import SPLITS as GSM8K_SPLITS
-from restyle.mmlu import ROLES as MMLU_ROLES
+from restyle.data.gsm8k import SPLITS as GSM8K_SPLITS
+from restyle.data.mmlu import ROLES as MMLU_ROLES
 
 # check() names each wrong key in one line; validate() then fills in the schema's defaults.
 check(config, workflow.source_path("../config/schema.yaml"))

@@ -3,7 +3,7 @@ rule prepare_mmlu:
     output:
         **{role: f"resources/data/mmlu/{role}.jsonl" for role in MMLU_ROLES},
     params:
-        code=code_version("prepare_mmlu.py"),
+        code=code_version("data_mmlu.py"),
         cfg=config["data"]["mmlu"],
         cache_dir="resources/packages",
     log:
@@ -15,7 +15,7 @@ rule prepare_mmlu:
     conda:
         "../envs/restyle.yaml"
     script:
-        "../scripts/prepare_mmlu.py"
+        "../scripts/data_mmlu.py"
 
 
 rule prepare_ruozhiba:
@@ -23,7 +23,7 @@ rule prepare_ruozhiba:
     output:
         "resources/data/ruozhiba.jsonl",
     params:
-        code=code_version("prepare_ruozhiba.py"),
+        code=code_version("data_ruozhiba.py"),
         cfg=config["data"]["ruozhiba"],
     log:
         "logs/prepare_ruozhiba.log",
@@ -34,7 +34,7 @@ rule prepare_ruozhiba:
     conda:
         "../envs/restyle.yaml"
     script:
-        "../scripts/prepare_ruozhiba.py"
+        "../scripts/data_ruozhiba.py"
 
 
 rule prepare_gsm8k:
@@ -42,7 +42,7 @@ rule prepare_gsm8k:
     output:
         **{split: f"resources/data/gsm8k/{split}.jsonl" for split in GSM8K_SPLITS},
     params:
-        code=code_version("prepare_gsm8k.py"),
+        code=code_version("data_gsm8k.py"),
         cfg=config["data"]["gsm8k"],
     log:
         "logs/prepare_gsm8k.log",
@@ -53,4 +53,4 @@ rule prepare_gsm8k:
     conda:
         "../envs/restyle.yaml"
     script:
-        "../scripts/prepare_gsm8k.py"
+        "../scripts/data_gsm8k.py"

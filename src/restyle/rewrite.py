@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 
 from restyle.io import write_csv
-from restyle.mmlu import format_mc, format_options
+from restyle.data.mmlu import format_mc, format_options
 from restyle.records import LETTERS, MCItem, SFTRecord
 from restyle.rules import wording_hash
 from restyle.teacher import Request, Result, json_hash, template_hash

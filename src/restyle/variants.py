@@ -35,7 +35,7 @@ from pathlib import Path
 from restyle import teacher as teacher_mod
 from restyle.answers import extract_choice, extract_number, numbers_match
 from restyle.io import DataError, read_jsonl, write_csv, write_jsonl
-from restyle.mmlu import format_mc
+from restyle.data.mmlu import format_mc
 from restyle.records import LETTERS, MathItem, MCItem, SFTRecord
 from restyle.teacher import Request, Result, json_hash, template_hash
 

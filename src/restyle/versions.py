@@ -76,7 +76,8 @@ def _module(name: str, src: Path) -> tuple[str, frozenset[str]]:
     dump = _normalised(tree, PROMPT_TEXT.get(name, set()))
     strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)}
     data = [f"{f.name} {hashlib.sha256(f.read_bytes()).hexdigest()}"
-            for f in sorted((src / PACKAGE / "data").glob("*")) if f.name in strings]
+            for f in sorted((src / PACKAGE / "data").glob("*"))
+            if f.is_file() and f.suffix != ".py" and f.name in strings]  # data/ also holds modules
     return "\n".join([name, dump, *data]), imports
 
 

@@ -1,4 +1,5 @@
-from restyle import logs, ruozhiba
+from restyle import logs
+from restyle.data import ruozhiba
 from restyle.io import write_jsonl
 
 log = logs.to_file(snakemake.log[0], snakemake.rule)

@@ -12,7 +12,7 @@ import operator
 import random
 from collections.abc import Callable
 
-from restyle.hub import load_split
+from restyle.data.hub import load_split
 from restyle.io import DataError
 from restyle.records import MathItem, gsm8k_final
 

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from restyle.hub import load_split
+from restyle.data.hub import load_split
 from restyle.io import DataError, iter_csv, iter_jsonl
 from restyle.records import LETTERS, MCItem
 

@@ -1,4 +1,5 @@
-from restyle import gsm8k, logs
+from restyle import logs
+from restyle.data import gsm8k
 from restyle.io import write_jsonl
 
 log = logs.to_file(snakemake.log[0], snakemake.rule)

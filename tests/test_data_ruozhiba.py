@@ -4,7 +4,7 @@ import re
 import pytest
 
 from conftest import write_hf_dataset
-from restyle import ruozhiba
+from restyle.data import ruozhiba
 from restyle.io import DataError
 
 CFG = {"source": "bundled", "path": None, "hf_id": "m-a-p/COIG-CQIA", "hf_config": "ruozhiba",

