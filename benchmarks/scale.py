@@ -40,7 +40,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from chat_server import ChatServer  # noqa: E402
 from timing import load_average  # noqa: E402
 
-from restyle import rules, variants  # noqa: E402
+from restyle import variants  # noqa: E402
+from restyle.study_a import extraction  # noqa: E402
 from restyle.io import read_jsonl  # noqa: E402
 from restyle.records import MathItem, MCItem  # noqa: E402
 
@@ -153,7 +154,7 @@ def run_scale(scale: float, latency: float, root: Path) -> dict:
         server.learn(workdir)
         estimate_s, _, _ = snakemake(workdir, config, "-f", "estimate")
         sets = [f"results/sft/studyA-{s}.jsonl"
-                for s in [*(r["slug"] for r in rules.fixed(RULES)), "teacher_plain"]]
+                for s in [*(r["slug"] for r in extraction.fixed(RULES)), "teacher_plain"]]
         sets += [f"results/sft/{variants.sft_set_name(t, v)}.jsonl"
                  for t in PAPER["study_b"]["tasks"] for v in VARIANTS]
         wall, _, rss = snakemake(workdir, config, *sets)

@@ -20,7 +20,7 @@ checkpoint study_a_rules:
     params:
         code=code_version("study_a_rules.py"),
         cfg=STUDY_A["rules"],
-        templates={k: restyle_rules.template_hash(v) for k, v in restyle_rules.TEMPLATES.items()},
+        templates={k: restyle_extraction.template_hash(v) for k, v in restyle_extraction.TEMPLATES.items()},
         **(
             dict(teacher=None, backend=None, cache=None, prices=None)
             if STUDY_A["rules"]["fixed"]
@@ -93,7 +93,7 @@ checkpoint study_a_teacher_plain:
         cfg=STUDY_A["rewrite"],
         plain=STUDY_A["teacher_plain"],
         gate=STUDY_A["gate"],
-        template_hash=restyle_rules.template_hash(restyle_rewrite.PLAIN_TEMPLATE),
+        template_hash=restyle_extraction.template_hash(restyle_rewrite.PLAIN_TEMPLATE),
         **study_a_teacher_params(),
     log:
         main="logs/study_a/rewrite/teacher_plain.log",

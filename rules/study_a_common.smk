@@ -2,8 +2,8 @@
 import json
 import os
 
-from restyle import rewrite as restyle_rewrite
-from restyle import rules as restyle_rules
+from restyle.study_a import extraction as restyle_extraction
+from restyle.study_a import rewrite as restyle_rewrite
 
 STUDY_A = config["study_a"]
 STUDY_A_BASELINES = ("original", "teacher_plain")
@@ -12,10 +12,10 @@ STUDY_A_BASELINES = ("original", "teacher_plain")
 def study_a_rules():
     """Wording ({slug, name, description, instructions}) of every study A rule."""
     if STUDY_A["rules"]["fixed"]:
-        return [restyle_rules.wording(r) for r in restyle_rules.fixed(STUDY_A["rules"]["fixed"])]
+        return [restyle_extraction.wording(r) for r in restyle_extraction.fixed(STUDY_A["rules"]["fixed"])]
     path = checkpoints.study_a_rules.get().output.rules
     with open(path, encoding="utf-8") as f:
-        return [restyle_rules.wording(r) for r in json.load(f)["rules"]]
+        return [restyle_extraction.wording(r) for r in json.load(f)["rules"]]
 
 
 def study_a_rule(slug):
@@ -89,4 +89,4 @@ def study_a_teacher_params():
 
 
 # a rule's slug; never "original" (a baseline set; "teacher_plain" cannot match: no "_")
-STUDY_A_SLUG_RE = f"(?!original(?:\\.|$)){restyle_rules.SLUG_RE}"
+STUDY_A_SLUG_RE = f"(?!original(?:\\.|$)){restyle_extraction.SLUG_RE}"

@@ -1,4 +1,5 @@
-from restyle import logs, rewrite, teacher
+from restyle import logs, teacher
+from restyle.study_a import rewrite
 from restyle.io import read_jsonl, write_jsonl
 from restyle.records import MCItem
 

@@ -1,4 +1,5 @@
-from restyle import logs, rules, teacher
+from restyle import logs, teacher
+from restyle.study_a import extraction
 from restyle.io import read_jsonl, write_json, write_jsonl
 from restyle.records import RuozhibaItem
 
@@ -8,16 +9,16 @@ session = teacher.Session(p.cache, snakemake.rule, prices=p.prices,
                           failures_path=snakemake.log.failures, accounting_path=out.accounting)
 session.write()
 if p.cfg["fixed"]:
-    found = {"rules": rules.fixed(p.cfg["fixed"]), "candidates": [], "dropped": []}
-    doc = rules.document(found["rules"], "fixed", p.cfg, None, None, None)
+    found = {"rules": extraction.fixed(p.cfg["fixed"]), "candidates": [], "dropped": []}
+    doc = extraction.document(found["rules"], "fixed", p.cfg, None, None, None)
 else:
     if p.backend["backend"] == "local":
         import torch
 
         torch.set_num_threads(snakemake.threads)
     questions = read_jsonl(snakemake.input.questions, RuozhibaItem.from_dict)
-    found = rules.extract(questions, p.cfg, p.backend, session)
-    doc = rules.document(found["rules"], "extracted", p.cfg, p.teacher, p.backend,
+    found = extraction.extract(questions, p.cfg, p.backend, session)
+    doc = extraction.document(found["rules"], "extracted", p.cfg, p.teacher, p.backend,
                          snakemake.input.questions)
 write_jsonl(out.candidates, found["candidates"])
 write_jsonl(out.dropped, found["dropped"])

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from chat_server import ChatServer  # noqa: E402
 from test_workflow import snakemake  # noqa: E402
 
-from restyle import rewrite, rules  # noqa: E402
+from restyle.study_a import extraction, rewrite  # noqa: E402
 from restyle.io import read_jsonl  # noqa: E402
 from restyle.records import MCItem, SFTRecord  # noqa: E402
 
@@ -41,7 +41,7 @@ def test_rule_lines_are_read_leniently_and_rejects_have_reasons():
              "what makes the answer what makes the answer what makes the answer go round\n"
              "1. **Counterintuitive Thinking**: Questions that overturn an obvious assumption "
              "make learners check it.\n")
-    found, rejected = rules.parse_rule_lines(
+    found, rejected = extraction.parse_rule_lines(
         reply, prompt="Trick questions: are echoed from the prompt here")
     assert found == [
         {"name": "Counterintuitive Thinking",
@@ -58,25 +58,25 @@ def test_rule_blocks_and_instructions():
              "Name: Vague\nDescription: too short\n"
              "Name: Humor in Social Commentary\nDescription: A joke about daily life keeps "
              "attention on the point.\n")
-    found, rejected = rules.parse_rule_blocks(reply)
+    found, rejected = extraction.parse_rule_blocks(reply)
     assert found == [
         {"name": "Exaggeration", "description": "Push a quantity to an absurd extreme so the "
          "principle stands out.", "instructions": "Scale one number up by a million."},
         {"name": "Humor in Social Commentary", "description": "A joke about daily life keeps "
          "attention on the point.", "instructions": None}]
     assert [r["reason"] for r in rejected] == ["description under 5 words"]
-    assert rules.parse_instructions("Instructions: Ask the question from the opposite side "
+    assert extraction.parse_instructions("Instructions: Ask the question from the opposite side "
                                     "first.") == "Ask the question from the opposite side first."
-    assert rules.parse_instructions("Sure.") is None
+    assert extraction.parse_instructions("Sure.") is None
 
 
 def test_slugs_are_unique_and_never_a_baseline_name():
-    assert rules.slugify("Blurring the Conceptual Boundaries") == "blurring-the-conceptual-boundaries"
-    assert rules.slugify("Original") == "original-rule"
-    assert rules.slugify("Exaggeration", taken=["exaggeration"]) == "exaggeration-2"
-    assert re.fullmatch(rules.SLUG_RE, rules.slugify("幽默"))
+    assert extraction.slugify("Blurring the Conceptual Boundaries") == "blurring-the-conceptual-boundaries"
+    assert extraction.slugify("Original") == "original-rule"
+    assert extraction.slugify("Exaggeration", taken=["exaggeration"]) == "exaggeration-2"
+    assert re.fullmatch(extraction.SLUG_RE, extraction.slugify("幽默"))
     with pytest.raises(ValueError, match="reserved, repeated"):
-        rules.fixed([{"name": "a b", "description": "d"}, {"name": "A-B", "description": "e",
+        extraction.fixed([{"name": "a b", "description": "d"}, {"name": "A-B", "description": "e",
                                                            "slug": "a-b"}])
 
 
@@ -88,7 +88,7 @@ def test_ranking_drops_near_duplicates_and_alternates_perspectives():
                  (None, "humour keeps attention on the lesson and makes it stick", "education"),
                  ("Z", "surprise opens a knowledge gap that curiosity wants to close", "psychology"),
              ])]
-    ranked, dupes = rules.rank_candidates(cands)
+    ranked, dupes = extraction.rank_candidates(cands)
     assert [c["id"] for c in ranked] == ["c0", "c3", "c2"]
     assert [(d["id"], d["duplicate_of"]) for d in dupes] == [("c1", "c0")]
 

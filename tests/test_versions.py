@@ -8,7 +8,8 @@ import re
 import pytest
 
 from conftest import REPO
-from restyle import rewrite, variants, versions
+from restyle import variants, versions
+from restyle.study_a import rewrite
 from restyle.records import MathItem, MCItem
 from restyle.teacher import Result
 

@@ -1,10 +1,10 @@
 """The teacher bill of the configured run, before anything is sent (`snakemake -f estimate`).
 
-Every stage's requests are built by the stage's own code (`restyle.rules`, `restyle.rewrite`,
-`restyle.variants`) and counted by `restyle.teacher.estimate`, so the estimate asks exactly what
-the run will ask. A request whose prompt holds an earlier teacher reply cannot be known yet;
-it is built from a stand-in reply as long as the config allows and its row says `basis` "from
-config" (otherwise "exact"):
+Every stage's requests are built by the stage's own code (`restyle.study_a.extraction`,
+`restyle.study_a.rewrite`, `restyle.variants`) and counted by `restyle.teacher.estimate`, so the
+estimate asks exactly what the run will ask. A request whose prompt holds an earlier teacher
+reply cannot be known yet; it is built from a stand-in reply as long as the config allows and its
+row says `basis` "from config" (otherwise "exact"):
 
 - rule extraction (`study_a_rules:extract`) is exact; the consolidation is one request showing
   one candidate per extraction request, each as long as `extract.max_tokens`; `instructions` is
@@ -29,11 +29,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from restyle import rewrite, rules, teacher, variants
+from restyle import teacher, variants
 from restyle.accounting import RULE_REWRITES, RULES_STAGE, TOTAL
 from restyle.cache import Cache
 from restyle.io import read_jsonl
 from restyle.records import MCItem, RuozhibaItem
+from restyle.study_a import extraction, rewrite
 from restyle.teacher import DEFAULT_MAX_TOKENS, Request, Result
 
 EXACT, FROM_CONFIG = "exact", "from config"
@@ -67,22 +68,23 @@ def study_a(cfg: dict, backend: dict, mmlu_train: str | Path,
     name, out = cfg["teacher"], []
     rcfg = cfg["rules"]
     if rcfg["fixed"]:
-        rule_list, basis = [rules.wording(r) for r in rules.fixed(rcfg["fixed"])], EXACT
+        rule_list = [extraction.wording(r) for r in extraction.fixed(rcfg["fixed"])]
+        basis = EXACT
     else:
-        structured = rules.structured_output(rcfg, backend)
-        extraction = [req for req, _ in rules.extraction_requests(
+        structured = extraction.structured_output(rcfg, backend)
+        extract_requests = [req for req, _ in extraction.extraction_requests(
             read_jsonl(ruozhiba, RuozhibaItem.from_dict), rcfg, structured)]
         candidates = [{"name": None, "description": stand_in(rcfg["extract"]["max_tokens"])}
-                      for _ in extraction]
+                      for _ in extract_requests]
         described = stand_in(rcfg["consolidate"]["max_tokens"] // rcfg["count"])
         rule_list = [{"slug": f"rule-{i}", "name": f"Rule {i}", "description": described,
                       "instructions": stand_in(rcfg["instructions"]["max_tokens"])}
                      for i in range(1, rcfg["count"] + 1)]
-        out += [Planned(f"{RULES_STAGE}:extract", EXACT, name, backend, extraction),
+        out += [Planned(f"{RULES_STAGE}:extract", EXACT, name, backend, extract_requests),
                 Planned(f"{RULES_STAGE}:consolidate", FROM_CONFIG, name, backend,
-                        [rules.consolidation_request(candidates, rcfg, structured)]),
+                        [extraction.consolidation_request(candidates, rcfg, structured)]),
                 Planned(f"{RULES_STAGE}:instructions", FROM_CONFIG, name, backend,
-                        rules.instructions_requests(rule_list, rcfg))]
+                        extraction.instructions_requests(rule_list, rcfg))]
         basis = FROM_CONFIG
     items = rewrite.select_items(read_jsonl(mmlu_train, MCItem.from_dict),
                                  cfg["rewrite"]["items_per_set"])

@@ -21,7 +21,7 @@ import pandas as pd  # noqa: E402
 
 from restyle import controls, familiarity, stats  # noqa: E402
 from restyle.data.mmlu import SUBJECT_CATEGORY  # noqa: E402
-from restyle.rewrite import STAGES as GATE_STAGES  # noqa: E402
+from restyle.study_a.rewrite import STAGES as GATE_STAGES  # noqa: E402
 
 BASE = "base"
 STUDY_A_PREFIX, STUDY_B_PREFIX = "studyA-", "studyB-"

@@ -16,7 +16,8 @@ import hashlib
 from functools import lru_cache
 from pathlib import Path
 
-from restyle import rewrite, variants
+from restyle import variants
+from restyle.study_a import rewrite
 from restyle.teacher import template_hash
 
 PACKAGE = __name__.partition(".")[0]
@@ -25,9 +26,9 @@ SRC = Path(__file__).resolve().parents[1]  # the folder holding the package
 # Module-level prompt text, covered by per-job params instead. A template missing here stays in
 # the code version: editing it reruns every job importing its module (safe, not selective).
 PROMPT_TEXT = {
-    "restyle.rules": {"EXTRACT_TEMPLATE", "CONSOLIDATE_TEMPLATE", "INSTRUCTIONS_TEMPLATE",
+    "restyle.study_a.extraction": {"EXTRACT_TEMPLATE", "CONSOLIDATE_TEMPLATE", "INSTRUCTIONS_TEMPLATE",
                       "TEMPLATES"},
-    "restyle.rewrite": {"REWRITE_TEMPLATE", "PLAIN_TEMPLATE", "OPTIONS_ASK", "OPTIONS_FORMAT"},
+    "restyle.study_a.rewrite": {"REWRITE_TEMPLATE", "PLAIN_TEMPLATE", "OPTIONS_ASK", "OPTIONS_FORMAT"},
     "restyle.variants": {"TEMPLATES", "FORMATS"},
 }
 

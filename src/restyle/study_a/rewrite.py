@@ -31,7 +31,7 @@ from difflib import SequenceMatcher
 from restyle.io import write_csv
 from restyle.data.mmlu import format_mc, format_options
 from restyle.records import LETTERS, MCItem, SFTRecord
-from restyle.rules import wording_hash
+from restyle.study_a.extraction import wording_hash
 from restyle.teacher import Request, Result, json_hash, template_hash
 
 REWRITE_TEMPLATE = (

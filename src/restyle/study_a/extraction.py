@@ -4,7 +4,7 @@ The teacher reads batches of Ruozhiba questions with their answers and, from eac
 (education, psychology, cognitive science by default), writes rules explaining why such questions
 teach well ("extract"). One consolidation call merges near-duplicates into the final N rules
 ("consolidate"); a rule that still lacks rewriting instructions gets them from one more call per
-rule ("instructions"). Every teacher call goes through `restyle.teacher.generate`.
+rule ("instructions"). Every teacher call goes through `restyle.teacher.Session.ask`.
 
 Replies are read leniently, because the offline default teacher (SmolLM2-135M) rarely keeps a
 format: the line format `Name: explanation` per rule, with list markers, bold and lead-ins like
