@@ -21,10 +21,11 @@ from pathlib import Path
 
 from timing import REPEATS, load_average, timed
 
-from restyle import batching, familiarity, models, variants
+from restyle import batching, models
 from restyle.data import gsm8k
 from restyle.io import read_jsonl
 from restyle.records import MathItem, SFTRecord
+from restyle.study_b import familiarity, variants
 
 INSTRUCTION = "Solve the problem step by step. End with a line '#### <number>'."
 

@@ -11,7 +11,7 @@ without and with packing, with Liger where liger_kernel imports, and full fine-t
 padded batches (attn_implementation sdpa) to show what padding-free batches buy. (b) a plain
 transformers Trainer on fixed-length random sequences of --seq tokens (no TRL, SDPA): the
 reference of issue 16, in the same run, so the ratios are side by side. (c) scoring: MMLU-shaped
-0-shot questions (restyle.evaluate) and familiarity (restyle.familiarity) at the old CPU batch
+0-shot questions (restyle.evaluate) and familiarity (restyle.study_b.familiarity) at the old CPU batch
 limits, a hand-picked large one and `auto`.
 
 Every arm runs --repeats times, round-robin (each arm once, then each again), and the tables show
@@ -40,9 +40,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from restyle import evaluate, familiarity, train  # noqa: E402
+from restyle import evaluate, train  # noqa: E402
 from restyle.chat import encode  # noqa: E402
 from restyle.records import MCItem, SFTRecord  # noqa: E402
+from restyle.study_b import familiarity  # noqa: E402
 
 ARCHS = {
     # Llama-shaped, 822M parameters (TinyLlama's layout with SmolLM2's vocabulary): the 822M
@@ -481,7 +482,7 @@ def main() -> None:
     table(f"(c) scoring: {len(ctx['mc_items'])} MMLU-shaped 0-shot questions (restyle.evaluate)",
           results["mmlu"])
     table(f"(c) scoring: familiarity of {len(ctx['scoring_records'])} SFT records "
-          "(restyle.familiarity)", results["familiarity"])
+          "(restyle.study_b.familiarity)", results["familiarity"])
     for text in profiles:
         print("\nprofile of restyle's full fine-tuning (padding-free where a kernel allows):\n")
         print(text)

@@ -40,8 +40,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from chat_server import ChatServer  # noqa: E402
 from timing import load_average  # noqa: E402
 
-from restyle import variants  # noqa: E402
 from restyle.study_a import extraction  # noqa: E402
+from restyle.study_b import variants  # noqa: E402
 from restyle.io import read_jsonl  # noqa: E402
 from restyle.records import MathItem, MCItem  # noqa: E402
 

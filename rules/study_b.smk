@@ -76,7 +76,7 @@ rule familiarity:
         per_example="results/familiarity/{model}/base/per_example.csv",
         summary="results/familiarity/{model}/base/summary.csv",
     params:
-        code=code_version("familiarity.py"),
+        code=code_version("study_b_familiarity.py"),
         cfg=STUDY_B["familiarity"],
         names=study_b_sft_sets(),
         adapter=None,
@@ -95,7 +95,7 @@ rule familiarity:
     conda:
         "../envs/restyle.yaml"
     script:
-        "../scripts/familiarity.py"
+        "../scripts/study_b_familiarity.py"
 
 
 rule familiarity_checkpoint:
@@ -108,7 +108,7 @@ rule familiarity_checkpoint:
         per_example="results/familiarity/{model}/{sft_set}/seed{seed}/per_example.csv",
         summary="results/familiarity/{model}/{sft_set}/seed{seed}/summary.csv",
     params:
-        code=code_version("familiarity.py"),
+        code=code_version("study_b_familiarity.py"),
         cfg=STUDY_B["familiarity"],
         names=study_b_sft_sets(),
         adapter=lambda wc: f"results/train/{wc.model}/{wc.sft_set}/seed{wc.seed}/adapter",
@@ -130,4 +130,4 @@ rule familiarity_checkpoint:
     conda:
         "../envs/restyle.yaml"
     script:
-        "../scripts/familiarity.py"
+        "../scripts/study_b_familiarity.py"

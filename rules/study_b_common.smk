@@ -1,5 +1,5 @@
 # Input functions and config checks of study B (rules/study_b.smk includes this file).
-from restyle import variants as study_b_variants
+from restyle.study_b import variants as study_b_variants
 
 STUDY_B = config["study_b"]
 

@@ -1,4 +1,5 @@
-from restyle import logs, variants
+from restyle import logs
+from restyle.study_b import variants
 
 log = logs.to_file(snakemake.log.main, snakemake.rule)
 wc, out = snakemake.wildcards, snakemake.output

@@ -11,9 +11,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from restyle import batching, evaluate, familiarity, models, teacher
+from restyle import batching, evaluate, models, teacher
 from restyle.batching import AUTO, Limits
 from restyle.records import MCItem, SFTRecord
+from restyle.study_b import familiarity
 
 
 def test_auto_is_the_cpu_default_off_cuda_and_the_gpu_start_on_cuda():

@@ -39,7 +39,7 @@ def copy_project(dest: Path) -> Path:
 
 def test_a_library_edit_reruns_exactly_the_jobs_that_run_it(tmp_path, smollm2_manifest):
     project = copy_project(tmp_path / "project")
-    variants_py = project / "src" / "restyle" / "variants.py"
+    variants_py = project / "src" / "restyle" / "study_b" / "variants.py"
     original = variants_py.read_text()
     work = tmp_path / "work"
     # the jobs import the copy's library, as the Snakefile does (rules/common.smk)

@@ -17,10 +17,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from chat_server import ChatServer  # noqa: E402
 from conftest import REPO  # noqa: E402
 
-from restyle import teacher, variants  # noqa: E402
+from restyle import teacher  # noqa: E402
 from restyle.answers import extract_choice, extract_number, numbers_match  # noqa: E402
 from restyle.io import read_jsonl, write_jsonl  # noqa: E402
 from restyle.records import MathItem, MCItem, SFTRecord  # noqa: E402
+from restyle.study_b import variants  # noqa: E402
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 

@@ -8,8 +8,9 @@ import re
 import pytest
 
 from conftest import REPO
-from restyle import variants, versions
+from restyle import versions
 from restyle.study_a import rewrite
+from restyle.study_b import variants
 from restyle.records import MathItem, MCItem
 from restyle.teacher import Result
 

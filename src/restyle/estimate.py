@@ -1,7 +1,7 @@
 """The teacher bill of the configured run, before anything is sent (`snakemake -f estimate`).
 
 Every stage's requests are built by the stage's own code (`restyle.study_a.extraction`,
-`restyle.study_a.rewrite`, `restyle.variants`) and counted by `restyle.teacher.estimate`, so the
+`restyle.study_a.rewrite`, `restyle.study_b.variants`) and counted by `restyle.teacher.estimate`, so the
 estimate asks exactly what the run will ask. A request whose prompt holds an earlier teacher
 reply cannot be known yet; it is built from a stand-in reply as long as the config allows and its
 row says `basis` "from config" (otherwise "exact"):
@@ -29,12 +29,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from restyle import teacher, variants
+from restyle import teacher
 from restyle.accounting import RULE_REWRITES, RULES_STAGE, TOTAL
 from restyle.cache import Cache
 from restyle.io import read_jsonl
 from restyle.records import MCItem, RuozhibaItem
 from restyle.study_a import extraction, rewrite
+from restyle.study_b import variants
 from restyle.teacher import DEFAULT_MAX_TOKENS, Request, Result
 
 EXACT, FROM_CONFIG = "exact", "from config"

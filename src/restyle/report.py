@@ -19,9 +19,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from restyle import controls, familiarity, stats  # noqa: E402
+from restyle import controls, stats  # noqa: E402
 from restyle.data.mmlu import SUBJECT_CATEGORY  # noqa: E402
 from restyle.study_a.rewrite import STAGES as GATE_STAGES  # noqa: E402
+from restyle.study_b import familiarity  # noqa: E402
 
 BASE = "base"
 STUDY_A_PREFIX, STUDY_B_PREFIX = "studyA-", "studyB-"

@@ -16,8 +16,8 @@ import hashlib
 from functools import lru_cache
 from pathlib import Path
 
-from restyle import variants
 from restyle.study_a import rewrite
+from restyle.study_b import variants
 from restyle.teacher import template_hash
 
 PACKAGE = __name__.partition(".")[0]
@@ -29,7 +29,7 @@ PROMPT_TEXT = {
     "restyle.study_a.extraction": {"EXTRACT_TEMPLATE", "CONSOLIDATE_TEMPLATE", "INSTRUCTIONS_TEMPLATE",
                       "TEMPLATES"},
     "restyle.study_a.rewrite": {"REWRITE_TEMPLATE", "PLAIN_TEMPLATE", "OPTIONS_ASK", "OPTIONS_FORMAT"},
-    "restyle.variants": {"TEMPLATES", "FORMATS"},
+    "restyle.study_b.variants": {"TEMPLATES", "FORMATS"},
 }
 
 _DOCSTRING_OWNERS = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)

@@ -445,7 +445,8 @@ def make_scorer(manifest: str | Path, batch_size: int | str, max_length: int | N
     loaded = {}
 
     def score(records: list[SFTRecord]) -> list[float]:
-        from restyle import familiarity, models
+        from restyle import models
+        from restyle.study_b import familiarity
 
         if "model" not in loaded:
             loaded["model"], loaded["tokenizer"] = models.load_checkpoint(manifest)

@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 import torch
 
-from restyle import batching, familiarity, models
+from restyle import batching, models
 from restyle.chat import IGNORE_INDEX, encode
-from restyle.familiarity import Score
 from restyle.records import SFTRecord
+from restyle.study_b import familiarity
+from restyle.study_b.familiarity import Score
 
 QUESTIONS = [
     ("What is 2+2?", "4"),

@@ -1,8 +1,9 @@
 import torch
 
-from restyle import familiarity, logs, models
+from restyle import logs, models
 from restyle.io import read_jsonl, write_csv
 from restyle.records import SFTRecord
+from restyle.study_b import familiarity
 
 log = logs.to_file(snakemake.log[0], snakemake.rule)
 torch.set_num_threads(snakemake.threads)  # the cores Snakemake gave this job
