@@ -4,7 +4,7 @@ rule prepare_model:
     output:
         "resources/models/{model}/manifest.json",
     params:
-        code=code_version("prepare_model.py"),
+        code=code_version("models_prepare.py"),
         spec=lambda wc: config["models"][wc.model],
         cache_dir="resources/packages",
     log:
@@ -18,4 +18,4 @@ rule prepare_model:
     conda:
         "../envs/restyle.yaml"
     script:
-        "../scripts/prepare_model.py"
+        "../scripts/models_prepare.py"
