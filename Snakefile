@@ -23,5 +23,12 @@ include: "rules/estimate.smk"
 
 rule all:
     input:
-        all_outputs(),
+        "results/report/study_a.csv",
+        "results/report/study_b.csv",
+        model_manifest(config["target_model"]),
+        expand("resources/data/mmlu/{role}.jsonl", role=MMLU_ROLES),
+        "resources/data/ruozhiba.jsonl",
+        expand("resources/data/gsm8k/{split}.jsonl", split=GSM8K_SPLITS),
+        study_b_outputs(),  # rules/study_b_common.smk
+        study_a_outputs,  # rules/study_a_common.smk; a function: it waits for the rules checkpoint
     default_target: True

@@ -1,6 +1,7 @@
 # Control arms (restyle.controls): the evaluated questions with their right answers (positive)
 # or wrong ones (negative), trained, evaluated and reported like every other SFT set, in a
 # section of the report of their own. Config `controls` ([positive, negative]; [] = none).
+include: "controls_common.smk"
 
 
 rule control_set:

@@ -1,3 +1,7 @@
+from restyle.data.gsm8k import SPLITS as GSM8K_SPLITS
+from restyle.data.mmlu import ROLES as MMLU_ROLES
+
+
 rule prepare_mmlu:
     """MMLU from the configured source, normalised and cut into train/dev/test roles."""
     output:

@@ -1,5 +1,4 @@
-# Input functions of the estimate and of the report's teacher bill (rules/estimate.smk
-# includes this file).
+# Input functions of the estimate (rules/estimate.smk includes this file).
 
 
 def estimate_teachers():
@@ -20,18 +19,3 @@ def estimate_inputs(wildcards):
     if "gsm8k" in STUDY_B["tasks"]:
         inputs["gsm8k"] = "resources/data/gsm8k/train.jsonl"
     return inputs
-
-
-def teacher_accounting():
-    """The accounting CSV of every teacher stage (restyle.teacher.Session), which the report
-    sums beside results/estimate.csv; waits for study A's checkpoints, so call it from an input
-    function only."""
-    study_a = [
-        f"results/sft/{s}.accounting.csv" for s in study_a_sft_sets() if s != "studyA-original"
-    ]
-    study_b = expand(
-        "results/studyB/{task}/{variant}/accounting.csv",
-        task=STUDY_B["tasks"],
-        variant=STUDY_B["variants"],
-    )
-    return ["results/rules/accounting.csv", *study_a, *study_b]

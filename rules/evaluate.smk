@@ -1,3 +1,6 @@
+include: "evaluate_common.smk"
+
+
 rule evaluate:
     """One model (base, or base + checkpoint) on one task; per-item and per-subject CSVs."""
     input:

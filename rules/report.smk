@@ -1,3 +1,6 @@
+include: "report_common.smk"
+
+
 rule report:
     """The studies' tables and plots from every evaluation and familiarity output."""
     input:

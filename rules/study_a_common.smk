@@ -6,7 +6,6 @@ from restyle.study_a import extraction as restyle_extraction
 from restyle.study_a import rewrite as restyle_rewrite
 
 STUDY_A = config["study_a"]
-STUDY_A_BASELINES = ("original", "teacher_plain")
 
 
 def study_a_rules():

@@ -1,11 +1,4 @@
-from functools import partial
-
-from restyle import train as restyle_train
-
-# train_outputs(sft_sets, models=None, seeds=None): the train_metrics.json of every
-# (model, SFT set, seed), for rule all or a report; models default to [target_model], seeds to
-# config train.seeds.
-train_outputs = partial(restyle_train.output_paths, config)
+include: "train_common.smk"
 
 
 rule train:

@@ -134,15 +134,6 @@ def threads(config: dict, model: str) -> int:
     return max(1, res["gpu"]) * res["cpus_per_gpu"]
 
 
-def output_paths(config: dict, sft_sets, models=None, seeds=None) -> list[str]:
-    """train_metrics.json of every (model, SFT set, seed); models default to [target_model],
-    seeds to config train.seeds."""
-    models = models or [config["target_model"]]
-    seeds = config["train"]["seeds"] if seeds is None else seeds
-    return [f"results/train/{m}/{s}/seed{seed}/train_metrics.json"
-            for m in models for s in sft_sets for seed in seeds]
-
-
 def gradient_accumulation(settings: dict, world_size: int) -> int:
     """Steps accumulated so that per_device_batch_size x processes x steps = batch_size."""
     per_step = settings["per_device_batch_size"] * world_size

@@ -1,0 +1,24 @@
+# Input functions of training (rules/train.smk includes this file).
+from snakemake.logging import logger
+
+_ANNOUNCED_EMPTY = set()
+
+
+def trained_sets():
+    """Every SFT set with examples in it, study A's and study B's; this waits for the stages'
+    checkpoints, so call it from input functions only. An empty set is a missing arm: said
+    once on the console here, with its reason in results/report/missing_arms.csv."""
+    trained = [*study_a_trainable_sets(), *study_b_trainable_sets()]
+    for name in [*study_a_sft_sets(), *study_b_sft_sets()]:
+        if name not in trained and name not in _ANNOUNCED_EMPTY:
+            _ANNOUNCED_EMPTY.add(name)
+            logger.warning(
+                f"restyle: missing arm: SFT set {name} is empty, so no checkpoint is trained "
+                "or evaluated for it (why: results/report/missing_arms.csv)"
+            )
+    return [*trained, *control_sets()]  # rules/controls.smk; never empty
+
+
+def trained_runs():
+    """"{sft_set}/seed{seed}" for every checkpoint the studies train."""
+    return [f"{s}/seed{seed}" for s in trained_sets() for seed in config["train"]["seeds"]]
