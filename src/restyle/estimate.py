@@ -1,10 +1,10 @@
 """The teacher bill of the configured run, before anything is sent (`snakemake -f estimate`).
 
 Every stage's requests are built by the stage's own code (`restyle.study_a.extraction`,
-`restyle.study_a.rewrite`, `restyle.study_b.variants`) and counted by `restyle.teacher.estimate`, so the
-estimate asks exactly what the run will ask. A request whose prompt holds an earlier teacher
-reply cannot be known yet; it is built from a stand-in reply as long as the config allows and its
-row says `basis` "from config" (otherwise "exact"):
+`restyle.study_a.rewrite`, `restyle.study_b.variants`) and counted by
+`restyle.teacher.estimate`, so the estimate asks exactly what the run will ask. A request whose
+prompt holds an earlier teacher reply cannot be known yet; it is built from a stand-in reply as
+long as the config allows and its row says `basis` "from config" (otherwise "exact"):
 
 - rule extraction (`study_a_rules:extract`) is exact; the consolidation is one request showing
   one candidate per extraction request, each as long as `extract.max_tokens`; `instructions` is
