@@ -40,7 +40,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from restyle import evaluate, train  # noqa: E402
+from restyle import config, evaluate, train  # noqa: E402
 from restyle.chat import encode  # noqa: E402
 from restyle.records import MCItem, SFTRecord  # noqa: E402
 from restyle.study_b import familiarity  # noqa: E402
@@ -152,7 +152,7 @@ def fresh() -> None:
 def restyle_arm(ctx: dict, name: str, profile: list | None = None, **overrides) -> dict:
     """One restyle.train.run with the config's train settings (schema defaults) under
     `overrides`; its train_metrics.json."""
-    settings = train.default_settings(REPO / "config" / "config.yaml",
+    settings = config.default_settings(REPO / "config" / "config.yaml",
                                       REPO / "config" / "schema.yaml")
     # Liger off unless the arm turns it on: the config's auto would turn it on wherever it can
     settings.update({"max_length": ctx["seq"], "per_device_batch_size": ctx["batch"],

@@ -8,7 +8,7 @@ from snakemake.utils import validate
 # environment without it; jobs get it from the project venv or envs/restyle.post-deploy.sh.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from restyle import train as restyle_train
+from restyle import config as restyle_config
 from restyle import versions as restyle_versions
 from restyle.config import check
 
@@ -36,7 +36,7 @@ def model_job_resource(name):
     familiarity): one GPU on the training partition where training has GPUs, the CPU otherwise."""
 
     def get(wildcards):
-        value = restyle_train.resource(config, wildcards.model, name)
+        value = restyle_config.resource(config, wildcards.model, name)
         return min(1, value) if name == "gpu" else value
 
     return get

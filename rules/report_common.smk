@@ -49,7 +49,7 @@ def teacher_label(name):
 
 def report_settings():
     """What produced the results, for the report's first page."""
-    train = restyle_train.settings_for(config["train"], config["target_model"])
+    train = restyle_config.settings_for(config["train"], config["target_model"])
     steps = train["max_steps"] or f"{train['epochs']} epoch(s)"
     return {
         "model": f"{config['target_model']} ({config['models'][config['target_model']]['source']})",

@@ -19,7 +19,7 @@ rule train:
         manifest=model_manifest("{model}"),
         deepspeed=lambda wc: (
             [f"{workflow.basedir}/config/deepspeed/{name}.json"]
-            if (name := restyle_train.settings_for(config["train"], wc.model)["deepspeed"])
+            if (name := restyle_config.settings_for(config["train"], wc.model)["deepspeed"])
             else []
         ),
     output:
@@ -27,7 +27,7 @@ rule train:
         metrics="results/train/{model}/{sft_set}/seed{seed}/train_metrics.json",
     params:
         code=code_version("train.py"),
-        settings=lambda wc: restyle_train.settings_for(config["train"], wc.model),
+        settings=lambda wc: restyle_config.settings_for(config["train"], wc.model),
         checkpoints=lambda wc: f"results/train/{wc.model}/{wc.sft_set}/seed{wc.seed}/checkpoints",
     log:
         "logs/train/{model}/{sft_set}/seed{seed}.log",
@@ -36,18 +36,18 @@ rule train:
     wildcard_constraints:
         sft_set=r"[^/]+",
         seed=r"\d+",
-    threads: lambda wc: restyle_train.threads(config, wc.model)
+    threads: lambda wc: restyle_config.threads(config, wc.model)
     resources:
-        gpu=lambda wc: restyle_train.resource(config, wc.model, "gpu"),
-        gres=lambda wc: restyle_train.resource(config, wc.model, "gres"),
-        nodes=lambda wc: restyle_train.resource(config, wc.model, "nodes"),
-        tasks=lambda wc: restyle_train.resource(config, wc.model, "tasks"),
-        cpus_per_gpu=lambda wc: restyle_train.resource(config, wc.model, "cpus_per_gpu"),
-        mem_mb=lambda wc: restyle_train.resource(config, wc.model, "mem_mb"),
-        runtime=lambda wc: restyle_train.resource(config, wc.model, "runtime"),
-        slurm_partition=lambda wc: restyle_train.resource(config, wc.model, "slurm_partition"),
-        slurm_account=lambda wc: restyle_train.resource(config, wc.model, "slurm_account"),
-        slurm_extra=lambda wc: restyle_train.resource(config, wc.model, "slurm_extra"),
+        gpu=lambda wc: restyle_config.resource(config, wc.model, "gpu"),
+        gres=lambda wc: restyle_config.resource(config, wc.model, "gres"),
+        nodes=lambda wc: restyle_config.resource(config, wc.model, "nodes"),
+        tasks=lambda wc: restyle_config.resource(config, wc.model, "tasks"),
+        cpus_per_gpu=lambda wc: restyle_config.resource(config, wc.model, "cpus_per_gpu"),
+        mem_mb=lambda wc: restyle_config.resource(config, wc.model, "mem_mb"),
+        runtime=lambda wc: restyle_config.resource(config, wc.model, "runtime"),
+        slurm_partition=lambda wc: restyle_config.resource(config, wc.model, "slurm_partition"),
+        slurm_account=lambda wc: restyle_config.resource(config, wc.model, "slurm_account"),
+        slurm_extra=lambda wc: restyle_config.resource(config, wc.model, "slurm_extra"),
     conda:
         "../envs/restyle.yaml"
     script:

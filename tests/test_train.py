@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from restyle import launch, train
+from restyle import config, launch, train
 from restyle.chat import IGNORE_INDEX, encode
 from restyle.io import read_jsonl
 from restyle.records import SFTRecord
@@ -53,7 +53,7 @@ def sft_file(tmp_path_factory) -> Path:
 def default_settings(**overrides) -> dict:
     """Config train of config/config.yaml with the schema's defaults filled in (as the rules see
     it), resolved for one model, then made small for a test."""
-    settings = train.default_settings(REPO / "config" / "config.yaml", REPO / "config" / "schema.yaml")
+    settings = config.default_settings(REPO / "config" / "config.yaml", REPO / "config" / "schema.yaml")
     settings.update(max_length=96, per_device_batch_size=4, batch_size=4, max_steps=4,
                     learning_rate=2e-3, warmup_ratio=0.0, logging_steps=1, save_steps=100)
     settings.update(overrides)

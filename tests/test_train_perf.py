@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from conftest import REPO
-from restyle import train
+from restyle import config, train
 from restyle.io import DataError
 
 
@@ -152,9 +152,9 @@ def test_liger_auto_true_false(tmp_path, gpu_kernels, monkeypatch):
 def test_new_train_keys_reach_the_rule_params():
     """use_liger_kernel and torch_compile are in the settings rule train passes as params (so a
     change reruns training), per-model overrides included."""
-    settings_ = train.default_settings(REPO / "config" / "config.yaml", REPO / "config" / "schema.yaml")
+    settings_ = config.default_settings(REPO / "config" / "config.yaml", REPO / "config" / "schema.yaml")
     assert settings_["use_liger_kernel"] == "auto" and settings_["torch_compile"] is False
-    per_model = train.settings_for({**settings_, "per_model": {"m": {"torch_compile": True}}}, "m")
+    per_model = config.settings_for({**settings_, "per_model": {"m": {"torch_compile": True}}}, "m")
     assert per_model["torch_compile"] is True
 
 

@@ -1,4 +1,5 @@
-"""Config checks with messages that name the key to fix.
+"""Config checks with messages that name the key to fix, and the parse-time helpers that read
+config `train` for the rules (`settings_for`, `resource`, `threads`).
 
 `snakemake.utils.validate` fills in defaults but reports an error with the whole schema dumped
 after it; `check` runs first and says, one line per problem, which key is wrong and why.
@@ -6,6 +7,8 @@ after it; `check` runs first and says, one line per problem, which key is wrong 
 
 from __future__ import annotations
 
+import copy
+import os
 from pathlib import Path
 
 import jsonschema
@@ -75,3 +78,61 @@ def check(config: dict, schema_path: str | Path) -> None:
                         f"(known: {', '.join(config.get('teachers') or {})})")
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+
+
+def settings_for(train_cfg: dict, model: str) -> dict:
+    """Config `train` with `train.per_model.{model}` merged over it (nested dicts key by key);
+    `per_model` and `seeds` removed."""
+    base = {k: copy.deepcopy(v) for k, v in train_cfg.items() if k not in ("per_model", "seeds")}
+    override = (train_cfg.get("per_model") or {}).get(model) or {}
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **copy.deepcopy(value)}
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def default_settings(config_file: str | os.PathLike, schema_file: str | os.PathLike) -> dict:
+    """Config `train` of a config file with the schema's defaults filled in, as rule train sees
+    it, resolved for the file's target_model (tests and benchmarks start from it). Only the
+    `train` section is checked: the others are not this function's business."""
+    import tempfile
+
+    import yaml
+    from snakemake.utils import validate
+
+    config = yaml.safe_load(Path(config_file).read_text())
+    schema = yaml.safe_load(Path(schema_file).read_text())
+    train = {"train": config["train"]}
+    with tempfile.TemporaryDirectory() as tmp:
+        sub = Path(tmp) / "schema.yaml"
+        sub.write_text(yaml.safe_dump({**schema,
+                                       "properties": {"train": schema["properties"]["train"]}}))
+        validate(train, str(sub))  # fills in the defaults
+    return settings_for(train["train"], config["target_model"])
+
+
+def resource(config: dict, model: str, name: str):
+    """Rule train's resource `name` for `model` (config train.resources, per model); None (unset)
+    leaves the resource out of the job, so the SLURM executor plugin adds no flag for it.
+
+    On more than one node the GPUs are asked for per node, as `gres` gpu:N (sbatch --gres counts
+    per node; the plugin's `gpu` becomes --gpus, the job's total, which SLURM may spread unevenly
+    over the nodes), and a CPU job gets a task per node (the plugin asks for --ntasks=1
+    otherwise, which cannot span two nodes)."""
+    res = settings_for(config["train"], model)["resources"]
+    several = res["nodes"] > 1
+    if name == "gpu":
+        return None if several else res["gpu"]
+    if name == "gres":
+        return f"gpu:{res['gpu']}" if several and res["gpu"] > 0 else None
+    if name == "tasks":
+        return res["nodes"] if several and res["gpu"] == 0 else None
+    return res[name]
+
+
+def threads(config: dict, model: str) -> int:
+    """CPU cores of a training job, per node: cpus_per_gpu per GPU, or cpus_per_gpu on CPU."""
+    res = settings_for(config["train"], model)["resources"]
+    return max(1, res["gpu"]) * res["cpus_per_gpu"]
