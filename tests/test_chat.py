@@ -1,8 +1,7 @@
-import json
-
 import pytest
 from transformers import AutoTokenizer
 
+from restyle import models
 from restyle.chat import IGNORE_INDEX, encode
 from restyle.io import DataError
 from restyle.records import SFTRecord
@@ -10,7 +9,7 @@ from restyle.records import SFTRecord
 
 @pytest.fixture(scope="module")
 def tokenizer(smollm2_manifest):
-    return AutoTokenizer.from_pretrained(json.loads(smollm2_manifest.read_text())["path"])
+    return AutoTokenizer.from_pretrained(models.read_manifest(smollm2_manifest)["path"])
 
 
 PROMPT = [{"role": "user", "content": "What is 2+3?"}]

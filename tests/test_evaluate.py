@@ -144,7 +144,6 @@ def test_summary_is_per_subject_with_micro_average_and_stderr():
 
 def test_agrees_with_lm_evaluation_harness(loaded, smollm2_manifest, tmp_path):
     """Same questions, model and prompt as lm-eval's MMLU task: the same predictions."""
-    import json
     import sys
 
     from conftest import REPO
@@ -160,7 +159,7 @@ def test_agrees_with_lm_evaluation_harness(loaded, smollm2_manifest, tmp_path):
                                {"dev": 0, "train": 0, "test": 20})["test"]
     model, tokenizer = loaded
     ours, _ = evaluate.evaluate_mc(model, tokenizer, items, [], MCOptions())
-    theirs, _ = lm_eval_predictions(json.loads(smollm2_manifest.read_text())["path"], items,
+    theirs, _ = lm_eval_predictions(models.read_manifest(smollm2_manifest)["path"], items,
                                     tmp_path)
     agreement = sum(a == b for a, b in zip(ours["pred"], theirs)) / len(items)
     acc_theirs = sum(p == it.answer_letter for p, it in zip(theirs, items)) / len(items)

@@ -15,7 +15,7 @@ def loaded(smollm2_manifest):
 
 
 def test_manifest_describes_the_converted_folder(smollm2_manifest):
-    manifest = json.loads(smollm2_manifest.read_text())
+    manifest = models.read_manifest(smollm2_manifest)
     assert manifest["source"] == "bundled:smollm2-135m-instruct"
     assert manifest["parameters"] == 134_515_008
     assert manifest["convert_seconds"] > 0

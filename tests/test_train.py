@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from restyle import config, launch, train
+from restyle import config, launch, models, train
 from restyle.chat import IGNORE_INDEX, encode
 from restyle.io import read_jsonl
 from restyle.records import SFTRecord
@@ -71,7 +71,7 @@ def make_job(tmp: Path, manifest: Path, sft: Path, seed: int = 0, **overrides) -
 def expected_encodings(manifest: Path, sft: Path, max_length: int):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(json.loads(manifest.read_text())["path"])
+    tokenizer = AutoTokenizer.from_pretrained(models.read_manifest(manifest)["path"])
     return tokenizer, [encode(tokenizer, r.prompt, r.completion, max_length)
                        for r in read_jsonl(sft, SFTRecord.from_dict)]
 

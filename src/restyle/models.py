@@ -12,6 +12,7 @@ Each gives `manifest.json`, the one file later rules depend on: `path` is the fo
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -118,12 +119,14 @@ def load_folder(path: str | Path, dtype=None, device: str | None = None):
     return model, tokenizer
 
 
+def read_manifest(path: str | Path) -> dict:
+    """The manifest.json `prepare` wrote: `path`, the folder to load, and `source`."""
+    return json.loads(Path(path).read_text())
+
+
 def load(manifest_path: str | Path, dtype=None, device: str | None = None):
     """(model, tokenizer) of the model a manifest written by `prepare` points at."""
-    import json
-
-    path = json.loads(Path(manifest_path).read_text())["path"]
-    return load_folder(path, dtype=dtype, device=device)
+    return load_folder(read_manifest(manifest_path)["path"], dtype=dtype, device=device)
 
 
 def load_checkpoint(manifest_path: str | Path, checkpoint: str | Path | None = None, dtype=None,

@@ -158,7 +158,9 @@ def model_name(cfg: dict) -> str:
     if cfg.get("model"):
         return cfg["model"]
     if cfg["backend"] == "local":
-        return json.loads(Path(cfg["manifest"]).read_text())["source"]
+        from restyle import models
+
+        return models.read_manifest(cfg["manifest"])["source"]
     raise TeacherError("teacher config: 'model' is required for the openai backend")
 
 
@@ -827,7 +829,9 @@ def _tiktoken_encoding(model: str):
 def _local_token_counter(manifest: str | Path) -> Callable[[list[dict]], int]:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(json.loads(Path(manifest).read_text())["path"])
+    from restyle import models
+
+    tokenizer = AutoTokenizer.from_pretrained(models.read_manifest(manifest)["path"])
     return lambda messages: len(tokenizer(
         tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False),
         add_special_tokens=False)["input_ids"])

@@ -63,6 +63,7 @@ from pathlib import Path
 
 from restyle.chat import encode
 from restyle.io import DataError, read_jsonl, write_json
+from restyle.models import read_manifest
 from restyle.records import SFTRecord
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ def fingerprint(job: Job) -> dict:
     """What a checkpoint was computed from; resuming under anything else would mix two runs."""
     settings = {k: v for k, v in job.settings.items() if k not in _NOT_FINGERPRINTED}
     settings["resources"] = {"gpu": job.settings.get("resources", {}).get("gpu", job.gpus)}
-    model_path = json.loads(Path(job.manifest).read_text())["path"]
+    model_path = read_manifest(job.manifest)["path"]
     return {"settings": settings, "seed": job.seed, "gpus": job.gpus, "nodes": job.nodes,
             "sft_sha256": _sha256(job.sft), "model_path": model_path}
 
@@ -472,7 +473,7 @@ def build_trainer(job: Job):
     bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
     if device == "cuda" and not bf16:
         log.warning("this GPU has no bf16; training in fp32")
-    model_path = json.loads(Path(job.manifest).read_text())["path"]
+    model_path = read_manifest(job.manifest)["path"]
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     dataset = load_examples(job.sft, tokenizer, s["max_length"])
     accumulation = gradient_accumulation(s, world)
