@@ -1,14 +1,7 @@
-# Input functions and config checks of study B (rules/study_b.smk includes this file).
+# Input functions of study B (rules/study_b.smk includes this file).
 from restyle.study_b import variants as study_b_variants
 
 STUDY_B = config["study_b"]
-
-for _key in ("teacher", "target_teacher"):
-    if STUDY_B[_key] not in config["teachers"]:
-        raise ValueError(
-            f"config study_b.{_key}: '{STUDY_B[_key]}' is not a key of teachers "
-            f"(known: {', '.join(config['teachers'])})"
-        )
 
 
 def study_b_sft_sets():

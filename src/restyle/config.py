@@ -52,6 +52,23 @@ def _train_per_model(config: dict, schema: dict, models) -> list[str]:
     return problems
 
 
+def _teacher_keys(config: dict, schema: dict) -> list[str]:
+    """Each stage's teacher, given or the schema's default, is a key of `teachers`."""
+    teachers = config.get("teachers") or schema["properties"]["teachers"]["default"]
+    if not isinstance(teachers, dict):
+        return []
+    problems = []
+    for study, key in (("study_a", "teacher"), ("study_b", "teacher"),
+                       ("study_b", "target_teacher")):
+        section = config.get(study) or {}
+        name = (section.get(key, schema["properties"][study]["properties"][key]["default"])
+                if isinstance(section, dict) else None)
+        if isinstance(name, str) and name not in teachers:  # else the schema said what is wrong
+            problems.append(f"config {study}.{key}: '{name}' is not a key of teachers "
+                            f"(known: {', '.join(teachers)})")
+    return problems
+
+
 def check(config: dict, schema_path: str | Path) -> None:
     """Raise ConfigError listing every schema violation and cross-key inconsistency."""
     schema = yaml.safe_load(Path(schema_path).read_text())
@@ -71,11 +88,7 @@ def check(config: dict, schema_path: str | Path) -> None:
         if teacher.get("backend") == "openai" and not teacher.get("model"):
             problems.append(f"config teachers.{name}.model: required for the openai backend")
     problems += _train_per_model(config, schema, models)
-    study_a_teacher = (config.get("study_a") or {}).get("teacher", "local")
-    if isinstance(config.get("teachers") or {}, dict) and study_a_teacher not in (
-            config.get("teachers") or {"local": None}):
-        problems.append(f"config study_a.teacher: '{study_a_teacher}' is not a key of teachers "
-                        f"(known: {', '.join(config.get('teachers') or {})})")
+    problems += _teacher_keys(config, schema)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
 
