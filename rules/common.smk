@@ -9,6 +9,7 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from restyle import config as restyle_config
+from restyle import runs as restyle_runs
 from restyle import versions as restyle_versions
 from restyle.config import check
 

@@ -12,10 +12,12 @@ rule evaluate:
         code=code_version("evaluate.py"),
         cfg=lambda wc: config["eval"][wc.task],
         checkpoint=lambda wc: (
-            None if wc.run == "base" else f"results/train/{wc.model}/{wc.run}/adapter"
+            None
+            if wc.run == restyle_runs.BASE
+            else f"{restyle_runs.checkpoint_dir(wc.model, wc.run)}/adapter"
         ),
     wildcard_constraints:
-        run=r"base|[^/]+/seed\d+",
+        run=restyle_runs.RUN_RE,
         task="mmlu|gsm8k",
     log:
         "logs/evaluate/{model}/{run}/{task}.log",

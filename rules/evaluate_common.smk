@@ -8,6 +8,7 @@ def eval_inputs(wildcards):
         inputs |= {"questions": "resources/data/mmlu/test.jsonl", "dev": "resources/data/mmlu/dev.jsonl"}
     else:
         inputs["questions"] = "resources/data/gsm8k/test.jsonl"
-    if wildcards.run != "base":
-        inputs["train_metrics"] = f"results/train/{wildcards.model}/{wildcards.run}/train_metrics.json"
+    if wildcards.run != restyle_runs.BASE:
+        checkpoint = restyle_runs.checkpoint_dir(wildcards.model, wildcards.run)
+        inputs["train_metrics"] = f"{checkpoint}/train_metrics.json"
     return inputs

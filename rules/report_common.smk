@@ -5,8 +5,8 @@ def report_eval_items():
     """Per-question results of the base model and every checkpoint on every task; a control arm
     on the task it controls only (its verdict reads that one, its score elsewhere says nothing)."""
     out = []
-    for run in ["base", *trained_runs()]:
-        control = restyle_controls.parse_name(run.split("/")[0])
+    for run in [restyle_runs.BASE, *trained_runs()]:
+        control = restyle_controls.parse_name(restyle_runs.parse_run(run)[0])
         for task in [control[0]] if control else config["eval"]["tasks"]:
             out.append(f"results/eval/{config['target_model']}/{run}/{task}/items.csv")
     return out
@@ -16,15 +16,16 @@ def report_familiarity():
     """Familiarity of the untrained model with every study B set, and of each study B checkpoint."""
     if not study_b_sft_sets():
         return []
-    runs = [run for run in trained_runs() if run.startswith("studyB-")]
-    return familiarity_outputs(config["target_model"], ["base", *runs])
+    sets = study_b_sft_sets()
+    runs = [run for run in trained_runs() if restyle_runs.parse_run(run)[0] in sets]
+    return familiarity_outputs(config["target_model"], [restyle_runs.BASE, *runs])
 
 
 def report_familiarity_examples():
     """Per-example familiarity of the untrained model with every study B set."""
     if not study_b_sft_sets():
         return []
-    return [f"results/familiarity/{config['target_model']}/base/per_example.csv"]
+    return [f"results/familiarity/{config['target_model']}/{restyle_runs.BASE}/per_example.csv"]
 
 
 def teacher_accounting():

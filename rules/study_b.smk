@@ -68,58 +68,29 @@ rule study_b_stats:
 
 
 rule familiarity:
-    """Perplexity of the untrained model on every study B set (one model load for all)."""
+    """Perplexity of {model} on every study B set (one model load for all): the untrained model,
+    or a fine-tuned checkpoint (LoRA adapter or full model) on top of it."""
     input:
-        manifest=lambda wc: model_manifest(wc.model),
-        sets=study_b_sft_files(),
+        unpack(familiarity_inputs),
     output:
-        per_example="results/familiarity/{model}/base/per_example.csv",
-        summary="results/familiarity/{model}/base/summary.csv",
+        per_example="results/familiarity/{model}/{run}/per_example.csv",
+        summary="results/familiarity/{model}/{run}/summary.csv",
     params:
         code=code_version("study_b_familiarity.py"),
         cfg=STUDY_B["familiarity"],
         names=study_b_sft_sets(),
-        adapter=None,
-        run="base",
-    log:
-        "logs/familiarity/{model}/base.log",
-    benchmark:
-        "logs/benchmarks/familiarity/{model}/base.tsv"
-    threads: 1  # as rule evaluate
-    resources:
-        gpu=model_job_resource("gpu"),
-        slurm_partition=model_job_resource("slurm_partition"),
-        slurm_account=model_job_resource("slurm_account"),
-        mem_mb=8000,
-        runtime=120,
-    conda:
-        "../envs/restyle.yaml"
-    script:
-        "../scripts/study_b_familiarity.py"
-
-
-rule familiarity_checkpoint:
-    """The same, for a fine-tuned checkpoint (LoRA adapter or full model) on top of the base."""
-    input:
-        manifest=lambda wc: model_manifest(wc.model),
-        train_metrics="results/train/{model}/{sft_set}/seed{seed}/train_metrics.json",
-        sets=study_b_sft_files(),
-    output:
-        per_example="results/familiarity/{model}/{sft_set}/seed{seed}/per_example.csv",
-        summary="results/familiarity/{model}/{sft_set}/seed{seed}/summary.csv",
-    params:
-        code=code_version("study_b_familiarity.py"),
-        cfg=STUDY_B["familiarity"],
-        names=study_b_sft_sets(),
-        adapter=lambda wc: f"results/train/{wc.model}/{wc.sft_set}/seed{wc.seed}/adapter",
-        run=lambda wc: f"{wc.sft_set}/seed{wc.seed}",
+        adapter=lambda wc: (
+            None
+            if wc.run == restyle_runs.BASE
+            else f"{restyle_runs.checkpoint_dir(wc.model, wc.run)}/adapter"
+        ),
+        run=lambda wc: wc.run,
     wildcard_constraints:
-        sft_set=r"[^/]+",
-        seed=r"\d+",
+        run=restyle_runs.RUN_RE,
     log:
-        "logs/familiarity/{model}/{sft_set}/seed{seed}.log",
+        "logs/familiarity/{model}/{run}.log",
     benchmark:
-        "logs/benchmarks/familiarity/{model}/{sft_set}/seed{seed}.tsv"
+        "logs/benchmarks/familiarity/{model}/{run}.tsv"
     threads: 1  # as rule evaluate
     resources:
         gpu=model_job_resource("gpu"),

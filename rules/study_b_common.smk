@@ -63,9 +63,18 @@ def study_b_variant_cfg(wildcards):
     return {k: v for k, v in STUDY_B.items() if k not in skip}
 
 
+def familiarity_inputs(wildcards):
+    """The base model's manifest, every study B set and, for a checkpoint, its training output."""
+    inputs = {"manifest": model_manifest(wildcards.model), "sets": study_b_sft_files()}
+    if wildcards.run != restyle_runs.BASE:
+        checkpoint = restyle_runs.checkpoint_dir(wildcards.model, wildcards.run)
+        inputs["train_metrics"] = f"{checkpoint}/train_metrics.json"
+    return inputs
+
+
 def familiarity_outputs(model, runs):
-    """Familiarity summaries of `model` for `runs`: "base" (the untrained model) or
-    "{sft_set}/seed{seed}" (a checkpoint at results/train/{model}/{run}/adapter)."""
+    """Familiarity summaries of `model` for `runs` (restyle.runs): the untrained model or a
+    checkpoint trained by rule train."""
     return expand("results/familiarity/{model}/{run}/summary.csv", model=model, run=runs)
 
 
@@ -77,5 +86,5 @@ def study_b_outputs():
     return [
         *study_b_sft_files(),
         "results/studyB/stats.csv",
-        *familiarity_outputs(config["target_model"], ["base"]),
+        *familiarity_outputs(config["target_model"], [restyle_runs.BASE]),
     ]

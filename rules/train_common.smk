@@ -20,5 +20,6 @@ def trained_sets():
 
 
 def trained_runs():
-    """"{sft_set}/seed{seed}" for every checkpoint the studies train."""
-    return [f"{s}/seed{seed}" for s in trained_sets() for seed in config["train"]["seeds"]]
+    """The run name (restyle.runs) of every checkpoint the studies train."""
+    seeds = config["train"]["seeds"]
+    return [restyle_runs.run_name(s, seed) for s in trained_sets() for seed in seeds]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from restyle.answers import extract_number, numbers_match
 from restyle.batching import AUTO, Limits, left_pad
 from restyle.data.mmlu import format_mc
 from restyle.records import LETTERS, MathItem, MCItem
+from restyle.runs import parse_run
 
 log = logging.getLogger(__name__)
 
@@ -208,10 +208,9 @@ def accuracy_stderr(correct: pd.Series) -> tuple[int, float, float]:
 
 
 def run_labels(model: str, run: str) -> dict:
-    """Columns naming a run: "base", or "{sft_set}/seed{seed}" for a checkpoint."""
-    m = re.fullmatch(r"(.+)/seed(\d+)", run)
-    return {"model": model, "run": run, "sft_set": m.group(1) if m else "base",
-            "seed": int(m.group(2)) if m else None}
+    """Columns naming a run (restyle.runs): its model, name, SFT set and seed."""
+    sft_set, seed = parse_run(run)
+    return {"model": model, "run": run, "sft_set": sft_set, "seed": seed}
 
 
 def summarize(items: pd.DataFrame, task: str, labels: dict) -> pd.DataFrame:

@@ -21,10 +21,10 @@ import pandas as pd  # noqa: E402
 
 from restyle import controls, stats  # noqa: E402
 from restyle.data.mmlu import SUBJECT_CATEGORY  # noqa: E402
+from restyle.runs import BASE, parse_run  # noqa: E402
 from restyle.study_a.rewrite import STAGES as GATE_STAGES  # noqa: E402
 from restyle.study_b import familiarity  # noqa: E402
 
-BASE = "base"
 STUDY_A_PREFIX, STUDY_B_PREFIX = "studyA-", "studyB-"
 STUDY_A_BASELINES = ("studyA-original", "studyA-teacher_plain")
 DELTA_COLUMNS = ["delta", "low", "high", "significant"]
@@ -117,7 +117,7 @@ def study_b_table(items: pd.DataFrame, familiarity: pd.DataFrame, n_boot: int = 
     for sft_set in sets:
         source_task, variant = sft_set.removeprefix(STUDY_B_PREFIX).split("-", 1)
         before = familiarity[(familiarity.run == BASE) & (familiarity.dataset == sft_set)]
-        after = familiarity[(familiarity.run.str.startswith(f"{sft_set}/seed"))
+        after = familiarity[(familiarity.run.map(lambda run: parse_run(run)[0]) == sft_set)
                             & (familiarity.dataset == sft_set)]
         for task in sorted(items.task.unique()):
             scores = question_scores(items, sft_set, task)
