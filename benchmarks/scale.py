@@ -40,10 +40,11 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from chat_server import ChatServer  # noqa: E402
 from timing import load_average  # noqa: E402
 
-from restyle.study_a import extraction  # noqa: E402
-from restyle.study_b import variants  # noqa: E402
+from restyle import study_b  # noqa: E402
 from restyle.io import read_jsonl  # noqa: E402
 from restyle.records import MathItem, MCItem  # noqa: E402
+from restyle.study_a import extraction  # noqa: E402
+from restyle.study_b import variants  # noqa: E402
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 PAPER = yaml.safe_load((REPO / "config/paper.yaml").read_text())
@@ -51,7 +52,7 @@ PAPER = yaml.safe_load((REPO / "config/paper.yaml").read_text())
 INSTRUCTIONS = [f"\n\n{p['default']}" for p in yaml.safe_load(
     (REPO / "config/schema.yaml").read_text())["properties"]["study_b"]["properties"][
     "instructions"]["properties"].values()]
-VARIANTS = [v for v in PAPER["study_b"]["variants"] if v not in variants.PPL_SPLITS]
+VARIANTS = [v for v in PAPER["study_b"]["variants"] if v not in study_b.PPL_SPLITS]
 RULES = [{"name": f"Rule {i}", "description": f"Rule number {i}, said in a memorable way.",
           "instructions": "Say the question so that it sticks."} for i in range(1, 9)]
 TEACHER_RULES = ["study_a_rewrite", "study_a_teacher_plain", "study_b_variant"]
@@ -88,7 +89,7 @@ class TeacherLike(ChatServer):
     def learn(self, workdir: Path) -> None:
         self.answers = {
             variants.question_text(task, item): variants.human_answer(task, item)
-            for task, path in variants.TASK_FILES.items()
+            for task, path in study_b.TASK_FILES.items()
             for item in read_jsonl(workdir / path, MathItem.from_dict if task == "gsm8k"
                                    else MCItem.from_dict)}
 
@@ -155,7 +156,7 @@ def run_scale(scale: float, latency: float, root: Path) -> dict:
         estimate_s, _, _ = snakemake(workdir, config, "-f", "estimate")
         sets = [f"results/sft/studyA-{s}.jsonl"
                 for s in [*(r["slug"] for r in extraction.fixed(RULES)), "teacher_plain"]]
-        sets += [f"results/sft/{variants.sft_set_name(t, v)}.jsonl"
+        sets += [f"results/sft/{study_b.sft_set_name(t, v)}.jsonl"
                  for t in PAPER["study_b"]["tasks"] for v in VARIANTS]
         wall, _, rss = snakemake(workdir, config, *sets)
         sent, in_jobs = len(server.requests), in_job_seconds(workdir)
@@ -163,7 +164,7 @@ def run_scale(scale: float, latency: float, root: Path) -> dict:
         assert len(server.requests) == sent, "the cached rerun sent requests"
         rerun_in_jobs = in_job_seconds(workdir)
         plan_s, plan, plan_rss = snakemake(workdir, config, "-n")
-    items = [sum(1 for _ in open(workdir / path)) for path in variants.TASK_FILES.values()]
+    items = [sum(1 for _ in open(workdir / path)) for path in study_b.TASK_FILES.values()]
     cache = sum(f.stat().st_size for f in (workdir / "resources/teacher").iterdir())
     return {"scale": f"{scale:g}", "items": "+".join(map(str, reversed(items))),
             "requests": str(sent), "wall s": f"{wall:.1f}", "in jobs s": f"{in_jobs:.1f}",

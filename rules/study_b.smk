@@ -26,8 +26,8 @@ checkpoint study_b_variant:
         prices=config["prices"],
         target_manifest=model_manifest(config["target_model"]),
     wildcard_constraints:
-        task="|".join(study_b_variants.TASKS),
-        variant="|".join(study_b_variants.VARIANTS),
+        task="|".join(restyle_study_b.TASKS),
+        variant="|".join(restyle_study_b.VARIANTS),
     log:
         main="logs/study_b/{task}/{variant}.log",
         failures="logs/study_b/{task}/{variant}.failures.jsonl",

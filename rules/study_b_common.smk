@@ -1,4 +1,5 @@
 # Input functions of study B (rules/study_b.smk includes this file).
+from restyle import study_b as restyle_study_b
 from restyle.study_b import variants as study_b_variants
 
 STUDY_B = config["study_b"]
@@ -8,7 +9,7 @@ def study_b_sft_sets():
     """Names of every study B SFT set the config asks for (results/sft/{name}.jsonl); a set
     may be empty when no answer passed the filters (see study_b_trainable_sets)."""
     return [
-        study_b_variants.sft_set_name(task, variant)
+        restyle_study_b.sft_set_name(task, variant)
         for task in STUDY_B["tasks"]
         for variant in STUDY_B["variants"]
     ]
@@ -26,39 +27,34 @@ def study_b_trainable_sets(wildcards=None):
         for variant in STUDY_B["variants"]:
             job = checkpoints.study_b_variant.get(task=task, variant=variant)
             if study_b_variants.count_rows(job.output.sft):
-                out.append(study_b_variants.sft_set_name(task, variant))
+                out.append(restyle_study_b.sft_set_name(task, variant))
     return out
 
 
 def study_b_roles(variant):
     """Which teacher entries a variant asks: role -> config name."""
-    roles = {}
-    if variant.startswith("teacher") or variant in ("minimum_change", "best_of_n"):
-        roles["teacher"] = STUDY_B["teacher"]
-    if variant in study_b_variants.TARGET_VARIANTS:
-        roles["target"] = STUDY_B["target_teacher"]
-    return roles
+    return restyle_study_b.teacher_roles(variant, STUDY_B)
 
 
 def study_b_variant_inputs(wildcards):
-    inputs = {"questions": study_b_variants.TASK_FILES[wildcards.task]}
+    inputs = {"questions": restyle_study_b.TASK_FILES[wildcards.task]}
     for role, name in study_b_roles(wildcards.variant).items():
         inputs[role] = teacher_inputs(name)
-    if wildcards.variant in study_b_variants.SCORED_VARIANTS:
+    if wildcards.variant in restyle_study_b.SCORED_VARIANTS:
         inputs["target_model"] = model_manifest(config["target_model"])
-    if wildcards.variant in study_b_variants.PPL_SPLITS:
-        inputs["source"] = study_b_variants.sft_path(wildcards.task, STUDY_B["ppl_split_of"])
+    if wildcards.variant in restyle_study_b.PPL_SPLITS:
+        inputs["source"] = restyle_study_b.sft_path(wildcards.task, STUDY_B["ppl_split_of"])
     return inputs
 
 
 def study_b_variant_cfg(wildcards):
     """The config a variant depends on (so changing another variant's setting reruns nothing)."""
     skip = {"tasks", "variants"}
-    if wildcards.variant not in study_b_variants.SCORED_VARIANTS:
+    if wildcards.variant not in restyle_study_b.SCORED_VARIANTS:
         skip |= {"familiarity"}
     if wildcards.variant != "best_of_n":
         skip |= {"best_of_n", "sampling"}
-    if wildcards.variant not in study_b_variants.PPL_SPLITS:
+    if wildcards.variant not in restyle_study_b.PPL_SPLITS:
         skip |= {"ppl_split_of"}
     return {k: v for k, v in STUDY_B.items() if k not in skip}
 

@@ -1,7 +1,7 @@
 from restyle import logs
-from restyle.study_a import rewrite
 from restyle.io import read_jsonl, write_jsonl
 from restyle.records import MCItem
+from restyle.study_a import rewrite
 
 log = logs.to_file(snakemake.log[0], snakemake.rule)
 items = rewrite.select_items(read_jsonl(snakemake.input.mmlu, MCItem.from_dict),

@@ -1,7 +1,7 @@
 from restyle import logs, teacher
-from restyle.study_a import rewrite
 from restyle.io import read_jsonl, write_jsonl
 from restyle.records import MCItem
+from restyle.study_a import rewrite
 
 log = logs.to_file(snakemake.log.main, snakemake.rule)
 p, out = snakemake.params, snakemake.output

@@ -1,7 +1,7 @@
 from restyle import logs, teacher
-from restyle.study_a import extraction
 from restyle.io import read_jsonl, write_json, write_jsonl
 from restyle.records import RuozhibaItem
+from restyle.study_a import extraction
 
 log = logs.to_file(snakemake.log.main, snakemake.rule)
 p, out = snakemake.params, snakemake.output

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from chat_server import ChatServer  # noqa: E402
 from conftest import REPO  # noqa: E402
 
-from restyle import teacher  # noqa: E402
+from restyle import study_b, teacher  # noqa: E402
 from restyle.answers import extract_choice, extract_number, numbers_match  # noqa: E402
 from restyle.io import read_jsonl, write_jsonl  # noqa: E402
 from restyle.records import MathItem, MCItem, SFTRecord  # noqa: E402
@@ -56,6 +56,17 @@ def test_numbers_match():
 ])
 def test_extract_choice(text, expected):
     assert extract_choice(text) == expected
+
+
+def test_teacher_roles_name_the_teachers_each_variant_asks():
+    cfg = {"teacher": "t", "target_teacher": "s"}
+    roles = {v: study_b.teacher_roles(v, cfg) for v in study_b.VARIANTS}
+    teacher, target = {"teacher": "t"}, {"target": "s"}
+    assert roles == {"human": {}, "teacher": teacher, "teacher_rewrite": teacher,
+                     "teacher_steps": teacher, "teacher_detailed_steps": teacher,
+                     "self_rewrite": target, "minimum_change": {**teacher, **target},
+                     "best_of_n": teacher, "low_ppl": {}, "high_ppl": {}}
+    assert list(roles["minimum_change"]) == ["teacher", "target"]  # the order its params keep
 
 
 # ---------------------------------------------------------------- variants on a scripted server

@@ -56,6 +56,7 @@ def test_default_config_dry_run_shows_the_dag(tmp_path):
      "config teachers.t.api_key: unknown key"),
     ({"study_b": {"target_teacher": "gpt9"}},
      "config study_b.target_teacher: 'gpt9' is not a key of teachers"),
+    ({"study_b": {"variants": ["bogus"]}}, "config study_b.variants.0: 'bogus' is not one of"),
 ])
 def test_bad_config_stops_before_any_job_and_names_the_key(tmp_path, config, message):
     result = snakemake(tmp_path, config=config)

@@ -14,6 +14,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from restyle import study_b
+
 
 class ConfigError(ValueError):
     pass
@@ -52,6 +54,17 @@ def _train_per_model(config: dict, schema: dict, models) -> list[str]:
     return problems
 
 
+def _with_study_b_names(schema: dict) -> dict:
+    """The schema with study B's task and variant names from restyle.study_b, the one list of
+    them, as enums (the schema file has none)."""
+    keys = schema["properties"]["study_b"]["properties"]
+    keys["tasks"]["items"]["enum"] = list(study_b.TASKS)
+    keys["variants"]["items"]["enum"] = list(study_b.VARIANTS)
+    keys["ppl_split_of"]["enum"] = [v for v, t in study_b.VARIANTS.items()
+                                    if t.filter != "ppl_split"]
+    return schema
+
+
 def _teacher_keys(config: dict, schema: dict) -> list[str]:
     """Each stage's teacher, given or the schema's default, is a key of `teachers`."""
     teachers = config.get("teachers") or schema["properties"]["teachers"]["default"]
@@ -71,7 +84,7 @@ def _teacher_keys(config: dict, schema: dict) -> list[str]:
 
 def check(config: dict, schema_path: str | Path) -> None:
     """Raise ConfigError listing every schema violation and cross-key inconsistency."""
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = _with_study_b_names(yaml.safe_load(Path(schema_path).read_text()))
     validator = jsonschema.validators.validator_for(schema)(schema)
     problems = [_describe(e) for e in sorted(validator.iter_errors(config), key=lambda e: list(e.path))]
     models = config.get("models") or {"smollm2-135m": None}

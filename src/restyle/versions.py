@@ -16,6 +16,7 @@ import hashlib
 from functools import lru_cache
 from pathlib import Path
 
+from restyle import study_b
 from restyle.study_a import rewrite
 from restyle.study_b import variants
 from restyle.teacher import template_hash
@@ -26,9 +27,10 @@ SRC = Path(__file__).resolve().parents[1]  # the folder holding the package
 # Module-level prompt text, covered by per-job params instead. A template missing here stays in
 # the code version: editing it reruns every job importing its module (safe, not selective).
 PROMPT_TEXT = {
-    "restyle.study_a.extraction": {"EXTRACT_TEMPLATE", "CONSOLIDATE_TEMPLATE", "INSTRUCTIONS_TEMPLATE",
-                      "TEMPLATES"},
-    "restyle.study_a.rewrite": {"REWRITE_TEMPLATE", "PLAIN_TEMPLATE", "OPTIONS_ASK", "OPTIONS_FORMAT"},
+    "restyle.study_a.extraction": {"EXTRACT_TEMPLATE", "CONSOLIDATE_TEMPLATE",
+                                   "INSTRUCTIONS_TEMPLATE", "TEMPLATES"},
+    "restyle.study_a.rewrite": {"REWRITE_TEMPLATE", "PLAIN_TEMPLATE", "OPTIONS_ASK",
+                                "OPTIONS_FORMAT"},
     "restyle.study_b.variants": {"TEMPLATES", "FORMATS"},
 }
 
@@ -38,7 +40,7 @@ _DOCSTRING_OWNERS = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctio
 def study_b_templates(task: str, variant: str) -> dict[str, str]:
     """Hashes of the prompt text study B's `variant` sends for `task`: each template it uses
     and, when one asks for it, the task's answer format (variants.FORMATS)."""
-    names = variants.TEMPLATES_OF.get(variant, ())
+    names = study_b.VARIANTS[variant].templates
     out = {name: template_hash(variants.TEMPLATES[name]) for name in names}
     if any("{format}" in variants.TEMPLATES[name] for name in names):
         out["format"] = template_hash(variants.FORMATS[task])

@@ -28,8 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 
-from restyle.io import write_csv
 from restyle.data.mmlu import format_mc, format_options
+from restyle.io import write_csv
 from restyle.records import LETTERS, MCItem, SFTRecord
 from restyle.study_a.extraction import wording_hash
 from restyle.teacher import Request, Result, json_hash, template_hash

@@ -34,21 +34,14 @@ from pathlib import Path
 
 from restyle import teacher as teacher_mod
 from restyle.answers import extract_choice, extract_number, numbers_match
-from restyle.io import DataError, read_jsonl, write_csv, write_jsonl
 from restyle.data.mmlu import format_mc
+from restyle.io import DataError, read_jsonl, write_csv, write_jsonl
 from restyle.records import LETTERS, MathItem, MCItem, SFTRecord
+from restyle.study_b import PPL_SPLITS, SCORED_VARIANTS, TASKS, VARIANTS, sft_set_name
 from restyle.teacher import Request, Result, json_hash, template_hash
 
 log = logging.getLogger(__name__)
 
-TASKS = ("gsm8k", "mmlu")
-VARIANTS = ("human", "teacher", "teacher_rewrite", "teacher_steps", "teacher_detailed_steps",
-            "self_rewrite", "minimum_change", "best_of_n", "low_ppl", "high_ppl")
-PPL_SPLITS = ("low_ppl", "high_ppl")
-TARGET_VARIANTS = ("self_rewrite", "minimum_change")  # ask the target model
-SCORED_VARIANTS = ("best_of_n", *PPL_SPLITS)  # need the target model's perplexity
-TASK_FILES = {"gsm8k": "resources/data/gsm8k/train.jsonl",
-              "mmlu": "resources/data/mmlu/train.jsonl"}
 STATS_COLUMNS = ["task", "variant", "sft_set", "questions", "candidates", "kept", "dropped",
                  "teacher_failed", "no_answer", "wrong_answer", "other_dropped",
                  "mean_completion_chars", "prompt_tokens", "completion_tokens", "cost"]
@@ -73,14 +66,6 @@ TEMPLATES = {
                       "Question:\n{question}\n\nCorrect final answer: {gold}\n\n"
                       "Student's answer:\n{draft}\n\nWrite only the corrected answer.",
 }
-
-
-def sft_set_name(task: str, variant: str) -> str:
-    return f"studyB-{task}-{variant}"
-
-
-def sft_path(task: str, variant: str) -> str:
-    return f"results/sft/{sft_set_name(task, variant)}.jsonl"
 
 
 # ---------------------------------------------------------------- items of a task
@@ -382,14 +367,9 @@ def _ppl_split(ctx: Context) -> tuple[list[SFTRecord], list[dict]]:
     return records, dropped
 
 
-SINGLE = {"teacher": ("teacher", "answer"), "teacher_rewrite": ("teacher", "rewrite"),
-          "teacher_steps": ("teacher", "steps"),
-          "teacher_detailed_steps": ("teacher", "detailed_steps"),
-          "self_rewrite": ("target", "rewrite")}
-# The TEMPLATES each variant sends (human, low_ppl and high_ppl send none): the prompt text its
-# job depends on (restyle.versions); tests/test_versions.py checks it against real requests.
-TEMPLATES_OF = {**{v: (t,) for v, (_, t) in SINGLE.items()},
-                "minimum_change": ("answer", "minimum_change"), "best_of_n": ("answer",)}
+# variant -> (role, template) of the variants that ask one teacher one thing and keep what is right
+SINGLE = {v: (t.roles[0], t.templates[0]) for v, t in VARIANTS.items()
+          if t.filter == "correct" and len(t.roles) == 1 and len(t.templates) == 1}
 
 
 def build(ctx: Context) -> Built:
