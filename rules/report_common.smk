@@ -32,9 +32,8 @@ def teacher_accounting():
     """The accounting CSV of every teacher stage (restyle.teacher.Session), which the report
     sums beside results/estimate.csv; waits for study A's checkpoints, so call it from an input
     function only."""
-    study_a = [
-        f"results/sft/{s}.accounting.csv" for s in study_a_sft_sets() if s != "studyA-original"
-    ]
+    original = restyle_study_a.sft_set_name("original")  # asks no teacher
+    study_a = [f"results/sft/{s}.accounting.csv" for s in study_a_sft_sets() if s != original]
     study_b = expand(
         "results/studyB/{task}/{variant}/accounting.csv",
         task=STUDY_B["tasks"],

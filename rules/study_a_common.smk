@@ -2,6 +2,7 @@
 import json
 import os
 
+from restyle import study_a as restyle_study_a
 from restyle.study_a import extraction as restyle_extraction
 from restyle.study_a import rewrite as restyle_rewrite
 
@@ -26,8 +27,8 @@ def study_a_rule(slug):
 
 def study_a_sft_sets():
     """Names of study A's SFT sets: the baselines in config, then studyA-{slug} per rule."""
-    return [f"studyA-{b}" for b in STUDY_A["baselines"]] + [
-        f"studyA-{r['slug']}" for r in study_a_rules()
+    return [restyle_study_a.sft_set_name(b) for b in STUDY_A["baselines"]] + [
+        restyle_study_a.sft_set_name(r["slug"]) for r in study_a_rules()
     ]
 
 
@@ -36,10 +37,11 @@ def study_a_trainable_sets():
     checkpoint: this waits for it)."""
     out = []
     for name in study_a_sft_sets():
-        if name == "studyA-teacher_plain":
+        if name == restyle_study_a.sft_set_name("teacher_plain"):
             path = checkpoints.study_a_teacher_plain.get().output.sft
-        elif name != "studyA-original":
-            path = checkpoints.study_a_rewrite.get(slug=name.removeprefix("studyA-")).output.sft
+        elif name != restyle_study_a.sft_set_name("original"):
+            slug = name.removeprefix(restyle_study_a.PREFIX)
+            path = checkpoints.study_a_rewrite.get(slug=slug).output.sft
         else:
             out.append(name)
             continue

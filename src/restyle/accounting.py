@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import pandas as pd
 
+from restyle import study_a
+
 RULES_STAGE = "study_a_rules"  # its script names its teacher session after the rule
-RULE_REWRITES = "studyA-{rule}"  # every rule's rewrite set: the rules are known only after a run
-BASELINE_STAGES = ("studyA-teacher_plain",)
+# every rule's rewrite set: the rules are known only after a run
+RULE_REWRITES = study_a.sft_set_name("{rule}")
+BASELINE_STAGES = tuple(map(study_a.sft_set_name, study_a.BASELINES))
 TOTAL = "TOTAL"
 SUMMED = ["requests", "prompt_tokens", "completion_tokens", "cost"]
 COLUMNS = ["stage", "basis", *(f"{c}{side}" for c in SUMMED for side in ("_estimated", ""))]
@@ -20,7 +23,7 @@ COLUMNS = ["stage", "basis", *(f"{c}{side}" for c in SUMMED for side in ("_estim
 
 def stage_group(stage: str) -> str:
     """The estimate's stage for an accounting stage: one row for all rule rewrites."""
-    if stage.startswith("studyA-") and stage not in BASELINE_STAGES:
+    if stage.startswith(study_a.PREFIX) and stage not in BASELINE_STAGES:
         return RULE_REWRITES
     return stage
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from restyle import study_b
+from restyle import study_a, study_b
 
 
 class ConfigError(ValueError):
@@ -54,9 +54,11 @@ def _train_per_model(config: dict, schema: dict, models) -> list[str]:
     return problems
 
 
-def _with_study_b_names(schema: dict) -> dict:
-    """The schema with study B's task and variant names from restyle.study_b, the one list of
-    them, as enums (the schema file has none)."""
+def _with_study_names(schema: dict) -> dict:
+    """The schema with study A's baseline and study B's task and variant names as enums, from
+    restyle.study_a and restyle.study_b, the one list of each (the schema file has none)."""
+    schema["properties"]["study_a"]["properties"]["baselines"]["items"]["enum"] = list(
+        study_a.BASELINES)
     keys = schema["properties"]["study_b"]["properties"]
     keys["tasks"]["items"]["enum"] = list(study_b.TASKS)
     keys["variants"]["items"]["enum"] = list(study_b.VARIANTS)
@@ -84,7 +86,7 @@ def _teacher_keys(config: dict, schema: dict) -> list[str]:
 
 def check(config: dict, schema_path: str | Path) -> None:
     """Raise ConfigError listing every schema violation and cross-key inconsistency."""
-    schema = _with_study_b_names(yaml.safe_load(Path(schema_path).read_text()))
+    schema = _with_study_names(yaml.safe_load(Path(schema_path).read_text()))
     validator = jsonschema.validators.validator_for(schema)(schema)
     problems = [_describe(e) for e in sorted(validator.iter_errors(config), key=lambda e: list(e.path))]
     models = config.get("models") or {"smollm2-135m": None}

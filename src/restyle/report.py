@@ -19,14 +19,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from restyle import controls, stats  # noqa: E402
+from restyle import controls, stats, study_a, study_b  # noqa: E402
 from restyle.data.mmlu import SUBJECT_CATEGORY  # noqa: E402
 from restyle.runs import BASE, parse_run  # noqa: E402
 from restyle.study_a.rewrite import STAGES as GATE_STAGES  # noqa: E402
 from restyle.study_b import familiarity  # noqa: E402
 
-STUDY_A_PREFIX, STUDY_B_PREFIX = "studyA-", "studyB-"
-STUDY_A_BASELINES = ("studyA-original", "studyA-teacher_plain")
+STUDY_A_PREFIX, STUDY_B_PREFIX = study_a.PREFIX, study_b.PREFIX
+STUDY_A_BASELINES = tuple(map(study_a.sft_set_name, study_a.BASELINES))
 DELTA_COLUMNS = ["delta", "low", "high", "significant"]
 MISSING_COLUMNS = ["study", "arm", "seeds", "reason"]
 STUDY_B_DROPS = ("teacher_failed", "no_answer", "wrong_answer", "other_dropped")

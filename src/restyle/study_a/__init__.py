@@ -1,3 +1,11 @@
 """Study A (rules/study_a.smk): rules extracted from Ruozhiba questions (`extraction`), MMLU
 items rewritten by each rule into SFT sets, with the baselines and the quality gate (`rewrite`).
 This package never imports its submodules, so they can import it."""
+
+PREFIX = "studyA-"
+BASELINES = ("original", "teacher_plain")  # the baseline sets; no rule may take their slugs
+
+
+def sft_set_name(name: str) -> str:
+    """The SFT set of a baseline or of a rule's slug."""
+    return f"{PREFIX}{name}"

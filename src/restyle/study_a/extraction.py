@@ -28,11 +28,11 @@ from collections.abc import Sequence
 
 from restyle import teacher
 from restyle.records import RuozhibaItem
+from restyle.study_a import BASELINES
 from restyle.teacher import Request, template_hash
 
 log = logging.getLogger(__name__)
 
-RESERVED_SLUGS = ("original", "teacher_plain")  # the baseline SFT sets of study A
 SLUG_RE = r"[a-z0-9]+(?:-[a-z0-9]+)*"
 
 EXTRACT_TEMPLATE = (
@@ -78,7 +78,7 @@ def slugify(name: str, taken: Sequence[str] = ()) -> str:
     slug = "-".join(re.findall(r"[a-z0-9]+", ascii_name.lower())[:6])
     if not slug:
         slug = f"rule-{template_hash(name)[:8]}"
-    if slug in RESERVED_SLUGS:
+    if slug in BASELINES:
         slug += "-rule"
     base, i = slug, 2
     while slug in taken:
@@ -468,7 +468,7 @@ def fixed(rules: Sequence[dict]) -> list[dict]:
     out, taken = [], []
     for i, rule in enumerate(rules):
         slug = rule.get("slug") or slugify(rule["name"], taken)
-        if slug in taken or slug in RESERVED_SLUGS or not re.fullmatch(SLUG_RE, slug):
+        if slug in taken or slug in BASELINES or not re.fullmatch(SLUG_RE, slug):
             raise ValueError(f"config study_a.rules.fixed[{i}].slug: '{slug}' is reserved, "
                              f"repeated or not of the form {SLUG_RE}")
         taken.append(slug)
