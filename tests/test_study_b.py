@@ -53,9 +53,15 @@ def test_numbers_match():
     ("The answer is (C).", 2), ("Answer: B", 1), ("B. Paris", 1), ("(A) because ...", 0),
     ("D", 3), ("**D**", 3), ("I first thought (A), but the answer is B.", 1),
     ("The correct option is A.", 0), ("The answer is a cat", None), ("none of these", None),
+    ("The answer to the question is: C", 2),
 ])
 def test_extract_choice(text, expected):
     assert extract_choice(text) == expected
+
+
+def test_extract_choice_explicit_only_reads_an_answer_sentence_only():
+    assert extract_choice("(A) because ...", explicit_only=True) is None
+    assert extract_choice("I first thought (A), but the answer is B.", explicit_only=True) == 1
 
 
 def test_teacher_roles_name_the_teachers_each_variant_asks():

@@ -7,8 +7,9 @@ Numbers (GSM8K, MATH-style "Final Answer:" tasks), in order of preference:
 3. the last number anywhere in the text (SDFT's fallback).
 Commas between digit groups, `$`, `%`, and a trailing period are ignored; "1,000.50" -> "1000.50".
 
-Choices (MMLU): the option letter A-D, as an index 0..3, from "(C)", "answer is C", "Answer: C",
-"C.", "C)" or a reply that is just "C".
+Choices (MMLU): the option letter A-D, as an index 0..3, from "Answer: C" / "the answer to the
+question is (C)" (explicit: all study A's gate accepts), then "correct option is C", "(C)", "C.",
+"C)" or a reply that is just "C" (study B's filter).
 """
 
 from __future__ import annotations
@@ -82,7 +83,11 @@ def numbers_match(a: str | None, b: str | None) -> bool:
     return str(a).strip() == str(b).strip()
 
 
+# "Answer: C", "the answer is (C)", "The answer to the question is: C"
+_ANSWER = re.compile(r"\b(?i:answer)\b(?:[^.\n:]{0,30}?\b(?i:is))?\s*[:：]?\s*\(?([A-D])\b"
+                     r"(?:\)|\.|,|\s|$)")
 _CHOICE_PATTERNS = [
+    _ANSWER,
     # "answer is (C)", "Answer: C", "correct option is C", "final answer: C"
     re.compile(r"(?i:answer|option|choice)\s*(?i:is|:|=)?\s*:?\s*\(?\s*([ABCD])\b(?![\w'])"),
     re.compile(r"\(([ABCD])\)"),  # "(C)"
@@ -91,23 +96,23 @@ _CHOICE_PATTERNS = [
 ]
 
 
-def extract_choice(text: str | None) -> int | None:
+def extract_choice(text: str | None, explicit_only: bool = False) -> int | None:
     """The chosen option of a multiple-choice reply as 0..3, or None when no letter is found.
 
-    The last explicit "answer is X" wins; then a parenthesised letter, a letter starting a line,
-    a reply that is only a letter.
+    The patterns are tried in order and the first that matches decides, by its last match: an
+    explicit "Answer: X" / "the answer ... is X"; then "answer/option/choice X", a parenthesised
+    letter, a letter starting a line, a reply that is only a letter (not with `explicit_only`).
 
     >>> extract_choice("The answer is (C).")
     2
     >>> extract_choice("B. Paris")
     1
+    >>> extract_choice("(A) because ...", explicit_only=True) is None
+    True
     """
     if not text:
         return None
-    first = _CHOICE_PATTERNS[0].findall(text)
-    if first:
-        return LETTERS.index(first[-1].upper())
-    for pattern in _CHOICE_PATTERNS[1:]:
+    for pattern in _CHOICE_PATTERNS[:1] if explicit_only else _CHOICE_PATTERNS:
         found = pattern.findall(text)
         if found:
             return LETTERS.index(found[-1].upper())

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 
+from restyle.answers import extract_choice
 from restyle.data.mmlu import format_mc, format_options
 from restyle.io import write_csv
 from restyle.records import LETTERS, MCItem, SFTRecord
@@ -54,9 +55,6 @@ STATS_FIELDS = ["sft_set", "rule", "subject", "total", "kept", "dropped",
 _LABEL = re.compile(r"^\s*(?:\*\*)?(rewritten question|new question|question|reasoning|"
                     r"explanation|answer|correct answer)(?:\*\*)?\s*[:：]\s*(.*)$", re.IGNORECASE)
 _OPTION = re.compile(r"^\s*\(?([A-D])[.):]\s+(.+)$")
-# "Answer: C", "the answer is (C)", "The answer to the question is: C"
-_ANSWER = re.compile(r"\b(?i:answer)\b(?:[^.\n:]{0,30}?\b(?i:is))?\s*[:：]?\s*\(?([A-D])\b"
-                     r"(?:\)|\.|,|\s|$)")
 _ANSWER_SENTENCE = re.compile(r"(?:^|(?<=[.!?]))\s*(?:so\s+|thus\s+|therefore\s+)?(?:the\s+)?"
                               r"(?:correct\s+)?answer\b(?:\s+is)?\s*[:：]?\s*\(?[A-D]\b[^\n]*",
                               re.IGNORECASE)
@@ -128,12 +126,6 @@ class Rejected(ValueError):
         self.stage, self.reason = stage, reason
 
 
-def final_letter(text: str) -> str | None:
-    """The letter of the last 'Answer: X' / 'the answer is (X)' in the text."""
-    found = _ANSWER.findall(text)
-    return found[-1].upper() if found else None
-
-
 def _strip_answer(text: str) -> str:
     return re.sub(r"\s+", " ", _ANSWER_SENTENCE.sub(" ", text)).strip()
 
@@ -159,8 +151,8 @@ def parse_reply(text: str, rewrite: bool) -> Parsed:
             continue
         if raw.strip():
             sections[current].append(raw.strip())
-    letter = final_letter(text)
-    if letter is None:
+    choice = extract_choice(text, explicit_only=True)
+    if choice is None:
         raise Rejected("parse", "no final answer letter")
     question, lead = None, sections.get("lead", [])
     if rewrite:
@@ -175,7 +167,7 @@ def parse_reply(text: str, rewrite: bool) -> Parsed:
     reasoning = _strip_answer(" ".join(reasoning_parts))
     if len(reasoning.split()) < 3:
         raise Rejected("parse", "no reasoning")
-    return Parsed(question, options, reasoning, letter)
+    return Parsed(question, options, reasoning, LETTERS[choice])
 
 
 def _norm(text: str) -> str:
