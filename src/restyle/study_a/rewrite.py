@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 
 from restyle.answers import extract_choice
-from restyle.data.mmlu import format_mc, format_options
+from restyle.data.mmlu import format_mc, format_options, round_robin
 from restyle.io import write_csv
 from restyle.records import LETTERS, MCItem, SFTRecord
 from restyle.study_a.extraction import wording_hash
@@ -65,18 +65,8 @@ def final_line(item: MCItem) -> str:
 
 
 def select_items(items: Sequence[MCItem], limit: int | None) -> list[MCItem]:
-    """At most `limit` items, taken round-robin over subjects in file order (all when None)."""
-    if limit is None or limit >= len(items):
-        return list(items)
-    by_subject: dict[str, list[MCItem]] = defaultdict(list)
-    for item in items:
-        by_subject[item.subject].append(item)
-    queues, out = [list(v) for v in by_subject.values()], []
-    while len(out) < limit:
-        for queue in queues:
-            if queue and len(out) < limit:
-                out.append(queue.pop(0))
-    chosen = {it.id for it in out}
+    """At most `limit` items, taken round-robin over subjects (all when None), in file order."""
+    chosen = {it.id for it in round_robin(items, limit)}
     return [it for it in items if it.id in chosen]
 
 

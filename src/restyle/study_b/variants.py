@@ -34,7 +34,7 @@ from pathlib import Path
 
 from restyle import teacher as teacher_mod
 from restyle.answers import extract_choice, extract_number, numbers_match
-from restyle.data.mmlu import format_mc
+from restyle.data.mmlu import format_mc, round_robin
 from restyle.io import DataError, read_jsonl, write_csv, write_jsonl
 from restyle.records import LETTERS, MathItem, MCItem, SFTRecord
 from restyle.study_b import PPL_SPLITS, SCORED_VARIANTS, TASKS, VARIANTS, sft_set_name
@@ -83,17 +83,7 @@ def load_items(task: str, path: str | Path, cap: int | None) -> list[Item]:
         return items
     if task == "gsm8k":
         return items[:cap]
-    groups: dict[str, list[MCItem]] = defaultdict(list)
-    for it in items:
-        groups[it.subject].append(it)
-    out: list[Item] = []
-    depth = 0
-    while len(out) < cap:
-        for group in groups.values():
-            if depth < len(group) and len(out) < cap:
-                out.append(group[depth])
-        depth += 1
-    return out
+    return round_robin(items, cap)
 
 
 def question_text(task: str, item: Item) -> str:
