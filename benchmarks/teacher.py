@@ -22,7 +22,7 @@ def timed(n: int, cfg: dict, cache: Path, tag: str) -> float:
     reqs = [Request(f"{tag}-{i}", [{"role": "user", "content": f"{tag} {i}"}], "bench", "0",
                     {"max_tokens": 8}) for i in range(n)]
     start = time.perf_counter()
-    results = generate(reqs, cfg, cache, stage="bench")
+    results, _ = generate(reqs, cfg, cache, stage="bench")
     assert all(r.ok for r in results)
     return time.perf_counter() - start
 

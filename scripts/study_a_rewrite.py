@@ -15,9 +15,10 @@ if p.backend["backend"] == "local":
     import torch
 
     torch.set_num_threads(snakemake.threads)
-results = teacher.generate(requests, p.backend, p.cache, stage=p.sft_set,
-                           failures_path=snakemake.log.failures, accounting_path=out.accounting,
-                           prices=p.prices)
+session = teacher.Session(p.cache, p.sft_set, prices=p.prices,
+                          failures_path=snakemake.log.failures, accounting_path=out.accounting)
+session.write()  # its side files exist even when there is nothing to ask
+results = session.ask(requests, p.backend)
 records, dropped = rewrite.build_set(p.sft_set, items, requests, results, rule=p.rule,
                                      teacher_name=p.teacher, options_mode=p.cfg["options"],
                                      gate_cfg=p.gate)

@@ -156,8 +156,8 @@ def build(tmp_path, server, task, variant, items, scorer=None, source=None, cfg=
                               prices={"teacher-m": {"input": 1, "output": 2}},
                               failures_path=tmp_path / f"{variant}.failures.jsonl",
                               accounting_path=tmp_path / f"{variant}.accounting.csv")
-    ctx = variants.Context(task, variant, cfg, items, variants.Asker(b, names, session), scorer,
-                           source)
+    ctx = variants.Context(task, variant, cfg, items, session, scorer, source, backends=b,
+                           names=names)
     return variants.build(ctx)
 
 

@@ -20,7 +20,14 @@ from chat_server import ChatServer  # noqa: E402
 
 from restyle import teacher  # noqa: E402
 from restyle.teacher import (BatchPending, FailureBudgetExceeded, Request,  # noqa: E402
-                             TeacherError, estimate, generate, template_hash)
+                             TeacherError, estimate, template_hash)
+
+
+
+def generate(reqs, cfg, cache, *, stage="s", **kw):
+    """One teacher call as a stage of its own makes it (its Session's files are `kw`)."""
+    return teacher.Session(cache, stage, **kw).ask(reqs, cfg)
+
 
 SCHEMA = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
 PRICES = {"m": {"input": 1.0, "output": 2.0}}
@@ -133,12 +140,12 @@ def test_rate_limits_space_requests(tmp_path, monkeypatch):
 
 CLIENT = """
 import sys
-from restyle.teacher import Request, generate
+from restyle.teacher import Request, Session
 url, cache = sys.argv[1], sys.argv[2]
 reqs = [Request(f"id-{i}", [{"role": "user", "content": f"k{i}"}], "t", "h", {"max_tokens": 8})
         for i in range(40)]
-generate(reqs, {"backend": "openai", "model": "m", "base_url": url, "max_in_flight": 2},
-         cache, stage="s")
+Session(cache, "s").ask(reqs, {"backend": "openai", "model": "m", "base_url": url,
+                               "max_in_flight": 2})
 """
 
 

@@ -79,15 +79,13 @@ def test_every_prompt_name_left_out_is_a_module_level_assignment():
         assert names <= assigned, (module, names - assigned)
 
 
-class RecordingAsker:
-    """Answers every request and keeps it, in place of a teacher."""
-
-    names = {"teacher": "t", "target": "s"}
+class RecordingSession:
+    """Answers every request and keeps it, in place of a teacher session."""
 
     def __init__(self):
         self.sent = []
 
-    def ask(self, role, requests, step):
+    def ask(self, requests, backend, step):
         self.sent += requests
         return [Result(r.id, "It is 3. The answer is (A).\n#### 3", None, True, None, {}, False)
                 for r in requests]
@@ -108,15 +106,17 @@ ITEMS = {"gsm8k": [MathItem(id="g/1", question="1 + 2?", answer="1 + 2 = 3\n####
 @pytest.mark.parametrize("task", variants.TASKS)
 @pytest.mark.parametrize("variant", variants.VARIANTS)
 def test_study_b_templates_are_exactly_the_prompt_text_a_variant_sends(task, variant):
-    asker = RecordingAsker()
-    ctx = variants.Context(task, variant, CFG, ITEMS[task], asker,
-                           scorer=lambda records: [1.0] * len(records), source_records=[])
+    session = RecordingSession()
+    ctx = variants.Context(task, variant, CFG, ITEMS[task], session,
+                           scorer=lambda records: [1.0] * len(records), source_records=[],
+                           backends={"teacher": {}, "target": {}},
+                           names={"teacher": "t", "target": "s"})
     variants.build(ctx)
     hashes = versions.study_b_templates(task, variant)
-    format_sent = any(variants.FORMATS[task] in m["content"] for r in asker.sent
+    format_sent = any(variants.FORMATS[task] in m["content"] for r in session.sent
                       for m in r.messages)
     assert ("format" in hashes) == format_sent
-    assert {h for k, h in hashes.items() if k != "format"} == {r.template_hash for r in asker.sent}
+    assert {h for k, h in hashes.items() if k != "format"} == {r.template_hash for r in session.sent}
 
 
 def test_a_template_edit_changes_the_hashes_of_the_variants_sending_it(monkeypatch):

@@ -100,22 +100,21 @@ def study_a(cfg: dict, backend: dict, mmlu_train: str | Path,
 
 
 class _Recorder:
-    """In place of `variants.Asker`: keeps each step's requests and answers them as the run
-    would be answered, from the teacher cache where the answer is there and with a stand-in reply
-    of `max_tokens` tokens otherwise. A step built on a stand-in (minimum_change's corrections
-    before the drafts are in) is marked "from config"."""
+    """In place of a study B job's `teacher.Session`: keeps each step's requests and answers them
+    as the run would be answered, from the teacher cache where the answer is there and with a
+    stand-in reply of `max_tokens` tokens otherwise. A step built on a stand-in (minimum_change's
+    corrections before the drafts are in) is marked "from config"."""
 
-    def __init__(self, sft_set: str, backends: dict[str, dict], names: dict[str, str],
-                 cache: str | Path):
-        self.sft_set, self.backends, self.names, self.cache = sft_set, backends, names, cache
+    def __init__(self, sft_set: str, cache: str | Path):
+        self.sft_set, self.cache = sft_set, cache
         self.planned: list[Planned] = []
         self.stood_in = False  # a stand-in reply was given: later steps are not exact
 
-    def ask(self, role: str, requests: list[Request], step: str) -> list[Result]:
-        backend = self.backends[role]
-        self.planned.append(Planned(f"{self.sft_set}:{step}", FROM_CONFIG if self.stood_in
-                                    else EXACT, self.names[role], backend, requests))
+    def ask(self, requests: list[Request], backend: dict, step: str) -> list[Result]:
         model = teacher.model_name(backend)
+        # the rules' backends carry their teacher's config key (rules/common.smk teacher_backend)
+        self.planned.append(Planned(f"{self.sft_set}:{step}", FROM_CONFIG if self.stood_in
+                                    else EXACT, backend.get("name") or model, backend, requests))
         keys = [teacher.cache_key(r, backend["backend"], model) for r in requests]
         cache = Cache(self.cache)
         try:
@@ -139,12 +138,12 @@ def study_b(cfg: dict, backends: dict[str, dict], names: dict[str, dict[str, str
     for task in cfg["tasks"]:
         items = variants.load_items(task, task_files[task], cfg["items"])
         for variant in cfg["variants"]:
-            recorder = _Recorder(variants.sft_set_name(task, variant), backends[variant],
-                                 names[variant], cache)
+            recorder = _Recorder(variants.sft_set_name(task, variant), cache)
             # no target model is loaded: stand-in perplexities (no request depends on them)
             variants.build(variants.Context(task, variant, cfg, items, recorder,
                                             scorer=lambda records: [0.0] * len(records),
-                                            source_records=[]))
+                                            source_records=[], backends=backends[variant],
+                                            names=names[variant]))
             out += recorder.planned
     return out
 

@@ -1,4 +1,5 @@
-"""Teacher LLM calls: one `generate` for every stage, whatever the backend.
+"""Teacher LLM calls: one `generate` for every call, whatever the backend; a stage asks through
+one `Session`, which keeps the stage's failures file and accounting CSV.
 
 Every call gets a persistent response cache (`restyle.cache`, keyed on backend, model, rendered
 messages, generation parameters and schema; never the API key or the endpoint URL), JSON-schema
@@ -645,7 +646,8 @@ class Session:
         if not requests:
             return []
         stage = f"{self.stage}:{step}" if step else self.stage
-        results, row = _generate(requests, backend_cfg, self.cache_path, stage, self.prices)
+        results, row = generate(requests, backend_cfg, self.cache_path, stage=stage,
+                                prices=self.prices)
         failed = [r for r in results if not r.ok]
         self.failures += [{"step": step, **r.to_dict()} if step else r.to_dict() for r in failed]
         self.accounting.append(row)
@@ -667,16 +669,6 @@ class Session:
                 "cost": None if None in costs else round(float(sum(costs)), 6)}
 
 
-def generate(requests: Sequence[Request], backend_cfg: dict, cache_path: str | Path, *,
-             stage: str, failures_path: str | Path | None = None,
-             accounting_path: str | Path | None = None,
-             prices: dict | None = None) -> list[Result]:
-    """A stage with a single call: `Session(...).ask(requests, backend_cfg)`."""
-    session = Session(cache_path, stage, prices=prices, failures_path=failures_path,
-                      accounting_path=accounting_path)
-    return session.ask(requests, backend_cfg)
-
-
 def _check_budget(stage: str, results: list[Result], failed: list[Result], cfg: dict,
                   failures_path) -> None:
     share = cfg.get("max_failed_share", DEFAULT_MAX_FAILED_SHARE)
@@ -691,9 +683,10 @@ def _check_budget(stage: str, results: list[Result], failed: list[Result], cfg: 
         + (f"; every failure is listed in {failures_path}" if failures_path else ""))
 
 
-def _generate(requests: Sequence[Request], cfg: dict, cache_path: str | Path, stage: str,
-              prices: dict | None) -> tuple[list[Result], dict]:
-    """(results in request order, the call's accounting row)."""
+def generate(requests: Sequence[Request], cfg: dict, cache_path: str | Path, *, stage: str,
+             prices: dict | None = None) -> tuple[list[Result], dict]:
+    """(results in request order, the call's accounting row); writes no file and checks no
+    failure budget (`Session.ask` does both)."""
     if cfg.get("backend") not in ("openai", "local"):
         raise TeacherError(f"teacher config backend: '{cfg.get('backend')}' is not openai or local")
     cache = Cache(cache_path)

@@ -126,21 +126,6 @@ def check_answer(task: str, item: Item, text: str) -> tuple[str | None, str | No
 
 # ---------------------------------------------------------------- teacher calls
 
-class Asker:
-    """The job's teacher session with a backend per role ("teacher", "target"): every step's
-    failures and accounting go to the job's two side files as soon as the step ends."""
-
-    def __init__(self, backends: dict[str, dict], names: dict[str, str],
-                 session: teacher_mod.Session):
-        self.backends, self.names, self.session = backends, names, session
-
-    def ask(self, role: str, requests: list[Request], step: str) -> list[Result]:
-        return self.session.ask(requests, self.backends[role], step)
-
-    def totals(self) -> dict:
-        return self.session.totals()
-
-
 def _request(item: Item, variant: str, template: str, messages_text: str,
              params: dict) -> Request:
     return Request(id=f"{variant}/{item.id}", messages=[{"role": "user", "content": messages_text}],
@@ -167,14 +152,19 @@ class Built:
 
 
 class Context:
-    """What building one set needs: task, variant, config section, teacher access, items."""
+    """What building one set needs: task, variant, config section, items, and the teachers: the
+    job's teacher session (whose steps' failures and accounting go to the job's two side files
+    as soon as each step ends) with a backend dict and a config name per role ("teacher",
+    "target")."""
 
     def __init__(self, task: str, variant: str, cfg: dict, items: Sequence[Item],
-                 asker: Asker | None = None,
+                 session: teacher_mod.Session | None = None,
                  scorer: Callable[[list[SFTRecord]], list[float]] | None = None,
-                 source_records: Sequence[SFTRecord] | None = None):
+                 source_records: Sequence[SFTRecord] | None = None, *,
+                 backends: dict[str, dict] | None = None, names: dict[str, str] | None = None):
         self.task, self.variant, self.cfg, self.items = task, variant, cfg, list(items)
-        self.asker, self.scorer, self.source_records = asker, scorer, source_records
+        self.session, self.scorer, self.source_records = session, scorer, source_records
+        self.backends, self.names = backends or {}, names or {}
         self.instruction = cfg["instructions"][task]
         self.format = FORMATS[task]
         self.sft_set = sft_set_name(task, variant)
@@ -199,7 +189,7 @@ class Context:
     def candidates_from(self, results: Sequence[Result], items: Sequence[Item], role: str
                         ) -> list[Candidate]:
         out = []
-        name = self.asker.names[role]
+        name = self.names[role]
         for item, r in zip(items, results):
             prov = {**self.base_provenance, "teacher_name": name, **r.provenance,
                     "prompt_hash": json_hash(self._messages(r))}
@@ -211,7 +201,7 @@ class Context:
 
     def ask(self, role: str, requests: list[Request], step: str) -> list[Result]:
         self._sent.update({r.id: r.messages for r in requests})
-        return self.asker.ask(role, requests, step)
+        return self.session.ask(requests, self.backends[role], step)
 
 
 def _dropped_row(ctx: Context, item: Item, reason: str, text: str | None = None,
@@ -387,8 +377,8 @@ def build(ctx: Context) -> Built:
         candidates = len(cands)
     final_drops = [d for d in dropped if not d["reason"].startswith("sample: ")]
     reasons = Counter(d["reason"].split(":")[0].split("/")[0] for d in final_drops)
-    totals = ctx.asker.totals() if ctx.asker else {"prompt_tokens": 0, "completion_tokens": 0,
-                                                   "cost": 0.0}
+    totals = ctx.session.totals() if ctx.session else {"prompt_tokens": 0, "completion_tokens": 0,
+                                                       "cost": 0.0}
     stats = {"task": ctx.task, "variant": v, "sft_set": ctx.sft_set,
              "questions": len(ctx.items) if v not in PPL_SPLITS else candidates,
              "candidates": candidates, "kept": len(records), "dropped": len(final_drops),
@@ -432,20 +422,20 @@ def run(task: str, variant: str, cfg: dict, items_path: str | Path, out: dict,
         source_path: str | Path | None = None) -> dict:
     """Build one set and write its files. `out` names the paths: sft, dropped, stats, failures,
     accounting. `backends`/`names` map the roles "teacher" and "target" to a backend dict for
-    restyle.teacher.generate and the config name of that teacher. Returns the stats row."""
+    restyle.teacher.Session.ask and the config name of that teacher. Returns the stats row."""
     items = load_items(task, items_path, cfg["items"])
     session = teacher_mod.Session(cache_path, sft_set_name(task, variant), prices=prices,
                                   failures_path=out["failures"],
                                   accounting_path=out["accounting"])
     session.write()  # a variant that asks no teacher still has (empty) side files
-    asker = Asker(backends, names, session)
     scorer = None
     if variant in SCORED_VARIANTS:
         fam = cfg["familiarity"]
         scorer = make_scorer(target_manifest, fam["batch_size"], fam["max_length"],
                              fam["max_batch_tokens"])
     source = (read_jsonl(source_path, SFTRecord.from_dict) if variant in PPL_SPLITS else None)
-    ctx = Context(task, variant, cfg, items, asker, scorer, source)
+    ctx = Context(task, variant, cfg, items, session, scorer, source, backends=backends,
+                  names=names)
     built = build(ctx)
     # said here, not in build: the estimate (restyle.estimate) builds sets from stand-in replies
     log.info("%s: %d of %d kept (%s)", ctx.sft_set, len(built.records), built.stats["questions"],
