@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from chat_server import ChatServer  # noqa: E402
 from test_workflow import snakemake  # noqa: E402
 
-from restyle.study_a import extraction, rewrite  # noqa: E402
+from restyle.study_a import extraction, replies, rewrite  # noqa: E402
 from restyle.io import read_jsonl  # noqa: E402
 from restyle.records import MCItem, SFTRecord  # noqa: E402
 
@@ -41,7 +41,7 @@ def test_rule_lines_are_read_leniently_and_rejects_have_reasons():
              "what makes the answer what makes the answer what makes the answer go round\n"
              "1. **Counterintuitive Thinking**: Questions that overturn an obvious assumption "
              "make learners check it.\n")
-    found, rejected = extraction.parse_rule_lines(
+    found, rejected = replies.parse_rule_lines(
         reply, prompt="Trick questions: are echoed from the prompt here")
     assert found == [
         {"name": "Counterintuitive Thinking",
@@ -58,16 +58,16 @@ def test_rule_blocks_and_instructions():
              "Name: Vague\nDescription: too short\n"
              "Name: Humor in Social Commentary\nDescription: A joke about daily life keeps "
              "attention on the point.\n")
-    found, rejected = extraction.parse_rule_blocks(reply)
+    found, rejected = replies.parse_rule_blocks(reply)
     assert found == [
         {"name": "Exaggeration", "description": "Push a quantity to an absurd extreme so the "
          "principle stands out.", "instructions": "Scale one number up by a million."},
         {"name": "Humor in Social Commentary", "description": "A joke about daily life keeps "
          "attention on the point.", "instructions": None}]
     assert [r["reason"] for r in rejected] == ["description under 5 words"]
-    assert extraction.parse_instructions("Instructions: Ask the question from the opposite side "
+    assert replies.parse_instructions("Instructions: Ask the question from the opposite side "
                                     "first.") == "Ask the question from the opposite side first."
-    assert extraction.parse_instructions("Sure.") is None
+    assert replies.parse_instructions("Sure.") is None
 
 
 def test_slugs_are_unique_and_never_a_baseline_name():
@@ -100,7 +100,7 @@ GATE = {"check_options": True, "option_similarity": 0.8, "near_duplicates": Fals
 
 
 def _gate(reply, mode="teacher", rewrite_=True):
-    parsed = rewrite.parse_reply(reply, rewrite=rewrite_)
+    parsed = replies.parse_reply(reply, rewrite=rewrite_)
     rewrite.gate(parsed, ITEM, mode, GATE)
     return parsed
 
@@ -128,7 +128,7 @@ def test_a_good_rewrite_passes_the_gate():
     ("Question: Which beam is longest in a body?\nAnswer: A", "parse", "no reasoning"),
 ])
 def test_the_gate_drops_with_a_reason(reply, stage, reason):
-    with pytest.raises(rewrite.Rejected) as e:
+    with pytest.raises(replies.Rejected) as e:
         _gate(reply)
     assert e.value.stage == stage and reason in e.value.reason
 
@@ -139,7 +139,7 @@ def test_the_gate_drops_a_teacher_that_echoes_the_prompt(mode):
             "instructions": "Exaggerate one number."}
     [request] = rewrite.rewrite_requests(rule, [ITEM], {"options": mode, "max_tokens": 8,
                                                         "temperature": 0.0})
-    with pytest.raises(rewrite.Rejected) as e:
+    with pytest.raises(replies.Rejected) as e:
         _gate(f"echo: {request.messages[-1]['content']}", mode)
     assert e.value.stage == "parse" and "repeats the format's placeholders" in e.value.reason
 

@@ -6,9 +6,10 @@ teach well ("extract"). One consolidation call merges near-duplicates into the f
 ("consolidate"); a rule that still lacks rewriting instructions gets them from one more call per
 rule ("instructions"). Every teacher call goes through `restyle.teacher.Session.ask`.
 
-Replies are read leniently, because the offline default teacher (SmolLM2-135M) rarely keeps a
-format: the line format `Name: explanation` per rule, with list markers, bold and lead-ins like
-"The reason is that" stripped. For an openai teacher, `structured` asks for a JSON schema instead.
+Replies are read leniently (`restyle.study_a.replies`), because the offline default teacher
+(SmolLM2-135M) rarely keeps a format: the line format `Name: explanation` per rule, with list
+markers, bold and lead-ins like "The reason is that" stripped. For an openai teacher,
+`structured` asks for a JSON schema instead.
 Nothing is ever invented: every kept name, description and instruction is the teacher's own text
 (a candidate without a name is named by the first words of its own description, which provenance
 records as `name_from: description`). When consolidation yields fewer than N usable rules, the
@@ -29,6 +30,8 @@ from collections.abc import Sequence
 from restyle import teacher
 from restyle.records import RuozhibaItem
 from restyle.study_a import BASELINES
+from restyle.study_a.replies import (MIN_DESCRIPTION_WORDS, clean, parse_instructions,
+                                    parse_rule_blocks, parse_rule_lines, words)
 from restyle.teacher import Request, template_hash
 
 log = logging.getLogger(__name__)
@@ -61,14 +64,6 @@ CONSOLIDATE_SCHEMA = {
     "properties": {"rules": {"type": "array", "items": {
         **_RULE_ITEM, "required": ["name", "description", "instructions"]}}}}
 
-# words a model puts before the colon that are labels, not rule names
-_LABELS = {"rule", "rules", "name", "answer", "explanation", "reason", "title", "description",
-           "instructions", "instruction", "note", "example", "question", "a", "q"}
-_LEAD_INS = re.compile(r"^(?:the\s+(?:reason|answer|rule)\b[^:]{0,40}?(?:\bis\b\s*:?|:)\s*"
-                       r"(?:that\s+)?|because\s+)", re.IGNORECASE)
-_MARKER = re.compile(r"^\s*(?:[-*•]+|\(?\d{1,2}[.)]|#+)\s*")
-MIN_DESCRIPTION_WORDS = 5
-MAX_NAME_WORDS = 8
 DUPLICATE_JACCARD = 0.6
 
 
@@ -86,138 +81,14 @@ def slugify(name: str, taken: Sequence[str] = ()) -> str:
     return slug
 
 
-def _words(text: str) -> list[str]:
-    return re.findall(r"\w+", text.lower())
-
-
-def _repetitive(text: str) -> bool:
-    """True when one run of three words occurs three times or more (a looping reply)."""
-    words = _words(text)
-    grams = [" ".join(words[i:i + 3]) for i in range(len(words) - 2)]
-    return any(grams.count(g) >= 3 for g in set(grams))
-
-
-def _cjk_share(text: str) -> float:
-    letters = [c for c in text if not c.isspace()]
-    return sum("\u3000" <= c <= "\u9fff" or "\uff00" <= c <= "\uffef" for c in letters) / max(
-        1, len(letters))
-
-
-def _clean(text: str) -> str:
-    text = _MARKER.sub("", text.strip())
-    text = text.replace("**", "").replace("__", "").strip().strip('"“”').strip()
-    while True:  # "The answer to this question is: "The reason is that ...""
-        shorter = _LEAD_INS.sub("", text).strip().strip('"“”').strip()
-        if shorter == text:
-            return text
-        text = shorter
-
-
-def parse_rule_lines(text: str, prompt: str = "") -> tuple[list[dict], list[dict]]:
-    """Rules from a line-format reply: ([{name|None, description}], [{text, reason}]).
-
-    Each non-empty line is one rule `Name: explanation`; a line without a usable name becomes a
-    description-only candidate. Lines that echo the prompt, repeat, are too short or are not
-    English are rejected with the reason.
-    """
-    found, rejected, seen = [], [], set()
-    prompt_norm = " ".join(_words(prompt))
-    for raw in text.splitlines():
-        line = _clean(raw)
-        if not line:
-            continue
-        norm = " ".join(_words(line))
-        if norm in seen:
-            rejected.append({"text": raw.strip(), "reason": "repeats an earlier line"})
-            continue
-        seen.add(norm)
-        if _cjk_share(line) > 0.3:
-            rejected.append({"text": raw.strip(), "reason": "not English (rules are asked for in "
-                                                            "English)"})
-            continue
-        if _repetitive(line):
-            rejected.append({"text": raw.strip(), "reason": "repeats itself"})
-            continue
-        if norm and norm in prompt_norm:
-            rejected.append({"text": raw.strip(), "reason": "echoes the prompt"})
-            continue
-        name, description = None, line
-        head, sep, tail = line.partition(":")
-        if sep and tail.strip():
-            head = _clean(head)
-            if head and 1 <= len(_words(head)) <= MAX_NAME_WORDS and head.lower() not in _LABELS:
-                name, description = head, _clean(tail)
-            elif head.lower() in _LABELS or not head:
-                description = _clean(tail)
-        if len(_words(description)) < MIN_DESCRIPTION_WORDS:
-            rejected.append({"text": raw.strip(),
-                             "reason": f"explanation under {MIN_DESCRIPTION_WORDS} words"})
-            continue
-        found.append({"name": name, "description": description})
-    return found, rejected
-
-
-_FIELD = re.compile(r"^\s*(?:[-*•]\s*|\d{1,2}[.)]\s*)?(?:\*\*)?(name|rule|description|"
-                    r"instructions?|how to apply)(?:\*\*)?\s*(?:\d+\s*)?[:：]\s*(.*)$",
-                    re.IGNORECASE)
-
-
-def parse_rule_blocks(text: str) -> tuple[list[dict], list[dict]]:
-    """Rules from a consolidation reply written as Name:/Description:/Instructions: blocks.
-
-    A new `Name:` (or `Rule:`) starts a rule; a field may continue over following lines.
-    Returns (complete-enough rules, rejected blocks with reasons).
-    """
-    blocks: list[dict] = []
-    current, field = None, None
-    for raw in text.splitlines():
-        m = _FIELD.match(raw)
-        if m:
-            key = m.group(1).lower()
-            key = {"rule": "name", "instruction": "instructions",
-                   "how to apply": "instructions"}.get(key, key)
-            if key == "name" or current is None or key in current:
-                current = {}
-                blocks.append(current)
-            current[key], field = m.group(2).strip(), key
-        elif current is not None and field and raw.strip():
-            current[field] = f"{current[field]} {raw.strip()}".strip()
-    rules, rejected = [], []
-    for block in blocks:
-        name = _clean(block.get("name", ""))
-        description = _clean(block.get("description", ""))
-        instructions = _clean(block.get("instructions", ""))
-        shown = json.dumps(block, ensure_ascii=False)
-        if not name or len(_words(name)) > MAX_NAME_WORDS or name.lower() in _LABELS:
-            rejected.append({"text": shown, "reason": "no usable name"})
-        elif len(_words(description)) < MIN_DESCRIPTION_WORDS:
-            rejected.append({"text": shown, "reason": f"description under "
-                                                      f"{MIN_DESCRIPTION_WORDS} words"})
-        elif _cjk_share(name + description) > 0.3:
-            rejected.append({"text": shown, "reason": "not English"})
-        else:
-            rules.append({"name": name, "description": description,
-                          "instructions": instructions or None})
-    return rules, rejected
-
-
-def parse_instructions(text: str) -> str | None:
-    """The instruction text of an instructions reply, or None when it is unusable."""
-    lines = [_clean(_FIELD.sub(lambda m: m.group(2), ln)) for ln in text.splitlines()]
-    body = " ".join(ln for ln in lines if ln)
-    if len(_words(body)) < MIN_DESCRIPTION_WORDS or _cjk_share(body) > 0.3:
-        return None
-    return body
-
-
 def _jaccard(a: str, b: str) -> float:
-    x, y = set(_words(a)), set(_words(b))
+    x, y = set(words(a)), set(words(b))
     return len(x & y) / max(1, len(x | y))
 
 
 def _score(candidate: dict) -> float:
     """How well-formed a candidate is: a name, a description of a sensible length."""
-    n = len(_words(candidate["description"]))
+    n = len(words(candidate["description"]))
     return (2.0 if candidate["name"] else 0.0) + (1.0 if 8 <= n <= 60 else 0.5 if n <= 100
                                                   else 0.0)
 
@@ -327,13 +198,13 @@ def extract(questions: Sequence[RuozhibaItem], cfg: dict, backend: dict,
                             "reason": f"teacher failed: {res.error}"})
             continue
         if structured:
-            found = [{"name": _clean(r["name"]) or None,
-                      "description": _clean(r["description"])}
+            found = [{"name": clean(r["name"]) or None,
+                      "description": clean(r["description"])}
                      for r in res.parsed["rules"]]
             rejected = [{"text": json.dumps(f, ensure_ascii=False),
                          "reason": f"explanation under {MIN_DESCRIPTION_WORDS} words"}
-                        for f in found if len(_words(f["description"])) < MIN_DESCRIPTION_WORDS]
-            found = [f for f in found if len(_words(f["description"])) >= MIN_DESCRIPTION_WORDS]
+                        for f in found if len(words(f["description"])) < MIN_DESCRIPTION_WORDS]
+            found = [f for f in found if len(words(f["description"])) >= MIN_DESCRIPTION_WORDS]
         else:
             found, rejected = parse_rule_lines(res.text, req.messages[0]["content"])
         dropped += [{"stage": "extract", "request_id": req.id, **r} for r in rejected]
@@ -366,9 +237,9 @@ def extract(questions: Sequence[RuozhibaItem], cfg: dict, backend: dict,
         if structured:
             parsed, rejected = [], []
             for r in cres.parsed["rules"]:
-                rule = {"name": _clean(r["name"]), "description": _clean(r["description"]),
-                        "instructions": _clean(r["instructions"]) or None}
-                if rule["name"] and len(_words(rule["description"])) >= MIN_DESCRIPTION_WORDS:
+                rule = {"name": clean(r["name"]), "description": clean(r["description"]),
+                        "instructions": clean(r["instructions"]) or None}
+                if rule["name"] and len(words(rule["description"])) >= MIN_DESCRIPTION_WORDS:
                     parsed.append(rule)
                 else:
                     rejected.append({"text": json.dumps(r, ensure_ascii=False),

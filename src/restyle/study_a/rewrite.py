@@ -23,16 +23,15 @@ a near-duplicate of a kept row in the same set ("duplicate").
 from __future__ import annotations
 
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from difflib import SequenceMatcher
 
-from restyle.answers import extract_choice
 from restyle.data.mmlu import format_mc, format_options, round_robin
 from restyle.io import write_csv
 from restyle.records import LETTERS, MCItem, SFTRecord
 from restyle.study_a.extraction import wording_hash
+from restyle.study_a.replies import Parsed, Rejected, parse_reply
 from restyle.teacher import Request, Result, json_hash, template_hash
 
 REWRITE_TEMPLATE = (
@@ -52,12 +51,6 @@ STAGES = ("teacher", "parse", "options", "answer", "duplicate")
 STATS_FIELDS = ["sft_set", "rule", "subject", "total", "kept", "dropped",
                 *(f"dropped_{s}" for s in STAGES)]
 
-_LABEL = re.compile(r"^\s*(?:\*\*)?(rewritten question|new question|question|reasoning|"
-                    r"explanation|answer|correct answer)(?:\*\*)?\s*[:：]\s*(.*)$", re.IGNORECASE)
-_OPTION = re.compile(r"^\s*\(?([A-D])[.):]\s+(.+)$")
-_ANSWER_SENTENCE = re.compile(r"(?:^|(?<=[.!?]))\s*(?:so\s+|thus\s+|therefore\s+)?(?:the\s+)?"
-                              r"(?:correct\s+)?answer\b(?:\s+is)?\s*[:：]?\s*\(?[A-D]\b[^\n]*",
-                              re.IGNORECASE)
 
 
 def final_line(item: MCItem) -> str:
@@ -100,64 +93,6 @@ def plain_requests(items: Sequence[MCItem], cfg: dict) -> list[Request]:
                             template="study_a_teacher_plain" + ("_hint" if hint else ""),
                             template_hash=template_hash(PLAIN_TEMPLATE), params=params))
     return reqs
-
-
-@dataclass(frozen=True)
-class Parsed:
-    question: str | None  # None for teacher_plain (the original question is kept)
-    options: dict[str, str]  # letter -> text, as the teacher wrote them
-    reasoning: str
-    letter: str
-
-
-class Rejected(ValueError):
-    def __init__(self, stage: str, reason: str):
-        super().__init__(f"{stage}: {reason}")
-        self.stage, self.reason = stage, reason
-
-
-def _strip_answer(text: str) -> str:
-    return re.sub(r"\s+", " ", _ANSWER_SENTENCE.sub(" ", text)).strip()
-
-
-def parse_reply(text: str, rewrite: bool) -> Parsed:
-    """Split a reply into question, options, reasoning and final letter; Rejected("parse")."""
-    sections: dict[str, list[str]] = defaultdict(list)
-    options: dict[str, str] = {}
-    current = "lead"
-    for raw in text.splitlines():
-        m = _LABEL.match(raw)
-        if m:
-            label = m.group(1).lower()
-            current = {"rewritten question": "question", "new question": "question",
-                       "explanation": "reasoning", "correct answer": "answer"}.get(label, label)
-            if m.group(2).strip():
-                sections[current].append(m.group(2).strip())
-            continue
-        o = _OPTION.match(raw)
-        if o and rewrite:
-            options.setdefault(o.group(1), o.group(2).strip())
-            current = "after_options"
-            continue
-        if raw.strip():
-            sections[current].append(raw.strip())
-    choice = extract_choice(text, explicit_only=True)
-    if choice is None:
-        raise Rejected("parse", "no final answer letter")
-    question, lead = None, sections.get("lead", [])
-    if rewrite:
-        # without a "Question:" label the first line is the question and the rest reasoning
-        q = sections.get("question") or lead[:1]
-        if not sections.get("question"):
-            lead = lead[1:]
-        question = _strip_answer(" ".join(q))
-        if len(question.split()) < 3:
-            raise Rejected("parse", "no rewritten question")
-    reasoning_parts = sections.get("reasoning") or sections.get("after_options") or lead
-    reasoning = _strip_answer(" ".join(reasoning_parts))
-    if len(reasoning.split()) < 3:
-        raise Rejected("parse", "no reasoning")
-    return Parsed(question, options, reasoning, LETTERS[choice])
 
 
 def _norm(text: str) -> str:
