@@ -187,8 +187,35 @@ def extract(questions: Sequence[RuozhibaItem], cfg: dict, backend: dict,
     """
     structured = structured_output(cfg, backend)
     n = cfg["count"]
-    dropped: list[dict] = []
+    candidates, ranked, dropped = _extract(questions, cfg, backend, session, structured)
+    final, consolidate_dropped = _consolidate(ranked, cfg, backend, session, structured)
+    pool, covered = _fill(final, ranked)
+    contenders = _instructions(final, pool, n, cfg, backend, session)
+    kept, not_kept = _select(contenders, pool, final, n)
+    dropped += consolidate_dropped + covered + not_kept
+    if not kept:
+        _log_dropped(dropped)
+        raise ValueError("the teacher gave no complete rule (name, description and rewriting "
+                         "instructions); see the dropped file for why each was not usable")
+    if len(kept) < n:
+        log.warning("only %d of the %d rules asked for are usable; see the dropped file",
+                    len(kept), n)
+    for c in candidates:
+        c.pop("as_rule", None)
+    return {"rules": [_ordered(r) for r in kept], "candidates": candidates, "dropped": dropped}
 
+
+def _log_dropped(dropped: list[dict]) -> None:
+    for d in dropped:
+        log.warning("dropped %s: %s (%r)", d["request_id"], d["reason"], d["text"])
+
+
+def _extract(questions: Sequence[RuozhibaItem], cfg: dict, backend: dict,
+             session: teacher.Session, structured: bool
+             ) -> tuple[list[dict], list[dict], list[dict]]:
+    """(every candidate, the candidates ranked without near-duplicates, dropped rows) of the
+    extraction requests; ValueError when no candidate is usable."""
+    dropped: list[dict] = []
     planned = extraction_requests(questions, cfg, structured)
     results = session.ask([req for req, _ in planned], backend, "extract")
     candidates = []
@@ -221,51 +248,61 @@ def extract(questions: Sequence[RuozhibaItem], cfg: dict, backend: dict,
                  "candidate": d["id"], "reason": f"near-duplicate of {d['duplicate_of']}"}
                 for d in duplicates]
     if not ranked:
-        for d in dropped:
-            log.warning("dropped %s: %s (%r)", d["request_id"], d["reason"], d["text"])
+        _log_dropped(dropped)
         raise ValueError("the teacher gave no usable rule candidate; see the dropped file "
                          "for every reply line and why it was not usable")
+    return candidates, ranked, dropped
 
-    # consolidation: merge near-duplicates into the final N rules
+
+def _consolidate(ranked: list[dict], cfg: dict, backend: dict, session: teacher.Session,
+                 structured: bool) -> tuple[list[dict], list[dict]]:
+    """(the consolidated rules, dropped rows): one request merges near-duplicates into the final
+    N rules."""
     creq = consolidation_request(ranked, cfg, structured)
     [cres] = session.ask([creq], backend, "consolidate")
     final: list[dict] = []
+    dropped: list[dict] = []
     if not cres.ok:
         dropped.append({"stage": "consolidate", "request_id": creq.id, "text": None,
                         "reason": f"teacher failed: {cres.error}"})
-    else:
-        if structured:
-            parsed, rejected = [], []
-            for r in cres.parsed["rules"]:
-                rule = {"name": clean(r["name"]), "description": clean(r["description"]),
-                        "instructions": clean(r["instructions"]) or None}
-                if rule["name"] and len(words(rule["description"])) >= MIN_DESCRIPTION_WORDS:
-                    parsed.append(rule)
-                else:
-                    rejected.append({"text": json.dumps(r, ensure_ascii=False),
-                                     "reason": "no name or description under "
-                                               f"{MIN_DESCRIPTION_WORDS} words"})
-        else:
-            parsed, rejected = parse_rule_blocks(cres.text)
-        dropped += [{"stage": "consolidate", "request_id": creq.id, **r} for r in rejected]
-        if not parsed:
-            dropped.append({"stage": "consolidate", "request_id": creq.id, "text": cres.text,
-                            "reason": "no complete rule could be read from the reply; "
-                                      "falling back to the best-formed candidates"})
-        for rule in parsed:
-            twin = next((f for f in final if f["name"].lower() == rule["name"].lower()
-                         or _jaccard(f["description"], rule["description"])
-                         >= DUPLICATE_JACCARD), None)
-            if twin is not None:
-                dropped.append({"stage": "consolidate", "request_id": creq.id,
-                                "text": json.dumps(rule, ensure_ascii=False),
-                                "reason": f"near-duplicate of consolidated rule "
-                                          f"'{twin['name']}'"})
+        return final, dropped
+    if structured:
+        parsed, rejected = [], []
+        for r in cres.parsed["rules"]:
+            rule = {"name": clean(r["name"]), "description": clean(r["description"]),
+                    "instructions": clean(r["instructions"]) or None}
+            if rule["name"] and len(words(rule["description"])) >= MIN_DESCRIPTION_WORDS:
+                parsed.append(rule)
             else:
-                final.append({**rule, "origin": "consolidation", "name_from": "teacher",
-                              "provenance": _prov(cres)})
-    # fill up from the best-formed candidates the consolidation did not already cover
-    pool = []
+                rejected.append({"text": json.dumps(r, ensure_ascii=False),
+                                 "reason": "no name or description under "
+                                           f"{MIN_DESCRIPTION_WORDS} words"})
+    else:
+        parsed, rejected = parse_rule_blocks(cres.text)
+    dropped += [{"stage": "consolidate", "request_id": creq.id, **r} for r in rejected]
+    if not parsed:
+        dropped.append({"stage": "consolidate", "request_id": creq.id, "text": cres.text,
+                        "reason": "no complete rule could be read from the reply; "
+                                  "falling back to the best-formed candidates"})
+    for rule in parsed:
+        twin = next((f for f in final if f["name"].lower() == rule["name"].lower()
+                     or _jaccard(f["description"], rule["description"])
+                     >= DUPLICATE_JACCARD), None)
+        if twin is not None:
+            dropped.append({"stage": "consolidate", "request_id": creq.id,
+                            "text": json.dumps(rule, ensure_ascii=False),
+                            "reason": f"near-duplicate of consolidated rule "
+                                      f"'{twin['name']}'"})
+        else:
+            final.append({**rule, "origin": "consolidation", "name_from": "teacher",
+                          "provenance": _prov(cres)})
+    return final, dropped
+
+
+def _fill(final: list[dict], ranked: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(the best-formed candidates the consolidation did not already cover, each with the rule
+    it would make as "as_rule", dropped rows of the covered ones)."""
+    pool, dropped = [], []
     for cand in ranked:
         twin = next((f for f in final if _jaccard(f["description"], cand["description"])
                      >= DUPLICATE_JACCARD), None)
@@ -286,7 +323,13 @@ def extract(questions: Sequence[RuozhibaItem], cfg: dict, backend: dict,
                            "perspective": cand["perspective"],
                            "question_ids": cand["question_ids"],
                            "provenance": cand["provenance"]}
-    # instructions for every rule that may be kept and lacks them (up to 2N in one call)
+    return pool, dropped
+
+
+def _instructions(final: list[dict], pool: list[dict], n: int, cfg: dict, backend: dict,
+                  session: teacher.Session) -> list[dict]:
+    """The rules that may be kept (up to 2N), with instructions asked in one call for those
+    lacking them; a rule still without usable ones is marked "unusable" with the reason."""
     contenders = (final + [c["as_rule"] for c in pool])[:2 * n]
     need = [r for r in contenders if not r["instructions"]]
     ireqs = instructions_requests(need, cfg)
@@ -299,7 +342,14 @@ def extract(questions: Sequence[RuozhibaItem], cfg: dict, backend: dict,
             rule["unusable"] = (f"teacher failed to write instructions: {res.error}"
                                 if not res.ok else "no usable rewriting instructions in the "
                                                    f"reply: {res.text!r}")
-    kept, taken = [], []
+    return contenders
+
+
+def _select(contenders: list[dict], pool: list[dict], final: list[dict], n: int
+            ) -> tuple[list[dict], list[dict]]:
+    """(the first N usable contenders, each given its slug; dropped rows of the others and of
+    the candidates ranked too low to contend)."""
+    kept, taken, dropped = [], [], []
     for rule in contenders:
         why = rule.pop("unusable", None)
         if why is None and len(kept) < n:
@@ -316,17 +366,7 @@ def extract(questions: Sequence[RuozhibaItem], cfg: dict, backend: dict,
         dropped.append({"stage": "select", "request_id": cand["id"].rsplit("/", 1)[0],
                         "candidate": cand["id"], "text": cand["description"],
                         "reason": f"not among the {n} rules kept (ranked lower)"})
-    if not kept:
-        for d in dropped:
-            log.warning("dropped %s: %s (%r)", d["request_id"], d["reason"], d["text"])
-        raise ValueError("the teacher gave no complete rule (name, description and rewriting "
-                         "instructions); see the dropped file for why each was not usable")
-    if len(kept) < n:
-        log.warning("only %d of the %d rules asked for are usable; see the dropped file",
-                    len(kept), n)
-    for c in candidates:
-        c.pop("as_rule", None)
-    return {"rules": [_ordered(r) for r in kept], "candidates": candidates, "dropped": dropped}
+    return kept, dropped
 
 
 def _ordered(rule: dict) -> dict:
