@@ -1,10 +1,14 @@
-"""The project's layout: each stage's input functions live in its own rules/X_common.smk, which
-only files included after it may use (rules/common.smk's include order is the Snakefile's)."""
+"""The project's layout, as docs/architecture.md describes it: the page names every file that
+holds code and only files that exist, and each stage's functions (rules/X_common.smk) are used
+only by files included after them."""
 
 import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+DOC = REPO / "docs" / "architecture.md"
+# the folders whose files the page names (a name with a <placeholder> is a pattern)
+NAMED = ("Snakefile", "rules/", "scripts/", "src/", "tests/", "config/", "docs/", "benchmarks/")
 INCLUDE = re.compile(r'^include:\s*"([^"]+)"', re.MULTILINE)
 DEF = re.compile(r"^def (\w+)\(", re.MULTILINE)
 
@@ -28,3 +32,17 @@ def test_no_include_uses_a_later_definition():
         text = path.read_text(encoding="utf-8")
         used = sorted(n for n in later if re.search(rf"\b{n}\b", text))
         assert not used, f"{path.relative_to(REPO)} uses {used}, defined in a file included later"
+
+
+def test_every_path_the_architecture_page_names_exists():
+    named = [p for p in re.findall(r"`([^`\s]+)`", DOC.read_text(encoding="utf-8"))
+             if p.startswith(NAMED) and "<" not in p]
+    assert len(named) > 50
+    assert [p for p in named if not (REPO / p).exists()] == []
+
+
+def test_the_architecture_page_names_every_file_with_code():
+    text = DOC.read_text(encoding="utf-8")
+    files = [*REPO.glob("rules/*.smk"), *REPO.glob("scripts/*.py"), *REPO.glob("tests/test_*.py"),
+             *(p for p in REPO.glob("src/restyle/**/*.py") if p.name != "__init__.py")]
+    assert [str(p.relative_to(REPO)) for p in files if f"`{p.relative_to(REPO)}`" not in text] == []
