@@ -9,6 +9,6 @@ def eval_inputs(wildcards):
     else:
         inputs["questions"] = "resources/data/gsm8k/test.jsonl"
     if wildcards.run != restyle_runs.BASE:
-        checkpoint = restyle_runs.checkpoint_dir(wildcards.model, wildcards.run)
-        inputs["train_metrics"] = f"{checkpoint}/train_metrics.json"
+        trained = restyle_runs.checkpoint_dir(wildcards.model, wildcards.run)
+        inputs["train_metrics"] = f"{trained}/train_metrics.json"
     return inputs

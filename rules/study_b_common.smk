@@ -63,8 +63,8 @@ def familiarity_inputs(wildcards):
     """The base model's manifest, every study B set and, for a checkpoint, its training output."""
     inputs = {"manifest": model_manifest(wildcards.model), "sets": study_b_sft_files()}
     if wildcards.run != restyle_runs.BASE:
-        checkpoint = restyle_runs.checkpoint_dir(wildcards.model, wildcards.run)
-        inputs["train_metrics"] = f"{checkpoint}/train_metrics.json"
+        trained = restyle_runs.checkpoint_dir(wildcards.model, wildcards.run)
+        inputs["train_metrics"] = f"{trained}/train_metrics.json"
     return inputs
 
 
