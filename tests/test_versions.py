@@ -20,11 +20,11 @@ FILES = {
     "b.py": '"""Module b."""\n\nfrom restyle.io import read\n\n\ndef f():\n'
             '    """Docstring."""\n    return read("sample.jsonl")\n',
     "io.py": "def read(name):\n    return name\n",
-    "variants.py": 'TEMPLATES = {"answer": "{prompt}"}\nFORMATS = {"gsm8k": "End."}\nLIMIT = 3\n',
+    "study_b/variants.py": 'TEMPLATES = {"answer": "{prompt}"}\nFORMATS = {"gsm8k": "End."}\nLIMIT = 3\n',
     "unused.py": "X = 1\n",
     "data/sample.jsonl": "{}\n",
 }
-SCRIPT = "from restyle import a, variants\n\na.run()\n"
+SCRIPT = "from restyle import a\nfrom restyle.study_b import variants\n\na.run()\n"
 
 
 def version(tmp_path, name, **edits):
@@ -47,8 +47,8 @@ def test_code_version_follows_imports_and_ignores_comments_docstrings_and_prompt
         "comment": {"b": ("    return read", "    # why\n    return  read")},
         "docstring": {"b": ("Docstring.", "Another docstring.")},
         "module docstring": {"b": ("Module b.", "Module B, reworded.")},
-        "template": {"variants": ("{prompt}", "{prompt}!")},
-        "format": {"variants": ("End.", "Finish.")},
+        "template": {"study_b_variants": ("{prompt}", "{prompt}!")},
+        "format": {"study_b_variants": ("End.", "Finish.")},
         "unimported module": {"unused": ("X = 1", "X = 2")},
     }
     for i, (what, edits) in enumerate(unchanged.items()):
@@ -56,7 +56,7 @@ def test_code_version_follows_imports_and_ignores_comments_docstrings_and_prompt
     changed = {
         "a function-level import's code": {"b": ('read("sample', 'read("other')},
         "a module imported by an imported module": {"io": ("return name", "return name * 2")},
-        "a constant that is not prompt text": {"variants": ("LIMIT = 3", "LIMIT = 4")},
+        "a constant that is not prompt text": {"study_b_variants": ("LIMIT = 3", "LIMIT = 4")},
         "package data a module names": {"data_sample.jsonl": ("{}", '{"a": 1}')},
         "the package's __init__": {"__init__": ('"""The package."""', "VERSION = 2")},
     }
