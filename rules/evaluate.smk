@@ -11,11 +11,7 @@ rule evaluate:
     params:
         code=code_version("evaluate.py"),
         cfg=lambda wc: config["eval"][wc.task],
-        checkpoint=lambda wc: (
-            None
-            if wc.run == restyle_runs.BASE
-            else f"{restyle_runs.checkpoint_dir(wc.model, wc.run)}/adapter"
-        ),
+        checkpoint=lambda wc: restyle_runs.checkpoint_file(wc.model, wc.run, "adapter"),
     wildcard_constraints:
         run=restyle_runs.RUN_RE,
         task="mmlu|gsm8k",

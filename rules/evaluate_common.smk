@@ -8,7 +8,5 @@ def eval_inputs(wildcards):
         inputs |= {"questions": "resources/data/mmlu/test.jsonl", "dev": "resources/data/mmlu/dev.jsonl"}
     else:
         inputs["questions"] = "resources/data/gsm8k/test.jsonl"
-    if wildcards.run != restyle_runs.BASE:
-        trained = restyle_runs.checkpoint_dir(wildcards.model, wildcards.run)
-        inputs["train_metrics"] = f"{trained}/train_metrics.json"
-    return inputs
+    metrics = restyle_runs.checkpoint_file(wildcards.model, wildcards.run, "train_metrics.json")
+    return inputs | ({"train_metrics": metrics} if metrics else {})

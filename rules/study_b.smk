@@ -79,11 +79,7 @@ rule familiarity:
         code=code_version("study_b_familiarity.py"),
         cfg=STUDY_B["familiarity"],
         names=study_b_sft_sets(),
-        adapter=lambda wc: (
-            None
-            if wc.run == restyle_runs.BASE
-            else f"{restyle_runs.checkpoint_dir(wc.model, wc.run)}/adapter"
-        ),
+        adapter=lambda wc: restyle_runs.checkpoint_file(wc.model, wc.run, "adapter"),
         run=lambda wc: wc.run,
     wildcard_constraints:
         run=restyle_runs.RUN_RE,

@@ -62,10 +62,8 @@ def study_b_variant_cfg(wildcards):
 def familiarity_inputs(wildcards):
     """The base model's manifest, every study B set and, for a checkpoint, its training output."""
     inputs = {"manifest": model_manifest(wildcards.model), "sets": study_b_sft_files()}
-    if wildcards.run != restyle_runs.BASE:
-        trained = restyle_runs.checkpoint_dir(wildcards.model, wildcards.run)
-        inputs["train_metrics"] = f"{trained}/train_metrics.json"
-    return inputs
+    metrics = restyle_runs.checkpoint_file(wildcards.model, wildcards.run, "train_metrics.json")
+    return inputs | ({"train_metrics": metrics} if metrics else {})
 
 
 def familiarity_outputs(model, runs):

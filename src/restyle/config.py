@@ -127,7 +127,6 @@ def default_settings(config_file: str | os.PathLike, schema_file: str | os.PathL
     `train` section is checked: the others are not this function's business."""
     import tempfile
 
-    import yaml
     from snakemake.utils import validate
 
     config = yaml.safe_load(Path(config_file).read_text())

@@ -27,3 +27,9 @@ def parse_run(run: str) -> tuple[str, int | None]:
 def checkpoint_dir(model: str, run: str) -> str:
     """Where rule train writes a checkpoint run's adapter/ and train_metrics.json."""
     return f"results/train/{model}/{run}"
+
+
+def checkpoint_file(model: str, run: str, name: str) -> str | None:
+    """`name` (adapter, train_metrics.json) in a checkpoint run's folder; None for the base
+    model, which has none."""
+    return None if run == BASE else f"{checkpoint_dir(model, run)}/{name}"
