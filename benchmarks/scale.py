@@ -40,11 +40,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from chat_server import ChatServer  # noqa: E402
 from timing import load_average  # noqa: E402
 
-from restyle import study_b  # noqa: E402
+from restyle import study_b, tasks  # noqa: E402
 from restyle.io import read_jsonl  # noqa: E402
-from restyle.records import MathItem, MCItem  # noqa: E402
 from restyle.study_a import extraction  # noqa: E402
-from restyle.study_b import variants  # noqa: E402
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 PAPER = yaml.safe_load((REPO / "config/paper.yaml").read_text())
@@ -87,11 +85,10 @@ class TeacherLike(ChatServer):
     the question; `learn` reads them), best_of_n's samples wrongly."""
 
     def learn(self, workdir: Path) -> None:
+        study_b_tasks = [tasks.get(name) for name in PAPER["study_b"]["tasks"]]
         self.answers = {
-            variants.question_text(task, item): variants.human_answer(task, item)
-            for task, path in study_b.TASK_FILES.items()
-            for item in read_jsonl(workdir / path, MathItem.from_dict if task == "gsm8k"
-                                   else MCItem.from_dict)}
+            task.question(item): task.human_answer(item) for task in study_b_tasks
+            for item in read_jsonl(workdir / task.path("train"), task.record.from_dict)}
 
     def completion(self, body: dict, name: str, fault: str | None) -> dict:
         out = super().completion(body, name, fault)
@@ -164,7 +161,8 @@ def run_scale(scale: float, latency: float, root: Path) -> dict:
         assert len(server.requests) == sent, "the cached rerun sent requests"
         rerun_in_jobs = in_job_seconds(workdir)
         plan_s, plan, plan_rss = snakemake(workdir, config, "-n")
-    items = [sum(1 for _ in open(workdir / path)) for path in study_b.TASK_FILES.values()]
+    items = [sum(1 for _ in open(workdir / tasks.get(name).path("train")))
+             for name in PAPER["study_b"]["tasks"]]
     cache = sum(f.stat().st_size for f in (workdir / "resources/teacher").iterdir())
     return {"scale": f"{scale:g}", "items": "+".join(map(str, reversed(items))),
             "requests": str(sent), "wall s": f"{wall:.1f}", "in jobs s": f"{in_jobs:.1f}",

@@ -10,6 +10,8 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from restyle import config as restyle_config
 from restyle import runs as restyle_runs
+from restyle import study_a as restyle_study_a
+from restyle import tasks as restyle_tasks
 from restyle import versions as restyle_versions
 from restyle.config import check
 
@@ -26,10 +28,24 @@ def model_manifest(name):
     return f"resources/models/{name}/manifest.json"
 
 
-def code_version(script):
+def code_version(script, task=None):
     """The version of the restyle code scripts/`script` runs (restyle.versions), a param of its
-    rule: Snakemake's code trigger follows the script only, not the library it imports."""
-    return restyle_versions.code_version(Path(workflow.basedir) / "scripts" / script)
+    rule: Snakemake's code trigger follows the script only, not the library it imports. A job
+    of one task (restyle.tasks) counts that task's module only."""
+    return restyle_versions.code_version(Path(workflow.basedir) / "scripts" / script, task)
+
+
+def used_tasks():
+    """Every task a configured stage reads: study A's, study B's and the evaluated ones."""
+    named = [restyle_study_a.TASK, *config["study_b"]["tasks"], *config["eval"]["tasks"]]
+    return [name for name in restyle_tasks.NAMES if name in named]
+
+
+def task_eval_data(name):
+    """What a task is evaluated on (evaluation, control arms): its test split, and the k-shot
+    examples of a task that has a dev split."""
+    task = restyle_tasks.get(name)
+    return {"questions": task.path("test")} | ({"dev": task.path("dev")} if "dev" in task.splits else {})
 
 
 def model_job_resource(name):

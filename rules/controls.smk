@@ -11,13 +11,13 @@ rule control_set:
     output:
         "results/sft/control-{task}-{kind}.jsonl",
     params:
-        code=code_version("controls.py"),
+        code=lambda wc: code_version("controls.py", wc.task),
         # what shapes the prompts: MMLU's k solved examples, the generation task's instruction
         cfg=lambda wc: {
             k: v for k, v in config["eval"][wc.task].items() if k in ("k_shot", "instruction")
         },
     wildcard_constraints:
-        task="|".join(restyle_controls.TASKS),
+        task="|".join(restyle_tasks.NAMES),
         kind="|".join(restyle_controls.KINDS),
     log:
         "logs/controls/{task}-{kind}.log",

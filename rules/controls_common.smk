@@ -4,12 +4,11 @@ from restyle import controls as restyle_controls
 
 def control_sets():
     """control-{task}-{kind} for every configured kind and every evaluated task a study trains
-    for (MMLU for study A, study_b.tasks for study B)."""
-    tasks = [t for t in config["eval"]["tasks"] if t == "mmlu" or t in STUDY_B["tasks"]]
+    for (study A's task, study_b.tasks for study B)."""
+    trained = {restyle_study_a.TASK, *STUDY_B["tasks"]}
+    tasks = [t for t in config["eval"]["tasks"] if t in trained]
     return [restyle_controls.sft_set_name(t, k) for t in tasks for k in config["controls"]]
 
 
 def control_set_inputs(wildcards):
-    if wildcards.task == "mmlu":
-        return {"questions": "resources/data/mmlu/test.jsonl", "dev": "resources/data/mmlu/dev.jsonl"}
-    return {"questions": "resources/data/gsm8k/test.jsonl"}
+    return task_eval_data(wildcards.task)

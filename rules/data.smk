@@ -1,25 +1,27 @@
-from restyle.data.gsm8k import SPLITS as GSM8K_SPLITS
-from restyle.data.mmlu import ROLES as MMLU_ROLES
+# One data rule per task of the registry (restyle.tasks), each named prepare_{task}: it writes
+# resources/data/{task}/{split}.jsonl for every split the task has.
+for _task in restyle_tasks.REGISTRY.values():
 
-
-rule prepare_mmlu:
-    """MMLU from the configured source, normalised and cut into train/dev/test roles."""
-    output:
-        **{role: f"resources/data/mmlu/{role}.jsonl" for role in MMLU_ROLES},
-    params:
-        code=code_version("data_mmlu.py"),
-        cfg=config["data"]["mmlu"],
-        cache_dir="resources/packages",
-    log:
-        "logs/prepare_mmlu.log",
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    conda:
-        "../envs/restyle.yaml"
-    script:
-        "../scripts/data_mmlu.py"
+    rule:
+        name:
+            f"prepare_{_task.name}"
+        output:
+            **{split: _task.path(split) for split in _task.splits},
+        params:
+            code=code_version("data_task.py", _task.name),
+            cfg=config["data"][_task.name],
+            task=_task.name,
+            cache_dir="resources/packages",
+        log:
+            f"logs/prepare_{_task.name}.log",
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=30,
+        conda:
+            "../envs/restyle.yaml"
+        script:
+            "../scripts/data_task.py"
 
 
 rule prepare_ruozhiba:
@@ -39,22 +41,3 @@ rule prepare_ruozhiba:
         "../envs/restyle.yaml"
     script:
         "../scripts/data_ruozhiba.py"
-
-
-rule prepare_gsm8k:
-    """GSM8K-format word problems for study B's generation task."""
-    output:
-        **{split: f"resources/data/gsm8k/{split}.jsonl" for split in GSM8K_SPLITS},
-    params:
-        code=code_version("data_gsm8k.py"),
-        cfg=config["data"]["gsm8k"],
-    log:
-        "logs/prepare_gsm8k.log",
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=30,
-    conda:
-        "../envs/restyle.yaml"
-    script:
-        "../scripts/data_gsm8k.py"

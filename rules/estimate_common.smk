@@ -11,11 +11,10 @@ def estimate_teachers():
 
 def estimate_inputs(wildcards):
     inputs = {
-        "mmlu": "resources/data/mmlu/train.jsonl",
+        "study_a": restyle_tasks.get(restyle_study_a.TASK).path("train"),
+        "study_b": [restyle_tasks.get(t).path("train") for t in STUDY_B["tasks"]],
         "teachers": [f for name in estimate_teachers() for f in teacher_inputs(name)],
     }
     if not STUDY_A["rules"]["fixed"]:
         inputs["ruozhiba"] = "resources/data/ruozhiba.jsonl"
-    if "gsm8k" in STUDY_B["tasks"]:
-        inputs["gsm8k"] = "resources/data/gsm8k/train.jsonl"
     return inputs

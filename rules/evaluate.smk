@@ -9,17 +9,18 @@ rule evaluate:
         per_item="results/eval/{model}/{run}/{task}/items.csv",
         summary="results/eval/{model}/{run}/{task}/summary.csv",
     params:
-        code=code_version("evaluate.py"),
+        code=lambda wc: code_version("evaluate.py", wc.task),
         cfg=lambda wc: config["eval"][wc.task],
         checkpoint=lambda wc: restyle_runs.checkpoint_file(wc.model, wc.run, "adapter"),
     wildcard_constraints:
         run=restyle_runs.RUN_RE,
-        task="mmlu|gsm8k",
+        task="|".join(restyle_tasks.NAMES),
     log:
         "logs/evaluate/{model}/{run}/{task}.log",
     benchmark:
         "logs/benchmarks/evaluate/{model}/{run}/{task}.tsv"
-    # one core: on 2 cores two evaluations run side by side, sharing their start-up time
+    # one core: on 2 cores two evaluations run side by side, sharing their start-up time;
+    # a code task's programs run in parallel up to the job's cores
     threads: 1
     resources:
         gpu=model_job_resource("gpu"),

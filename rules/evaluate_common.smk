@@ -2,11 +2,8 @@
 
 
 def eval_inputs(wildcards):
-    """The base model's manifest, the task's data and, for a checkpoint, its training output."""
-    inputs = {"manifest": model_manifest(wildcards.model)}
-    if wildcards.task == "mmlu":
-        inputs |= {"questions": "resources/data/mmlu/test.jsonl", "dev": "resources/data/mmlu/dev.jsonl"}
-    else:
-        inputs["questions"] = "resources/data/gsm8k/test.jsonl"
+    """The base model's manifest, the task's evaluated questions (and the k-shot examples of a
+    task that has a dev split) and, for a checkpoint, its training output."""
+    inputs = {"manifest": model_manifest(wildcards.model), **task_eval_data(wildcards.task)}
     metrics = restyle_runs.checkpoint_file(wildcards.model, wildcards.run, "train_metrics.json")
     return inputs | ({"train_metrics": metrics} if metrics else {})

@@ -18,7 +18,7 @@ checkpoint study_a_rules:
         dropped="results/rules/dropped.jsonl",
         accounting="results/rules/accounting.csv",
     params:
-        code=code_version("study_a_rules.py"),
+        code=code_version("study_a_rules.py", restyle_study_a.TASK),
         cfg=STUDY_A["rules"],
         templates={k: restyle_extraction.template_hash(v) for k, v in restyle_extraction.TEMPLATES.items()},
         **(
@@ -52,7 +52,7 @@ checkpoint study_a_rewrite:
         accounting="results/sft/studyA-{slug}.accounting.csv",
         stats="results/sft/studyA-{slug}.stats.csv",
     params:
-        code=code_version("study_a_rewrite.py"),
+        code=code_version("study_a_rewrite.py", restyle_study_a.TASK),
         rule=lambda wc: study_a_rule(wc.slug),
         sft_set=lambda wc: f"studyA-{wc.slug}",
         cfg=STUDY_A["rewrite"],
@@ -87,7 +87,7 @@ checkpoint study_a_teacher_plain:
         accounting="results/sft/studyA-teacher_plain.accounting.csv",
         stats="results/sft/studyA-teacher_plain.stats.csv",
     params:
-        code=code_version("study_a_rewrite.py"),
+        code=code_version("study_a_rewrite.py", restyle_study_a.TASK),
         rule=None,
         sft_set="studyA-teacher_plain",
         cfg=STUDY_A["rewrite"],
@@ -113,12 +113,12 @@ checkpoint study_a_teacher_plain:
 rule study_a_original:
     """Baseline: each MMLU training item with a bare answer, "The answer is (C) ..."."""
     input:
-        mmlu="resources/data/mmlu/train.jsonl",
+        mmlu=restyle_tasks.get(restyle_study_a.TASK).path("train"),
     output:
         sft="results/sft/studyA-original.jsonl",
         stats="results/sft/studyA-original.stats.csv",
     params:
-        code=code_version("study_a_original.py"),
+        code=code_version("study_a_original.py", restyle_study_a.TASK),
         sft_set="studyA-original",
         items_per_set=STUDY_A["rewrite"]["items_per_set"],
     log:
@@ -140,7 +140,7 @@ rule study_a_stats:
     output:
         "results/study_a/gate_stats.csv",
     params:
-        code=code_version("study_a_stats.py"),
+        code=code_version("study_a_stats.py", restyle_study_a.TASK),
     log:
         "logs/study_a/stats.log",
     threads: 1

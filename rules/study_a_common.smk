@@ -75,7 +75,7 @@ def study_a_set_inputs(wildcards):
     if getattr(wildcards, "slug", None) and not STUDY_A["rules"]["fixed"]:
         checkpoints.study_a_rules.get()
     return {
-        "mmlu": "resources/data/mmlu/train.jsonl",
+        "mmlu": restyle_tasks.get(restyle_study_a.TASK).path("train"),
         "teacher": teacher_inputs(STUDY_A["teacher"]),
     }
 

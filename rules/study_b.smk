@@ -15,7 +15,7 @@ checkpoint study_b_variant:
         stats="results/studyB/{task}/{variant}/stats.csv",
         accounting="results/studyB/{task}/{variant}/accounting.csv",
     params:
-        code=code_version("study_b_variant.py"),
+        code=lambda wc: code_version("study_b_variant.py", wc.task),
         templates=lambda wc: restyle_versions.study_b_templates(wc.task, wc.variant),
         cfg=study_b_variant_cfg,
         backends=lambda wc: {
@@ -26,7 +26,7 @@ checkpoint study_b_variant:
         prices=config["prices"],
         target_manifest=model_manifest(config["target_model"]),
     wildcard_constraints:
-        task="|".join(restyle_study_b.TASKS),
+        task="|".join(restyle_tasks.NAMES),
         variant="|".join(restyle_study_b.VARIANTS),
     log:
         main="logs/study_b/{task}/{variant}.log",

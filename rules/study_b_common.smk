@@ -37,7 +37,7 @@ def study_b_roles(variant):
 
 
 def study_b_variant_inputs(wildcards):
-    inputs = {"questions": restyle_study_b.TASK_FILES[wildcards.task]}
+    inputs = {"questions": restyle_tasks.get(wildcards.task).path("train")}
     for role, name in study_b_roles(wildcards.variant).items():
         inputs[role] = teacher_inputs(name)
     if wildcards.variant in restyle_study_b.SCORED_VARIANTS:

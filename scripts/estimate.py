@@ -3,9 +3,9 @@ from restyle.io import write_csv
 
 log = logs.to_file(snakemake.log[0], snakemake.rule)
 p, inp = snakemake.params, snakemake.input
-planned = [*estimate.study_a(p.study_a, p.study_a_backend, inp.mmlu, inp.get("ruozhiba")),
+planned = [*estimate.study_a(p.study_a, p.study_a_backend, inp.study_a, inp.get("ruozhiba")),
            *estimate.study_b(p.study_b, p.variant_backends, p.variant_names,
-                             {"gsm8k": inp.get("gsm8k"), "mmlu": inp.mmlu}, p.cache)]
+                             dict(zip(p.study_b["tasks"], inp.study_b)), p.cache)]
 rows = estimate.table(planned, p.cache, p.prices)
 write_csv(snakemake.output[0], rows, estimate.COLUMNS)
 text = estimate.format_table(rows)

@@ -1,21 +1,21 @@
 import torch
 
-from restyle import evaluate, logs, models
+from restyle import evaluate, logs, models, tasks
 from restyle.io import read_jsonl
-from restyle.records import MathItem, MCItem
 
 log = logs.to_file(snakemake.log[0], snakemake.rule)
 torch.set_num_threads(snakemake.threads)  # the cores Snakemake gave this job
 wc, cfg = snakemake.wildcards, snakemake.params.cfg
+task = tasks.get(wc.task)
+items = read_jsonl(snakemake.input.questions, task.record.from_dict)
 model, tokenizer = models.load_checkpoint(snakemake.input.manifest, snakemake.params.checkpoint)
-if wc.task == "mmlu":
-    items = read_jsonl(snakemake.input.questions, MCItem.from_dict)
-    dev = read_jsonl(snakemake.input.dev, MCItem.from_dict)
+if task.evaluation == tasks.LOGLIK:
+    dev = read_jsonl(snakemake.input.dev, task.record.from_dict)
     rows, limits = evaluate.evaluate_mc(model, tokenizer, items, dev, evaluate.MCOptions(**cfg))
 else:
-    items = read_jsonl(snakemake.input.questions, MathItem.from_dict)
-    rows, limits = evaluate.evaluate_generation(model, tokenizer, items,
-                                                evaluate.GenerationOptions(**cfg))
+    rows, limits = evaluate.evaluate_generation(model, tokenizer, task, items,
+                                                evaluate.GenerationOptions(**cfg),
+                                                jobs=snakemake.threads)
     rows.insert(1, "subject", wc.task)
 labels = evaluate.run_labels(wc.model, wc.run)
 summary = evaluate.summarize(rows, wc.task, labels)

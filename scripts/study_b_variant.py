@@ -9,5 +9,5 @@ stats = variants.run(
      "failures": snakemake.log.failures},
     snakemake.params.backends, snakemake.params.names, snakemake.params.cache,
     snakemake.params.prices, target_manifest=snakemake.params.target_manifest,
-    source_path=snakemake.input.get("source"))
+    source_path=snakemake.input.get("source"), jobs=snakemake.threads)
 log.info("stats: %s", stats)

@@ -2,6 +2,7 @@
 holds code and only files that exist, and each stage's functions (rules/X_common.smk) are used
 only by files included after them."""
 
+import ast
 import re
 from pathlib import Path
 
@@ -46,3 +47,39 @@ def test_the_architecture_page_names_every_file_with_code():
     files = [*REPO.glob("rules/*.smk"), *REPO.glob("scripts/*.py"), *REPO.glob("tests/test_*.py"),
              *(p for p in REPO.glob("src/restyle/**/*.py") if p.name != "__init__.py")]
     assert [str(p.relative_to(REPO)) for p in files if f"`{p.relative_to(REPO)}`" not in text] == []
+
+
+def _compared_task_names(tree, names) -> list[str]:
+    """Task names a comparison (==, !=, in) of a syntax tree makes with a string literal."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            for side in [node.left, *node.comparators]:
+                for const in ast.walk(side):
+                    if isinstance(const, ast.Constant) and isinstance(const.value, str) and (
+                            const.value in names or set(const.value.split("|")) & set(names)):
+                        found.append(const.value)
+    return found
+
+
+def test_no_task_name_is_compared_in_a_string_outside_the_task_registry():
+    """Code that asks "is this gsm8k?" is code a new task must edit; the registry's `Task`
+    says what differs instead (restyle.tasks)."""
+    from restyle import tasks
+
+    names = tasks.NAMES
+    pattern = re.compile(rf"""(?:[=!]=|\bin)\s*[(\[{{]?\s*["'](?:{'|'.join(names)})["']"""
+                         rf"""|["'](?:{'|'.join(names)})["']\s*(?:[=!]=|\bin\b)"""
+                         rf"""|["'](?:{'|'.join(names)})\|""")
+    offenders = []
+    for path in [*REPO.glob("src/restyle/**/*.py"), *REPO.glob("scripts/*.py"),
+                 *REPO.glob("benchmarks/*.py")]:
+        if path.is_relative_to(REPO / "src/restyle/tasks"):
+            continue
+        found = _compared_task_names(ast.parse(path.read_text(encoding="utf-8")), names)
+        offenders += [f"{path.relative_to(REPO)}: {v!r}" for v in found]
+    for path in [REPO / "Snakefile", *REPO.glob("rules/*.smk")]:
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if pattern.search(line):
+                offenders.append(f"{path.relative_to(REPO)}:{lineno}: {line.strip()}")
+    assert offenders == []

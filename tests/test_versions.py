@@ -8,7 +8,7 @@ import re
 import pytest
 
 from conftest import REPO
-from restyle import versions
+from restyle import tasks, versions
 from restyle.study_a import rewrite
 from restyle.study_b import variants
 from restyle.records import MathItem, MCItem
@@ -20,14 +20,18 @@ FILES = {
     "b.py": '"""Module b."""\n\nfrom restyle.io import read\n\n\ndef f():\n'
             '    """Docstring."""\n    return read("sample.jsonl")\n',
     "io.py": "def read(name):\n    return name\n",
-    "study_b/variants.py": 'TEMPLATES = {"answer": "{prompt}"}\nFORMATS = {"gsm8k": "End."}\nLIMIT = 3\n',
+    "study_b/variants.py": 'TEMPLATES = {"answer": "{prompt}"}\nLIMIT = 3\n',
+    # a registry of two tasks (restyle.tasks): a job of one counts that task's module only
+    "tasks/__init__.py": "def registry():\n    from restyle.tasks import gsm8k, mmlu\n",
+    "tasks/gsm8k.py": "FORMAT = 'End.'\n",
+    "tasks/mmlu.py": "FORMAT = 'Letter.'\n",
     "unused.py": "X = 1\n",
     "data/sample.jsonl": "{}\n",
 }
-SCRIPT = "from restyle import a\nfrom restyle.study_b import variants\n\na.run()\n"
+SCRIPT = "from restyle import a, tasks\nfrom restyle.study_b import variants\n\na.run()\n"
 
 
-def version(tmp_path, name, **edits):
+def version(tmp_path, name, task=None, **edits):
     """code_version of SCRIPT over a copy of FILES named `name`, with `edits` applied (file
     stem, "/" as "_" -> (old, new)); each copy has its own path, so the cache never answers."""
     src = tmp_path / name
@@ -37,7 +41,7 @@ def version(tmp_path, name, **edits):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text.replace(old, new) if old else text)
     (src / "script.py").write_text(SCRIPT)
-    return versions.code_version(src / "script.py", src)
+    return versions.code_version(src / "script.py", task, src=src)
 
 
 def test_code_version_follows_imports_and_ignores_comments_docstrings_and_prompts(tmp_path):
@@ -48,7 +52,6 @@ def test_code_version_follows_imports_and_ignores_comments_docstrings_and_prompt
         "docstring": {"b": ("Docstring.", "Another docstring.")},
         "module docstring": {"b": ("Module b.", "Module B, reworded.")},
         "template": {"study_b_variants": ("{prompt}", "{prompt}!")},
-        "format": {"study_b_variants": ("End.", "Finish.")},
         "unimported module": {"unused": ("X = 1", "X = 2")},
     }
     for i, (what, edits) in enumerate(unchanged.items()):
@@ -64,11 +67,19 @@ def test_code_version_follows_imports_and_ignores_comments_docstrings_and_prompt
         assert version(tmp_path, f"changed{i}", **edits) != base, what
 
 
+def test_a_task_job_counts_its_own_task_module_only(tmp_path):
+    base = {task: version(tmp_path, f"base-{task}", task) for task in ("gsm8k", "mmlu", None)}
+    edited = {task: version(tmp_path, f"edited-{task}", task, tasks_mmlu=("Letter.", "Option."))
+              for task in ("gsm8k", "mmlu", None)}
+    assert edited["gsm8k"] == base["gsm8k"]  # another task's module: no rerun
+    assert edited["mmlu"] != base["mmlu"] and edited[None] != base[None]
+
+
 def test_a_relative_import_is_refused(tmp_path):
     script = tmp_path / "script.py"
     script.write_text("from . import a\n")
     with pytest.raises(ValueError, match="relative import"):
-        versions.code_version(script, tmp_path)
+        versions.code_version(script, src=tmp_path)
 
 
 def test_every_prompt_name_left_out_is_a_module_level_assignment():
@@ -103,17 +114,17 @@ ITEMS = {"gsm8k": [MathItem(id="g/1", question="1 + 2?", answer="1 + 2 = 3\n####
                          answer=0)]}
 
 
-@pytest.mark.parametrize("task", variants.TASKS)
+@pytest.mark.parametrize("task", ["gsm8k", "mmlu"])
 @pytest.mark.parametrize("variant", variants.VARIANTS)
 def test_study_b_templates_are_exactly_the_prompt_text_a_variant_sends(task, variant):
     session = RecordingSession()
-    ctx = variants.Context(task, variant, CFG, ITEMS[task], session,
+    ctx = variants.Context(tasks.get(task), variant, CFG, ITEMS[task], session,
                            scorer=lambda records: [1.0] * len(records), source_records=[],
                            backends={"teacher": {}, "target": {}},
                            names={"teacher": "t", "target": "s"})
     variants.build(ctx)
     hashes = versions.study_b_templates(task, variant)
-    format_sent = any(variants.FORMATS[task] in m["content"] for r in session.sent
+    format_sent = any(tasks.get(task).answer_format in m["content"] for r in session.sent
                       for m in r.messages)
     assert ("format" in hashes) == format_sent
     assert {h for k, h in hashes.items() if k != "format"} == {r.template_hash for r in session.sent}
@@ -138,8 +149,9 @@ def test_every_script_rule_carries_the_code_version_of_its_script():
     checked = 0
     for path in sorted((REPO / "rules").glob("*.smk")):
         for block in re.split(r"\n(?=(?:rule|checkpoint) \w+:)", path.read_text()):
-            script = re.search(r'^    script:\n\s+"\.\./scripts/([\w.]+)"', block, re.M)
+            script = re.search(r'^\s+script:\n\s+"\.\./scripts/([\w.]+)"', block, re.M)
             if script:
                 checked += 1
-                assert f'code=code_version("{script.group(1)}")' in block, block.split("\n")[0]
+                assert re.search(rf'code=(lambda wc: )?code_version\("{re.escape(script.group(1))}"',
+                                 block), block.split("\n")[0]
     assert checked >= 15

@@ -15,6 +15,7 @@ question is (C)" (explicit: all study A's gate accepts), then "correct option is
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from decimal import Decimal, InvalidOperation
 
 LETTERS = "ABCD"
@@ -83,21 +84,25 @@ def numbers_match(a: str | None, b: str | None) -> bool:
     return str(a).strip() == str(b).strip()
 
 
-# "Answer: C", "the answer is (C)", "The answer to the question is: C"
-_ANSWER = re.compile(r"\b(?i:answer)\b(?:[^.\n:]{0,30}?\b(?i:is))?\s*[:：]?\s*\(?([A-D])\b"
-                     r"(?:\)|\.|,|\s|$)")
-_CHOICE_PATTERNS = [
-    _ANSWER,
-    # "answer is (C)", "Answer: C", "correct option is C", "final answer: C"
-    re.compile(r"(?i:answer|option|choice)\s*(?i:is|:|=)?\s*:?\s*\(?\s*([ABCD])\b(?![\w'])"),
-    re.compile(r"\(([ABCD])\)"),  # "(C)"
-    re.compile(r"(?:^|\n)\s*([ABCD])\s*[.):](?:\s|$)"),  # "C." / "C)" / "C:" starting a line
-    re.compile(r"^\s*\**([ABCD])\**\s*[.)]?\s*$"),  # the whole reply is "C"
-]
+@lru_cache(maxsize=None)
+def _choice_patterns(letters: str) -> list[re.Pattern]:
+    one = f"[{letters}]"
+    return [
+        # "Answer: C", "the answer is (C)", "The answer to the question is: C"
+        re.compile(rf"\b(?i:answer)\b(?:[^.\n:]{{0,30}}?\b(?i:is))?\s*[:：]?\s*\(?({one})\b"
+                   r"(?:\)|\.|,|\s|$)"),
+        # "answer is (C)", "Answer: C", "correct option is C", "final answer: C"
+        re.compile(rf"(?i:answer|option|choice)\s*(?i:is|:|=)?\s*:?\s*\(?\s*({one})\b(?![\w'])"),
+        re.compile(rf"\(({one})\)"),  # "(C)"
+        re.compile(rf"(?:^|\n)\s*({one})\s*[.):](?:\s|$)"),  # "C." / "C)" / "C:" starting a line
+        re.compile(rf"^\s*\**({one})\**\s*[.)]?\s*$"),  # the whole reply is "C"
+    ]
 
 
-def extract_choice(text: str | None, explicit_only: bool = False) -> int | None:
-    """The chosen option of a multiple-choice reply as 0..3, or None when no letter is found.
+def extract_choice(text: str | None, explicit_only: bool = False,
+                   letters: str = LETTERS) -> int | None:
+    """The chosen option of a multiple-choice reply as an index into `letters` (MMLU's A-D by
+    default), or None when no letter is found.
 
     The patterns are tried in order and the first that matches decides, by its last match: an
     explicit "Answer: X" / "the answer ... is X"; then "answer/option/choice X", a parenthesised
@@ -109,11 +114,14 @@ def extract_choice(text: str | None, explicit_only: bool = False) -> int | None:
     1
     >>> extract_choice("(A) because ...", explicit_only=True) is None
     True
+    >>> extract_choice("The answer is (E).", letters="ABCDE")
+    4
     """
     if not text:
         return None
-    for pattern in _CHOICE_PATTERNS[:1] if explicit_only else _CHOICE_PATTERNS:
+    patterns = _choice_patterns(letters)
+    for pattern in patterns[:1] if explicit_only else patterns:
         found = pattern.findall(text)
         if found:
-            return LETTERS.index(found[-1].upper())
+            return letters.index(found[-1].upper())
     return None

@@ -14,7 +14,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from restyle import study_a, study_b
+from restyle import study_a, study_b, tasks
 
 
 class ConfigError(ValueError):
@@ -55,12 +55,13 @@ def _train_per_model(config: dict, schema: dict, models) -> list[str]:
 
 
 def _with_study_names(schema: dict) -> dict:
-    """The schema with study A's baseline and study B's task and variant names as enums, from
-    restyle.study_a and restyle.study_b, the one list of each (the schema file has none)."""
+    """The schema with study A's baseline, the task names (restyle.tasks) and study B's variant
+    names as enums, from the one list of each (the schema file has none)."""
     schema["properties"]["study_a"]["properties"]["baselines"]["items"]["enum"] = list(
         study_a.BASELINES)
+    schema["properties"]["eval"]["properties"]["tasks"]["items"]["enum"] = list(tasks.NAMES)
     keys = schema["properties"]["study_b"]["properties"]
-    keys["tasks"]["items"]["enum"] = list(study_b.TASKS)
+    keys["tasks"]["items"]["enum"] = list(tasks.NAMES)
     keys["variants"]["items"]["enum"] = list(study_b.VARIANTS)
     keys["ppl_split_of"]["enum"] = [v for v, t in study_b.VARIANTS.items()
                                     if t.filter != "ppl_split"]

@@ -7,8 +7,8 @@ itself):
 
 - positive: the evaluated questions themselves with their correct answers, written as the
   evaluation asks them (a deliberate leak): a working pipeline shows a clear gain.
-- negative: the same prompts with wrong answers (MMLU: another option; the GSM8K-format task:
-  another problem's worked solution): accuracy falls or stays.
+- negative: the same prompts with wrong answers (MMLU: another option; a generation task:
+  another problem's human answer): accuracy falls or stays.
 
 One set per kind and evaluated task a study trains for (MMLU for study A, `study_b.tasks` for
 study B): `control-{task}-{kind}` in results/sft/. The report keeps them out of the studies'
@@ -20,12 +20,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+from restyle import tasks
 from restyle.evaluate import mc_prompt, shots_by_subject
 from restyle.io import DataError
-from restyle.records import LETTERS, MathItem, MCItem, SFTRecord
+from restyle.records import LETTERS, MCItem, SFTRecord
 
 KINDS = ("positive", "negative")
-TASKS = ("mmlu", "gsm8k")
 PREFIX = "control-"
 EXPECTED = {"positive": "a significant gain: the evaluated answers were trained on",
             "negative": "no gain: the evaluated questions were trained with wrong answers"}
@@ -40,7 +40,7 @@ def parse_name(sft_set: str) -> tuple[str, str] | None:
     if not sft_set.startswith(PREFIX):
         return None
     task, _, kind = sft_set.removeprefix(PREFIX).rpartition("-")
-    return (task, kind) if task in TASKS and kind in KINDS else None
+    return (task, kind) if task in tasks.REGISTRY and kind in KINDS else None
 
 
 def _record(sft_set: str, kind: str, task: str, source_id: str, prompt: str, completion: str,
@@ -58,31 +58,33 @@ def wrong_letter(item: MCItem) -> str:
     return LETTERS[(item.answer + shift) % len(LETTERS)]
 
 
-def mmlu_set(kind: str, items: Sequence[MCItem], dev: Sequence[MCItem],
-             k_shot: int) -> list[SFTRecord]:
-    """The evaluated MMLU prompts (lm-evaluation-harness's, with the same k solved dev items)
-    answered by the letter scored in evaluation: the gold one, or a wrong one."""
+def choice_set(task: tasks.Task, kind: str, items: Sequence[MCItem], dev: Sequence[MCItem],
+               k_shot: int) -> list[SFTRecord]:
+    """The evaluated prompts of a log-likelihood task (lm-evaluation-harness's MMLU prompt, with
+    the same k solved dev items) answered by the letter scored in evaluation: the gold one, or a
+    wrong one."""
     shots = shots_by_subject(dev, k_shot)
-    name = sft_set_name("mmlu", kind)
-    return [_record(name, kind, "mmlu", it.id, mc_prompt(it, shots.get(it.subject, [])),
+    name = sft_set_name(task.name, kind)
+    return [_record(name, kind, task.name, it.id, mc_prompt(it, shots.get(it.subject, [])),
                     it.answer_letter if kind == "positive" else wrong_letter(it),
                     gold=it.answer_letter)
             for it in items]
 
 
-def gsm8k_set(kind: str, items: Sequence[MathItem], instruction: str) -> list[SFTRecord]:
-    """The evaluated problems as evaluation prompts them, with their worked solutions, or with
-    the solution of the next problem whose final answer differs."""
-    name = sft_set_name("gsm8k", kind)
+def generation_set(task: tasks.Task, kind: str, items: Sequence,
+                   instruction: str) -> list[SFTRecord]:
+    """The evaluated problems as evaluation prompts them, with their human answers, or with the
+    human answer of the next problem whose gold answer differs."""
+    name = sft_set_name(task.name, kind)
     out = []
     for i, it in enumerate(items):
         answer = it
         if kind == "negative":
             others = (items[(i + k) % len(items)] for k in range(1, len(items)))
-            answer = next((o for o in others if o.final != it.final), None)
+            answer = next((o for o in others if task.gold(o) != task.gold(it)), None)
             if answer is None:
-                raise DataError(f"negative control of gsm8k: every test problem has the final "
-                                f"answer {it.final}, so none can be answered wrongly")
-        out.append(_record(name, kind, "gsm8k", it.id, f"{it.question}\n{instruction}".strip(),
-                           answer.answer, gold=it.final, answer_of=answer.id))
+                raise DataError(f"negative control of {task.name}: every test problem has the "
+                                f"answer {task.gold(it)}, so none can be answered wrongly")
+        out.append(_record(name, kind, task.name, it.id, task.eval_prompt(it, instruction),
+                           task.human_answer(answer), gold=task.gold(it), answer_of=answer.id))
     return out

@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from restyle import teacher
+from restyle import tasks, teacher
 from restyle.accounting import RULE_REWRITES, RULES_STAGE, TOTAL
 from restyle.cache import Cache
 from restyle.io import read_jsonl
@@ -135,15 +135,17 @@ def study_b(cfg: dict, backends: dict[str, dict], names: dict[str, dict[str, str
     """What study B asks (config `study_b`): `backends`/`names` map each variant to its roles'
     backend dicts and teacher keys, as the study_b_variant rule's params do."""
     out = []
-    for task in cfg["tasks"]:
-        items = variants.load_items(task, task_files[task], cfg["items"])
+    for name in cfg["tasks"]:
+        task = tasks.get(name, "study_b.tasks")
+        items = variants.load_items(task, task_files[name], cfg["items"])
         for variant in cfg["variants"]:
-            recorder = _Recorder(variants.sft_set_name(task, variant), cache)
-            # no target model is loaded: stand-in perplexities (no request depends on them)
+            recorder = _Recorder(variants.sft_set_name(name, variant), cache)
+            # no target model is loaded: stand-in perplexities, and stand-in replies are not
+            # judged (no request depends on either)
             variants.build(variants.Context(task, variant, cfg, items, recorder,
                                             scorer=lambda records: [0.0] * len(records),
                                             source_records=[], backends=backends[variant],
-                                            names=names[variant]))
+                                            names=names[variant], judge=False))
             out += recorder.planned
     return out
 

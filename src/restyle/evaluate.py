@@ -6,8 +6,8 @@ ending in "Answer:"; the prediction is the letter whose continuation (" A" .. " 
 highest log-likelihood. The four letters are single tokens after the same prompt, so one forward
 pass per question scores all four. The questions of a subject share a prefix (the chat
 template's system turn, the subject line, the k-shot examples): its key/value cache is computed
-once per subject and each question runs its own tokens only. Generation tasks are answered greedily with the model's
-chat template, and the extracted final number is compared exactly.
+once per subject and each question runs its own tokens only. Every other task (restyle.tasks) is
+answered greedily with the model's chat template and the reply is judged by the task's checker.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ import torch
 from tqdm import tqdm
 
 from restyle import batching
-from restyle.answers import extract_number, numbers_match
 from restyle.batching import AUTO, Limits, left_pad
-from restyle.data.mmlu import format_mc
-from restyle.records import LETTERS, MathItem, MCItem
+from restyle.tasks.mmlu import format_mc
+from restyle.records import LETTERS, MCItem
 from restyle.runs import parse_run
+from restyle.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -185,17 +185,19 @@ def generate_answers(model, tokenizer, prompts: Sequence[str],
     return replies, limits
 
 
-def evaluate_generation(model, tokenizer, items: Sequence[MathItem],
-                        options: GenerationOptions) -> tuple[pd.DataFrame, Limits]:
-    """One row per item (id, gold, pred (extracted number or empty), correct, response), and the
-    batch limits the generation ended with."""
-    prompts = [f"{it.question}\n{options.instruction}".strip() for it in items]
+def evaluate_generation(model, tokenizer, task: Task, items: Sequence,
+                        options: GenerationOptions, jobs: int = 1) -> tuple[pd.DataFrame, Limits]:
+    """One row per item (id, gold, pred: the answer the task read from the reply, correct,
+    status: passed, failed, no_answer, or a code task's timeout/error, reason, response), and
+    the batch limits the generation ended with. `jobs`: checks run at once (code tasks)."""
+    prompts = [task.eval_prompt(it, options.instruction) for it in items]
     replies, limits = generate_answers(model, tokenizer, prompts, options)
-    preds = [extract_number(r) for r in replies]
-    return pd.DataFrame({"id": [it.id for it in items], "gold": [it.final for it in items],
-                         "pred": [p or "" for p in preds],
-                         "correct": [p is not None and numbers_match(p, it.final)
-                                     for p, it in zip(preds, items)],
+    checks = task.check_all(items, replies, jobs)
+    return pd.DataFrame({"id": [it.id for it in items], "gold": [task.gold(it) for it in items],
+                         "pred": [c.extracted or "" for c in checks],
+                         "correct": [c.correct for c in checks],
+                         "status": [c.status for c in checks],
+                         "reason": [c.reason or "" for c in checks],
                          "response": replies}), limits
 
 

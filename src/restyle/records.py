@@ -13,7 +13,8 @@ from typing import Any
 
 from restyle.io import DataError
 
-LETTERS = "ABCD"
+LETTERS = "ABCD"  # MMLU's options
+CHOICE_LETTERS = "ABCDEFGH"  # any multiple-choice task's
 
 
 def _require(obj: dict, where: str, fields: dict[str, type | tuple[type, ...]]) -> None:
@@ -94,23 +95,106 @@ def gsm8k_final(answer: str, where: str) -> str:
     return m.group(1).replace(",", "")
 
 
+def last_boxed(text: str) -> str | None:
+    """The content of the last `\\boxed{...}` (or `\\fbox{...}`) in `text`, braces balanced;
+    None when there is none or it is not closed."""
+    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
+    if start < 0:
+        return None
+    i = text.index("{", start) + 1
+    depth, begin = 1, i
+    while i < len(text):
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        if depth == 0:
+            return text[begin:i]
+        i += 1
+    return None
+
+
+def solution_final(answer: str, where: str) -> str:
+    """The final answer a worked solution ends with: GSM8K's '#### <number>' line, or MATH's
+    last `\\boxed{}`."""
+    if "####" in answer:
+        return gsm8k_final(answer, where)
+    boxed = last_boxed(answer)
+    if boxed is None or not boxed.strip():
+        raise DataError(f"{where}: answer ends with neither '#### <number>' nor a \\boxed{{}} "
+                        "answer")
+    return boxed.strip()
+
+
 @dataclass(frozen=True)
 class MathItem(_Record):
-    """A word problem with a human-written worked solution in GSM8K's format."""
+    """A problem with a human-written worked solution: GSM8K's format (last line "#### N") or
+    MATH's (the answer in the last `\\boxed{}`)."""
 
     id: str
     question: str
-    answer: str  # worked solution ending in "#### <number>"
-    final: str  # the number after "####", the exact-match target
+    answer: str  # worked solution
+    final: str  # its final answer ("####" number or boxed text), the target of the checker
 
     @classmethod
     def from_dict(cls, obj: dict, where: str) -> MathItem:
         _require(obj, where, {"id": str, "question": str, "answer": str, "final": str})
-        if gsm8k_final(obj["answer"], where) != obj["final"]:
-            raise DataError(f"{where}: field 'final' does not match the '####' line of 'answer'")
+        if solution_final(obj["answer"], where) != obj["final"]:
+            raise DataError(f"{where}: field 'final' does not match the final answer of 'answer'")
         return cls(id=_nonempty(obj["id"], "id", where),
                    question=_nonempty(obj["question"], "question", where),
                    answer=obj["answer"], final=obj["final"])
+
+
+@dataclass(frozen=True)
+class ExplainedMCItem(_Record):
+    """A multiple-choice question with a human explanation of its answer (ECQA: five options)."""
+
+    id: str
+    question: str
+    choices: list[str]
+    answer: int  # index of the correct choice
+    explanation: str  # why it is right, as people wrote it
+
+    @classmethod
+    def from_dict(cls, obj: dict, where: str) -> ExplainedMCItem:
+        _require(obj, where, {"id": str, "question": str, "choices": list, "answer": int,
+                              "explanation": str})
+        choices = obj["choices"]
+        if not 2 <= len(choices) <= len(CHOICE_LETTERS) or not all(
+                isinstance(c, str) and c.strip() for c in choices):
+            raise DataError(f"{where}: field 'choices' must be a list of 2 to "
+                            f"{len(CHOICE_LETTERS)} non-empty strings")
+        if not 0 <= obj["answer"] < len(choices):
+            raise DataError(f"{where}: field 'answer' is {obj['answer']}, must be 0.."
+                            f"{len(choices) - 1}")
+        return cls(id=_nonempty(obj["id"], "id", where),
+                   question=_nonempty(obj["question"], "question", where),
+                   choices=list(choices), answer=obj["answer"],
+                   explanation=_nonempty(obj["explanation"], "explanation", where))
+
+    @property
+    def answer_letter(self) -> str:
+        return CHOICE_LETTERS[self.answer]
+
+
+@dataclass(frozen=True)
+class CodeItem(_Record):
+    """A programming problem checked by running tests (HumanEval, MBPP)."""
+
+    id: str
+    prompt: str  # what the model is shown: a signature with docstring, or a description
+    solution: str  # the human solution: a whole program that `test` checks
+    test: str  # code run after the solution; it fails (an exception, exit != 0) when wrong
+    entry_point: str  # the function under test ("" when the tests name it themselves)
+    source: str  # where it came from and which part (the HumanEval half it is in)
+
+    @classmethod
+    def from_dict(cls, obj: dict, where: str) -> CodeItem:
+        _require(obj, where, {"id": str, "prompt": str, "solution": str, "test": str,
+                              "entry_point": str, "source": str})
+        return cls(id=_nonempty(obj["id"], "id", where),
+                   prompt=_nonempty(obj["prompt"], "prompt", where),
+                   solution=_nonempty(obj["solution"], "solution", where),
+                   test=_nonempty(obj["test"], "test", where), entry_point=obj["entry_point"],
+                   source=obj["source"])
 
 
 CHAT_ROLES = ("system", "user", "assistant")

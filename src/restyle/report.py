@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from restyle import controls, stats, study_a, study_b  # noqa: E402
-from restyle.data.mmlu import SUBJECT_CATEGORY  # noqa: E402
+from restyle.tasks.mmlu import SUBJECT_CATEGORY  # noqa: E402
 from restyle.runs import BASE, parse_run  # noqa: E402
 from restyle.study_a.rewrite import STAGES as GATE_STAGES  # noqa: E402
 from restyle.study_b import familiarity  # noqa: E402
@@ -60,14 +60,15 @@ def _scopes(items: pd.DataFrame) -> list[tuple[str, str, list[str]]]:
 def study_a_table(items: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """One row per (study A set, scope): accuracy, and its change against the base model and
     against `studyA-original`, each with a paired bootstrap 95 % interval."""
-    mmlu = items[items.task == "mmlu"]
+    task = study_a.TASK
+    mmlu = items[items.task == task]
     sets = sorted(s for s in mmlu.sft_set.unique() if s.startswith(STUDY_A_PREFIX)
                   and s != "studyA-original")
-    base = question_scores(mmlu, BASE, "mmlu")
-    original = question_scores(mmlu, "studyA-original", "mmlu")
+    base = question_scores(mmlu, BASE, task)
+    original = question_scores(mmlu, "studyA-original", task)
     rows = []
     for sft_set in sets:
-        scores = question_scores(mmlu, sft_set, "mmlu")
+        scores = question_scores(mmlu, sft_set, task)
         seeds = mmlu[mmlu.sft_set == sft_set].seed.nunique()
         for scope, name, ids in _scopes(mmlu[mmlu.id.isin(scores.index)]):
             row = {"sft_set": sft_set, "seeds": seeds, "scope": scope, "name": name,

@@ -16,7 +16,7 @@ import hashlib
 from functools import lru_cache
 from pathlib import Path
 
-from restyle import study_b
+from restyle import study_b, tasks
 from restyle.study_a import rewrite
 from restyle.study_b import variants
 from restyle.teacher import template_hash
@@ -31,7 +31,7 @@ PROMPT_TEXT = {
                                    "INSTRUCTIONS_TEMPLATE", "TEMPLATES"},
     "restyle.study_a.rewrite": {"REWRITE_TEMPLATE", "PLAIN_TEMPLATE", "OPTIONS_ASK",
                                 "OPTIONS_FORMAT"},
-    "restyle.study_b.variants": {"TEMPLATES", "FORMATS"},
+    "restyle.study_b.variants": {"TEMPLATES"},
 }
 
 _DOCSTRING_OWNERS = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
@@ -39,11 +39,11 @@ _DOCSTRING_OWNERS = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctio
 
 def study_b_templates(task: str, variant: str) -> dict[str, str]:
     """Hashes of the prompt text study B's `variant` sends for `task`: each template it uses
-    and, when one asks for it, the task's answer format (variants.FORMATS)."""
+    and, when one asks for it, the task's answer format (restyle.tasks)."""
     names = study_b.VARIANTS[variant].templates
     out = {name: template_hash(variants.TEMPLATES[name]) for name in names}
     if any("{format}" in variants.TEMPLATES[name] for name in names):
-        out["format"] = template_hash(variants.FORMATS[task])
+        out["format"] = template_hash(tasks.get(task).answer_format)
     return out
 
 
@@ -55,16 +55,19 @@ def study_a_rewrite_template(mode: str) -> str:
 
 
 @lru_cache(maxsize=None)
-def code_version(script: str | Path, src: Path = SRC) -> str:
+def code_version(script: str | Path, task: str | None = None, src: Path = SRC) -> str:
     """Hash of the code `script` runs: its syntax tree and that of every restyle module under
     `src` it imports (function-level imports too), with the package data files those modules
-    name (restyle/data/<file>)."""
+    name (restyle/data/<file>). A job of one `task` runs that task's module of restyle.tasks
+    only: the other tasks' modules are left out, so editing one task reruns its jobs alone."""
     tree = ast.parse(Path(script).read_text(encoding="utf-8"))
-    todo = sorted(_imports(tree, str(script), src))
+    others = {f"{tasks.__name__}.{name}" for name in tasks.NAMES if name != task} if task else set()
+    todo = sorted(_imports(tree, str(script), src) - others)
     parts, seen = [_normalised(tree, set())], set(todo)
     while todo:
         dump, imports = _module(todo.pop(), src)
         parts.append(dump)
+        imports -= others
         todo += sorted(imports - seen)
         seen |= imports
     # sorted: the walk follows sets, whose order changes from one process to the next

@@ -3,6 +3,7 @@ items rewritten by each rule into SFT sets, with the baselines and the quality g
 This package never imports its submodules, so they can import it."""
 
 PREFIX = "studyA-"
+TASK = "mmlu"  # the restyle.tasks task whose training items the rules rewrite
 BASELINES = ("original", "teacher_plain")  # the baseline sets; no rule may take their slugs
 
 

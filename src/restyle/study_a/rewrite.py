@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Sequence
 from difflib import SequenceMatcher
 
-from restyle.data.mmlu import format_mc, format_options, round_robin
+from restyle.tasks.mmlu import format_mc, format_options, round_robin
 from restyle.io import write_csv
 from restyle.records import LETTERS, MCItem, SFTRecord
 from restyle.study_a.extraction import wording_hash

@@ -2,8 +2,9 @@
 the target model's perplexity on them (`familiarity`).
 
 `VARIANTS` is the one table of the variants: which teachers each asks, which prompt templates it
-sends and how its answers are kept; the rules, the config check and `variants` read it. This
-package imports nothing of restyle, so config checks and the rules read it at parse time cheaply.
+sends and how its answers are kept; the rules, the config check and `variants` read it. Its
+tasks are restyle.tasks'. This package imports nothing of restyle, so config checks and the
+rules read it at parse time cheaply.
 """
 
 from __future__ import annotations
@@ -11,9 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PREFIX = "studyB-"
-TASKS = ("gsm8k", "mmlu")
-TASK_FILES = {"gsm8k": "resources/data/gsm8k/train.jsonl",
-              "mmlu": "resources/data/mmlu/train.jsonl"}
 
 
 @dataclass(frozen=True)

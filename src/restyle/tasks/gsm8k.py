@@ -12,9 +12,13 @@ import operator
 import random
 from collections.abc import Callable
 
+from pathlib import Path
+
+from restyle.answers import extract_number, numbers_match
 from restyle.data.hub import load_split
 from restyle.io import DataError
 from restyle.records import MathItem, gsm8k_final
+from restyle.tasks import Check, Task, no_answer, right, wrong
 
 SYNTHETIC_PREFIX = "synthetic-gsm8k"
 SPLITS = ("train", "test")
@@ -164,3 +168,37 @@ def prepare(cfg: dict) -> dict[str, list[MathItem]]:
             raise DataError(f"GSM8K source '{cfg['source']}': split '{split}' is empty "
                             "(config data.gsm8k)")
     return out
+
+
+class GSM8K(Task):
+    """Generated with the chat template; the extracted final number must match exactly."""
+
+    name = "gsm8k"
+    record = MathItem
+    splits = SPLITS
+    answer_format = "End with a line '#### <number>'."
+
+    def prepare(self, cfg: dict, cache_dir: str | Path) -> dict[str, list[MathItem]]:
+        return prepare(cfg)
+
+    def question(self, item: MathItem) -> str:
+        return item.question.strip()
+
+    def human_answer(self, item: MathItem) -> str:
+        return item.answer
+
+    def gold(self, item: MathItem) -> str:
+        return item.final
+
+    def check(self, item: MathItem, text: str) -> Check:
+        got = extract_number(text)
+        if got is None:
+            return no_answer("no number found")
+        return right(got) if numbers_match(got, item.final) else \
+            wrong(got, f"{got} != {item.final}")
+
+    def eval_prompt(self, item: MathItem, instruction: str) -> str:
+        return f"{item.question}\n{instruction}".strip()  # the question as the data has it
+
+
+TASK = GSM8K()

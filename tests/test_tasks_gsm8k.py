@@ -4,7 +4,7 @@ import re
 import pytest
 
 from conftest import write_hf_dataset
-from restyle.data import gsm8k
+from restyle.tasks import gsm8k
 from restyle.io import DataError
 
 CFG = {"source": "bundled", "hf_id": "openai/gsm8k", "hf_config": "main",

