@@ -110,7 +110,8 @@ def test_k_shot_prefix_cache_scores_as_whole_prompts(loaded, chat):
                                             Limits(tokens=8192))
     cols = ["logprob_A", "logprob_B", "logprob_C", "logprob_D"]
     assert list(rows["pred"]) == ["ABCD"[i] for i in whole.argmax(-1).tolist()]
-    bound = 1e-5 if model.dtype == torch.float32 else batching.agreement_bound(model.dtype, 10.0)
+    # the scorers' own bound (fp32: 1e-4); 3.2e-5 seen on an AMD EPYC CPU with the chat template
+    bound = batching.agreement_bound(model.dtype, 10.0)
     assert abs(rows[cols].to_numpy() - whole.numpy()).max() < bound
 
 
