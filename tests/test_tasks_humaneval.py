@@ -69,3 +69,48 @@ def test_a_file_source_with_a_bad_line_is_named(tmp_path):
         f.write(json.dumps(good) + "\n" + json.dumps({**good, "test": ""}) + "\n")
     with pytest.raises(DataError, match=r"he\.jsonl\.gz:2: missing or empty field\(s\) test"):
         HUMANEVAL.prepare({**CFG, "source": "file", "path": str(path)}, tmp_path)
+
+
+def test_study_b_on_humaneval_through_training_evaluation_and_the_report(tiny):
+    """A real Snakemake run: study B's human and teacher sets of two HumanEval problems (the
+    local model as teacher, its code run in the sandbox by the correctness filter), each set
+    trained, the base model and every checkpoint evaluated on three held-out problems, and the
+    report's study B table and first page."""
+    import csv
+
+    from test_workflow import snakemake
+
+    workdir, config = tiny
+    config = {**config,
+              "data": {**config["data"], "humaneval": {"per_split": {"train": 2, "test": 3}}},
+              "study_a": {"baselines": [], "rewrite": {"items_per_set": 1, "max_tokens": 8},
+                          "rules": {"fixed": [{"name": "Exaggeration",
+                                               "description": "Push a quantity to an extreme.",
+                                               "instructions": "Exaggerate one number."}]}},
+              "study_b": {"tasks": ["humaneval"], "variants": ["human", "teacher"], "items": 2,
+                          "generation": {"max_tokens": 96}},
+              "controls": [],
+              "train": {"max_steps": 2, "batch_size": 2, "per_device_batch_size": 2,
+                        "max_length": 256},
+              "eval": {"tasks": ["humaneval"], "humaneval": {"max_new_tokens": 64}},
+              "report": {"bootstrap_samples": 200}}
+    result = snakemake(workdir, config=config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    human = (workdir / "results/sft/studyB-humaneval-human.jsonl").read_text().splitlines()
+    assert len(human) == 2  # the canonical solutions pass their own tests in the sandbox
+    stats = {r["variant"]: r for r in csv.DictReader(
+        (workdir / "results/studyB/stats.csv").open())}
+    assert stats["human"]["kept"] == "2"
+    assert int(stats["teacher"]["kept"]) + int(stats["teacher"]["dropped"]) == 2
+    base = list(csv.DictReader(
+        (workdir / "results/eval/tiny/base/humaneval/items.csv").open()))
+    assert [r["id"] for r in base] == [f"HumanEval/{HALF + i}" for i in range(3)]
+    assert {r["status"] for r in base} <= {"passed", "failed", "timeout", "error", "no_answer"}
+    assert all(r["reason"] for r in base if r["status"] != "passed")
+    checkpoint = workdir / "results/eval/tiny/studyB-humaneval-human/seed0/humaneval/summary.csv"
+    assert checkpoint.exists()
+    table = list(csv.DictReader((workdir / "results/report/study_b.csv").open()))
+    assert {(r["sft_set"], r["task"], r["relation"]) for r in table} >= {
+        ("studyB-humaneval-human", "humaneval", "in-task")}
+    assert "study B `studyB-humaneval-human` on humaneval" in (
+        workdir / "results/report/summary.md").read_text()
