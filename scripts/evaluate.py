@@ -19,6 +19,10 @@ else:
     rows.insert(1, "subject", wc.task)
 labels = evaluate.run_labels(wc.model, wc.run)
 summary = evaluate.summarize(rows, wc.task, labels)
+samples = cfg.get("samples", 1)
+for k in (k for k in (1, 10, 100) if 1 < samples and k <= samples):
+    # a generation task's one subject is all its questions
+    summary[f"pass@{k}"] = evaluate.pass_at_k(rows, k)
 # the batch limits the run ended with (`auto` picks them for the device); empty = no limit
 summary["batch_size"], summary["max_batch_tokens"] = limits.rows, limits.tokens
 for column, value in reversed([*labels.items(), ("task", wc.task)]):

@@ -131,6 +131,22 @@ def test_generation_task_end_to_end(loaded):
         assert row["correct"] == (row["pred"] == row["gold"])
 
 
+def test_sampled_replies_give_a_row_each_and_pass_at_k(loaded):
+    model, tokenizer = loaded
+    items = [MathItem(id=f"m/{i}", question=f"What is {i} plus 1?", answer=f"#### {i + 1}",
+                      final=str(i + 1)) for i in range(2)]
+    opts = GenerationOptions(instruction="Give the number.", max_new_tokens=8, batch_size=4,
+                             samples=3, temperature=1.0, seed=1)
+    rows, _ = evaluate.evaluate_generation(model, tokenizer, tasks.get("gsm8k"), items, opts)
+    assert list(rows["id"]) == ["m/0"] * 3 + ["m/1"] * 3 and list(rows["sample"]) == [0, 1, 2] * 2
+    again, _ = evaluate.evaluate_generation(model, tokenizer, tasks.get("gsm8k"), items, opts)
+    assert list(again["response"]) == list(rows["response"])  # seeded
+    assert len(set(rows["response"])) > 1  # sampled, not greedy
+    rows["correct"] = [True, False, False, True, True, True]
+    assert evaluate.pass_at_k(rows, 1) == pytest.approx((1 / 3 + 1) / 2)
+    assert evaluate.pass_at_k(rows, 3) == 1.0
+
+
 def test_summary_is_per_subject_with_micro_average_and_stderr():
     items = pd.DataFrame({"subject": ["a"] * 4 + ["b"] * 2,
                           "correct": [True, True, True, False, False, False]})

@@ -76,3 +76,11 @@ def test_percentile_interval():
     low, high = stats.percentile_interval(np.arange(1001.0))
     assert (low, high) == (pytest.approx(25.0), pytest.approx(975.0))
     assert stats.percentile_interval(np.arange(101.0), level=0.5) == (25.0, 75.0)
+
+
+def test_pass_at_k_is_the_unbiased_estimator():
+    from restyle.stats import pass_at_k
+
+    assert pass_at_k(5, 2, 1) == pytest.approx(0.4)  # c / n
+    assert pass_at_k(5, 2, 2) == pytest.approx(1 - 3 / 10)  # 1 - C(3,2)/C(5,2)
+    assert pass_at_k(5, 2, 4) == 1.0 and pass_at_k(5, 0, 5) == 0.0

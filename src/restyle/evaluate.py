@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from restyle import batching
+from restyle import batching, stats
 from restyle.batching import AUTO, Limits, left_pad
 from restyle.tasks.mmlu import format_mc
 from restyle.records import LETTERS, MCItem
@@ -160,14 +160,24 @@ class GenerationOptions:
     instruction: str = ""
     max_new_tokens: int = 256
     batch_size: int | str = AUTO
+    # samples > 1: that many sampled replies per question (pass@k), else one greedy reply
+    samples: int = 1
+    temperature: float = 0.8
+    seed: int = 0
 
 
 @torch.no_grad()
 def generate_answers(model, tokenizer, prompts: Sequence[str],
                      options: GenerationOptions) -> tuple[list[str], Limits]:
-    """Greedy replies to user prompts with the model's chat template, batched by length; and the
+    """Replies to user prompts with the model's chat template, batched by length: greedy, or
+    sampled at `temperature` when `options.samples` > 1 (the caller repeats each prompt; one
+    seed for the job, so a rerun on the same device and batch size samples the same); and the
     batch limits the run ended with."""
     device = next(model.parameters()).device
+    sampling = {"do_sample": False}
+    if options.samples > 1:
+        torch.manual_seed(options.seed)
+        sampling = {"do_sample": True, "temperature": options.temperature, "top_k": 0}
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     seqs = _encode_prompts(tokenizer, prompts, chat=True)
     replies: list[str] = [""] * len(seqs)
@@ -175,7 +185,7 @@ def generate_answers(model, tokenizer, prompts: Sequence[str],
     with tqdm(total=len(seqs), desc="generation", unit="q", disable=not sys.stderr.isatty()) as bar:
         def answer(batch: list[int]) -> None:
             ids, mask, _ = (t.to(device) for t in left_pad([seqs[i] for i in batch], pad))
-            out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
+            out = model.generate(input_ids=ids, attention_mask=mask, **sampling,
                                  max_new_tokens=options.max_new_tokens, pad_token_id=pad)
             for row, i in enumerate(batch):
                 replies[i] = tokenizer.decode(out[row, ids.shape[1]:], skip_special_tokens=True)
@@ -187,18 +197,32 @@ def generate_answers(model, tokenizer, prompts: Sequence[str],
 
 def evaluate_generation(model, tokenizer, task: Task, items: Sequence,
                         options: GenerationOptions, jobs: int = 1) -> tuple[pd.DataFrame, Limits]:
-    """One row per item (id, gold, pred: the answer the task read from the reply, correct,
-    status: passed, failed, no_answer, or a code task's timeout/error, reason, response), and
-    the batch limits the generation ended with. `jobs`: checks run at once (code tasks)."""
+    """One row per item and sample (id, gold, pred: the answer the task read from the reply,
+    correct, status: passed, failed, no_answer, or a code task's timeout/error, reason, response;
+    `sample` when there are several), and the batch limits the generation ended with. `jobs`:
+    checks run at once (code tasks)."""
+    n = options.samples
+    items = [it for it in items for _ in range(n)]
     prompts = [task.eval_prompt(it, options.instruction) for it in items]
     replies, limits = generate_answers(model, tokenizer, prompts, options)
     checks = task.check_all(items, replies, jobs)
-    return pd.DataFrame({"id": [it.id for it in items], "gold": [task.gold(it) for it in items],
+    rows = pd.DataFrame({"id": [it.id for it in items], "gold": [task.gold(it) for it in items],
                          "pred": [c.extracted or "" for c in checks],
                          "correct": [c.correct for c in checks],
                          "status": [c.status for c in checks],
                          "reason": [c.reason or "" for c in checks],
-                         "response": replies}), limits
+                         "response": replies})
+    if n > 1:
+        rows.insert(1, "sample", [i % n for i in range(len(rows))])
+    return rows, limits
+
+
+def pass_at_k(items: pd.DataFrame, k: int) -> float:
+    """pass@k (restyle.stats.pass_at_k) of every question's samples, averaged over questions."""
+    per_question = items.groupby("id")["correct"].agg(["size", "sum"])
+    return float(sum(stats.pass_at_k(n, c, k) for n, c in zip(per_question["size"],
+                                                                per_question["sum"]))
+                 / len(per_question))
 
 
 def accuracy_stderr(correct: pd.Series) -> tuple[int, float, float]:

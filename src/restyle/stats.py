@@ -7,6 +7,8 @@ so a 5-point difference between two runs is not a finding by itself. Comparisons
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,3 +113,11 @@ def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float
     tail = (1 - level) / 2
     low, high = np.quantile(np.asarray(samples, dtype=float), [tail, 1 - tail])
     return float(low), float(high)
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased pass@k estimator of Chen et al. (2021) for one problem with `n` samples of
+    which `c` are correct: 1 - C(n - c, k) / C(n, k)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
