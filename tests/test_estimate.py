@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 import types
 from pathlib import Path
@@ -150,3 +151,60 @@ def test_prompts_are_counted_with_tiktoken_where_it_knows_the_model(monkeypatch)
     assert (how, count([{"role": "user", "content": "a b c"}])) == ("tiktoken", 10)
     for model in ("my-vllm-model", "offline-model"):
         assert teacher.token_counter({"backend": "openai", "model": model})[0] == "approx"
+
+
+def paper_mirrors(root: Path) -> dict:
+    """Local folders in the hub layout for the paper's three tasks no PyPI package ships, at the
+    paper's training sizes (MATH Algebra and ECQA 1,000, MBPP full 374 / 500): the `data`
+    section that points paper.yaml at them."""
+    from conftest import write_hf_dataset
+
+    def math(i):
+        return {"problem": f"Solve for $x$: ${i + 2}x - {i} = {3 * i}$. Show the algebra.",
+                "solution": f"Adding {i} to both sides, ${i + 2}x = {4 * i}$, so "
+                            f"$x = \\boxed{{\\frac{{{4 * i}}}{{{i + 2}}}}}$."}
+
+    def ecqa(i):
+        return {"q_no": f"q{i}", "q_text": f"Where would you most likely keep item number {i}?",
+                **{f"q_op{j}": f"place {j}" for j in range(1, 6)}, "q_ans": "place 3",
+                "taskB": "Items like that are usually kept in place 3, since it is dry."}
+
+    def mbpp(i):
+        return {"task_id": i, "text": f"Write a function to add {i} to a number.",
+                "code": f"def add_{i}(x):\n    return x + {i}\n", "test_setup_code": "",
+                "test_list": [f"assert add_{i}(1) == {i + 1}"], "challenge_test_list": []}
+
+    return {
+        "math": {"hf_id": str(write_hf_dataset(root / "math", "algebra", {
+            "train": [math(i) for i in range(1000)], "test": [math(i) for i in range(5)]}))},
+        "ecqa": {"hf_id": str(write_hf_dataset(root / "ecqa", "default", {
+            "train": [ecqa(i) for i in range(1000)], "test": [ecqa(i) for i in range(5)]})),
+            "hf_config": "default"},
+        "mbpp": {"hf_id": str(write_hf_dataset(root / "mbpp", "full", {
+            "train": [mbpp(i) for i in range(374)], "test": [mbpp(i) for i in range(500)]}))},
+    }
+
+
+def test_the_paper_config_plans_and_prices_its_five_tasks_offline(tmp_path):
+    """config/paper.yaml with local mirrors of the three hub-only tasks: the plan has every
+    study B set of the five tasks, and the estimate prices each at the paper's sizes."""
+    import yaml
+
+    from conftest import REPO
+
+    config = yaml.safe_load((REPO / "config/paper.yaml").read_text())
+    for task, mirror in paper_mirrors(tmp_path / "mirrors").items():
+        config["data"][task] = {**config["data"][task], **mirror}
+    workdir = tmp_path / "work"
+    plan = snakemake(workdir, "-n", config=config)
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert re.search(r"^study_b_variant\s+50$", plan.stdout, re.M), plan.stdout[-2000:]
+    result = snakemake(workdir, "-f", "estimate", config=config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_estimate(workdir)
+    sizes = {"gsm8k": 1000, "math": 1000, "ecqa": 1000, "mbpp": 374, "humaneval": 82}
+    for task, n in sizes.items():
+        assert rows[f"studyB-{task}-teacher:teacher"]["requests"] == str(n), task
+        assert rows[f"studyB-{task}-best_of_n:samples"]["requests"] == str(2 * n), task
+    # GPT-4o's bill is priced; the self-hosted target's is unknown, so the total is too
+    assert float(rows["TOTAL gpt4o"]["cost"]) > 0 and rows["TOTAL"]["cost"] == ""
