@@ -290,7 +290,7 @@ def test_a_child_in_a_new_session_does_not_outlive_the_program(mechanism):
     assert outcome.status == "timeout", outcome
 
 
-def test_killing_its_zygote_or_launcher_is_an_error_and_the_next_program_runs(mechanism):
+def test_killing_its_zygote_is_an_error_and_the_next_program_runs(mechanism):
     outcomes = sandbox.run_programs(
         ["import os, time\nos.kill(os.getppid(), 9)\ntime.sleep(1)\n", "x = 1\n"], HOSTILE,
         mechanism=mechanism)
@@ -347,3 +347,31 @@ def test_no_network_connection(bubblewrap):
         assert outcome.status == "failed" and "ConnectionRefusedError" in outcome.reason, outcome
         with pytest.raises(TimeoutError):
             server.accept()
+
+
+def test_the_host_kernel_settings_are_read_only(bubblewrap):
+    """bwrap as root maps the program to root's user id outside, which the kernel lets write
+    /proc/sys whatever its capabilities; opening for writing (and writing nothing) must fail."""
+    body = ("import os\n"
+            "for path in ('/proc/sys/kernel/core_pattern', '/proc/sys/kernel/hostname',\n"
+            "             '/proc/sys/vm/drop_caches'):\n"
+            "    try:\n"
+            "        os.close(os.open(path, os.O_WRONLY))\n"
+            "        print('writable', path)\n"
+            "    except OSError as e:\n"
+            "        print(e.strerror)\n")
+    outcome, _ = run_hostile(body, bubblewrap)
+    assert outcome.stdout == "Read-only file system\n" * 3, outcome
+
+
+def test_a_program_leaves_nothing_for_the_next_one(mechanism):
+    """Programs of one worker run one after another in its folder: what one wrote beside its own
+    folder, or in /dev/shm under bwrap, is gone when the next starts."""
+    write = ("import os\nopen('../left.txt', 'w').write('x')\n"
+             "if os.path.isdir('/dev/shm') and os.access('/dev/shm', os.W_OK) and "
+             f"{mechanism == 'bwrap'}:\n"
+             "    open('/dev/shm/left', 'w').write('x')\n")
+    check = ("import os\nassert not os.path.exists('../left.txt'), 'left'\n"
+             f"assert not {mechanism == 'bwrap'} or os.listdir('/dev/shm') == []\n")
+    outcomes = sandbox.run_programs([write, check], HOSTILE, mechanism=mechanism)
+    assert [o.status for o in outcomes] == ["passed", "passed"], outcomes

@@ -12,16 +12,19 @@ Two mechanisms, the strongest that works here is used (`isolation()` says which,
 leaves out):
 
 - "bwrap" (bubblewrap): own user, PID, network, mount, IPC and UTS namespaces; the whole file
-  system read-only except the program's folder; only a loopback network; `/proc` shows the
-  sandbox's processes only. A bwrap sandbox serves one worker (`jobs` of them), one program at a
-  time: a zygote inside it forks each program (no interpreter start per program) and, when the
-  program ends, kills every other process of the PID namespace, whatever session it moved to,
-  and empties /dev/shm. A timeout, or a program that kills the zygote, ends the whole sandbox;
-  the next program gets a new one.
-- "rlimits": no namespaces, one launcher per program. The launcher is the program's child
-  subreaper, so descendants that leave the process group (setsid, double fork) are re-parented
-  to it and killed when the program ends or times out. The file system, network and other
-  processes stay reachable.
+  system read-only except the worker's folder, and /proc/sys too; only a loopback network;
+  /proc shows the sandbox's processes only. When a program ends, its zygote kills every other
+  process of the PID namespace, whatever session it moved to, and empties /dev/shm; a timeout,
+  or a program that kills its zygote, ends the whole sandbox (the next program gets a new one).
+- "rlimits": no namespaces. The zygote is the programs' child subreaper, so descendants that
+  leave the process group (setsid, double fork) are re-parented to it and killed when the
+  program ends; on a timeout the program's process group is killed first. The file system,
+  network and other processes stay reachable, and a program that kills its zygote leaves its
+  orphans to init.
+
+Both run `jobs` workers, each a zygote: a Python process that forks each program (no
+interpreter start per program) in a fresh folder inside the worker's, one at a time, and is
+not dumpable (a program, the same user, can neither trace it nor read its memory).
 
 The processes limit (processes and threads at once) is a pids cgroup where this runs as root
 and one can be made (cgroup v1's pids hierarchy, or v2 with pids enabled at its root); its
@@ -39,9 +42,9 @@ Status of a program (`Outcome.status`), chosen so that "passed" agrees with huma
 - failed: an exception (reason: the traceback's last line), a nonzero exit, an exit before its
   last line (sys.exit, os._exit), or a signal the program brought on itself.
 - timeout: the wall-clock limit, or the CPU-seconds limit (SIGXCPU).
-- error: the sandbox did not start or lost the program's status (its zygote or launcher was
-  killed); or the memory, file size or open files limit stopped it (recognised by the error each
-  raises: MemoryError, EFBIG, EMFILE). A fork refused by the processes limit raises EAGAIN, which
+- error: the sandbox did not start or lost the program's status (its zygote was killed); or
+  the memory, file size or open files limit stopped it (recognised by the error each raises:
+  MemoryError, EFBIG, EMFILE). A fork refused by the processes limit raises EAGAIN, which
   other causes raise too: that program "failed".
 """
 
@@ -134,17 +137,64 @@ def start_program(folder, limits, out, err, end):
     sys.exit(0)
 """
 
-# bwrap: `ZYGOTE sock` serves one program at a time: a message (folder, limits) with the fds
-# (out, err, end) forks it; it answers "started", then, once the program ended and it killed
-# every other process of the PID namespace but its init, "exit <wait status> <cpu s>". It is not
-# dumpable, so that a program (the same user) can neither trace it nor read its memory.
+# `ZYGOTE sock cleanup` serves one program at a time: a message (folder, limits) with the fds
+# (out, err, end) forks it; it answers "started <pid>", then, once the program ended and it killed
+# what the program left, "exit <wait status> <cpu s>". Cleanup "namespace" (bwrap): every other
+# process of the PID namespace but its init, and /dev/shm. Cleanup "subreaper" (rlimits): as the
+# child subreaper it inherits every orphan of the program, and kills its children until none is
+# left. It is not dumpable, so that a program (the same user) can neither trace it nor read its
+# memory.
 ZYGOTE = RUNNER + r"""
 import ctypes, shutil
 libc = ctypes.CDLL(None, use_errno=True)
-PR_SET_DUMPABLE = 4
+PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 4, 36
 libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 sock = socket.socket(fileno=int(sys.argv[1]))
-others = lambda: [p for p in os.listdir("/proc") if p.isdigit() and p not in ("1", str(os.getpid()))]
+namespace = sys.argv[2] == "namespace"
+if not namespace and libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+    raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+me = str(os.getpid())
+
+
+def children():
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                if f.read().rsplit(")", 1)[1].split()[1] == me:
+                    found.append(int(entry))
+        except (OSError, IndexError):
+            pass
+    return found
+
+
+def kill_the_rest():
+    while True:
+        if namespace:
+            if not [p for p in os.listdir("/proc") if p.isdigit() and p not in ("1", me)]:
+                break
+            try:
+                os.kill(-1, signal.SIGKILL)  # in a PID namespace: all of it but init and me
+            except ProcessLookupError:
+                pass
+        else:
+            for pid in children():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                while os.waitpid(-1, os.WNOHANG)[0]:
+                    pass
+            except ChildProcessError:
+                break
+        time.sleep(0.001)
+    if namespace:
+        for name in os.listdir("/dev/shm"):
+            path = os.path.join("/dev/shm", name)
+            shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+
+
 while True:
     message, fds, _, _ = socket.recv_fds(sock, 65536, 3)
     if not message:
@@ -156,55 +206,10 @@ while True:
         start_program(*json.loads(message), *fds)
     for fd in fds:
         os.close(fd)
-    sock.send(b"started\n")
+    sock.send(b"started %d\n" % pid)
     _, status, usage = os.wait4(pid, 0)
-    while others():
-        try:
-            os.kill(-1, signal.SIGKILL)  # in a PID namespace: all of it but its init and me
-        except ProcessLookupError:
-            pass
-        time.sleep(0.001)
-    for name in os.listdir("/dev/shm"):
-        path = os.path.join("/dev/shm", name)
-        shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+    kill_the_rest()
     sock.send(b"exit %d %.3f\n" % (status, usage.ru_utime + usage.ru_stime))
-"""
-
-# rlimits: `LAUNCHER control end folder limits` runs one program as its child subreaper, reports
-# "started <pid>" on `control` (which the program does not get), kills every orphan the program
-# leaves (re-parented to it), then reports "exit <wait status> <cpu s>".
-LAUNCHER = RUNNER + r"""
-import ctypes
-control, end = int(sys.argv[1]), int(sys.argv[2])
-PR_SET_CHILD_SUBREAPER = 36
-if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-    raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
-pid = os.fork()
-if pid == 0:
-    start_program(sys.argv[3], json.loads(sys.argv[4]), 1, 2, end)
-os.close(end)
-os.write(control, b"started %d\n" % pid)
-_, status, usage = os.wait4(pid, 0)
-me = str(os.getpid())
-while True:
-    for entry in os.listdir("/proc"):
-        try:
-            with open("/proc/%s/stat" % entry) as f:
-                parent = f.read().rsplit(")", 1)[1].split()[1]
-        except (OSError, IndexError):
-            continue
-        if parent == me:
-            try:
-                os.kill(int(entry), signal.SIGKILL)
-            except OSError:
-                pass
-    try:
-        while os.waitpid(-1, os.WNOHANG)[0]:
-            pass
-    except ChildProcessError:
-        break
-    time.sleep(0.01)
-os.write(control, b"exit %d %.3f\n" % (status, usage.ru_utime + usage.ru_stime))
 """
 
 
@@ -217,7 +222,12 @@ class _Mechanism:
 
 
 def _bwrap_prefix() -> tuple[str, ...]:
+    # the program's user id is root's outside when bwrap runs as root, and root may write the
+    # host's kernel settings in /proc/sys (core_pattern...) and /proc/sysrq-trigger whatever its
+    # capabilities: they are bound read-only over the sandbox's /proc
     return ("bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+            "--ro-bind", "/proc/sys", "/proc/sys",
+            "--ro-bind-try", "/proc/sysrq-trigger", "/proc/sysrq-trigger",
             "--bind", "{folder}", "{folder}", "--chdir", "{folder}",
             "--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY),
             "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
@@ -311,8 +321,6 @@ def run_programs(sources: Sequence[str], limits: Limits = Limits(), jobs: int = 
     made: list[_Worker] = []
 
     def run(source: str) -> Outcome:
-        if chosen.name == "rlimits":
-            return _run_launcher(source, limits, chosen)
         try:
             worker = idle.get_nowait()
         except queue.Empty:
@@ -367,7 +375,7 @@ class _Tail:
 
 CGROUP_ROOTS = (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup"))  # v1 pids, v2
 # The processes in the cgroup that are not the program's: bwrap, its PID namespace's init and the
-# zygote, or the launcher under rlimits.
+# zygote, or the zygote alone under rlimits.
 SANDBOX_PROCESSES = {"bwrap": 3, "rlimits": 1}
 # Moves the shell into the cgroup, then becomes the sandbox: everything it starts is counted.
 JOIN_CGROUP = 'echo $$ > "$0/cgroup.procs" && exec "$@"'
@@ -427,12 +435,15 @@ def _remove_cgroup(cgroup: Path) -> None:
     log.error("sandbox: could not remove %s", cgroup)
 
 
-def _remove(folder: Path) -> None:
+def _remove(path: Path) -> None:
+    if path.is_symlink() or not path.is_dir():
+        path.unlink()
+        return
     # a program may leave folders without write or search permission, which rmtree cannot enter
-    for path in [folder, *folder.rglob("*")]:
-        if path.is_dir() and not path.is_symlink():
-            path.chmod(0o700)
-    shutil.rmtree(folder)
+    for inner in [path, *path.rglob("*")]:
+        if inner.is_dir() and not inner.is_symlink():
+            inner.chmod(0o700)
+    shutil.rmtree(path)
 
 
 def _limits_args(limits: Limits, nproc: int) -> list[int]:
@@ -445,11 +456,9 @@ def _env(folder: Path) -> dict[str, str]:
     return {**BASE_ENV, "HOME": str(folder), "TMPDIR": str(folder)}
 
 
-def _collect(limits: Limits, start: float, control: int, tails: dict[int, _Tail],
-             control_tail: _Tail) -> bool:
-    """Read the program's streams (fd -> tail) and the sandbox's `control` messages until the
-    streams end and the sandbox reported "exit" (or closed `control`); False on the timeout."""
-    deadline = start + limits.timeout_s
+def _collect(deadline: float, control: int, tails: dict[int, _Tail], control_tail: _Tail) -> bool:
+    """Read the program's streams (fd -> tail) and the zygote's `control` messages until the
+    streams end and the zygote reported "exit" (or ended); False at the `deadline` first."""
     with selectors.DefaultSelector() as selector:
         for fd, tail in [*tails.items(), (control, control_tail)]:
             selector.register(fd, selectors.EVENT_READ, tail)
@@ -481,20 +490,21 @@ def _outcome(mechanism: _Mechanism, limits: Limits, start: float, finished: bool
 
 
 class _Worker:
-    """One bwrap sandbox with its zygote, serving one program at a time; `alive` is False once a
-    program timed out or the sandbox ended, and then it takes no more programs."""
+    """A zygote (in a bwrap sandbox, or not), serving one program at a time; `alive` is False
+    once the zygote ended or was ended, and then it takes no more programs."""
 
     def __init__(self, mechanism: _Mechanism, limits: Limits):
         self.mechanism, self.runs, self.alive, self.stderr = mechanism, 0, True, ""
         self.folder = Path(tempfile.mkdtemp(prefix="restyle-sandbox-"))
         root = _cgroup_root()
         self.cgroup = None if root is None else _new_cgroup(
-            root, limits.processes + SANDBOX_PROCESSES["bwrap"])
+            root, limits.processes + SANDBOX_PROCESSES[mechanism.name])
         self._chown(self.folder)
         self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         join = () if self.cgroup is None else ("/bin/sh", "-c", JOIN_CGROUP, str(self.cgroup))
         cmd = [*join, *(a.replace("{folder}", str(self.folder)) for a in mechanism.prefix),
-               sys.executable, "-I", "-S", "-c", ZYGOTE, str(theirs.fileno())]
+               sys.executable, "-I", "-S", "-c", ZYGOTE, str(theirs.fileno()),
+               "namespace" if mechanism.name == "bwrap" else "subreaper"]
         user = {} if mechanism.user is None else {
             "user": mechanism.user, "group": mechanism.user, "extra_groups": []}
         try:
@@ -521,7 +531,8 @@ class _Worker:
         for path in (folder, folder / "program.py"):
             self._chown(path)
         pipes = [os.pipe() for _ in range(3)]  # out, err, end
-        nproc = limits.processes + SANDBOX_PROCESSES["bwrap"]
+        # RLIMIT_NPROC counts all of a user's processes outside a user namespace: not set there
+        nproc = limits.processes + SANDBOX_PROCESSES["bwrap"] if self.mechanism.prefix else -1
         try:
             socket.send_fds(self.sock, [json.dumps(
                 [str(folder), _limits_args(limits, nproc)]).encode()], [w for _, w in pipes])
@@ -531,12 +542,21 @@ class _Worker:
             os.close(w)
         out, err, end, control = (_Tail(limits.output_bytes), _Tail(limits.output_bytes),
                                   _Tail(16), _Tail(4096))
-        finished = _collect(limits, start, self.sock.fileno(),
-                            dict(zip((r for r, _ in pipes), (out, err, end))), control)
+        tails = dict(zip((r for r, _ in pipes), (out, err, end)))
+        finished = _collect(start + limits.timeout_s, self.sock.fileno(), tails, control)
+        messages = _messages(control.text())
+        if not finished and not self.mechanism.prefix and "started" in messages:
+            # the program's group; the zygote, its subreaper, kills the orphans and reports
+            try:
+                os.killpg(int(messages["started"][0]), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            _collect(time.monotonic() + KILL_GRACE_S, self.sock.fileno(), tails, control)
         for r, _ in pipes:
             os.close(r)
-        _remove(folder)
-        if not finished or "exit" not in _messages(control.text()):
+        for entry in self.folder.iterdir():  # nothing a program wrote is left for the next
+            _remove(entry)
+        if "exit" not in _messages(control.text()) or (not finished and self.mechanism.prefix):
             self.close(graceful=False)
         return _outcome(self.mechanism, limits, start, finished, control, out, err, end,
                         self.stderr, self.proc.returncode)
@@ -578,57 +598,6 @@ def _end(proc: subprocess.Popen, cgroup: Path | None, graceful: bool) -> None:
         proc.wait(KILL_GRACE_S)
     except subprocess.TimeoutExpired:
         log.error("sandbox: process %d outlived SIGKILL for %.0f s", proc.pid, KILL_GRACE_S)
-
-
-def _run_launcher(source: str, limits: Limits, mechanism: _Mechanism) -> Outcome:
-    """One program under the rlimits mechanism, with its own launcher and folder."""
-    start = time.monotonic()
-    folder = Path(tempfile.mkdtemp(prefix="restyle-sandbox-"))
-    root = _cgroup_root()
-    cgroup = None if root is None else _new_cgroup(
-        root, limits.processes + SANDBOX_PROCESSES["rlimits"])
-    (folder / "program.py").write_text(source, encoding="utf-8")
-    control_r, control_w = os.pipe()
-    end_r, end_w = os.pipe()
-    join = () if cgroup is None else ("/bin/sh", "-c", JOIN_CGROUP, str(cgroup))
-    # RLIMIT_NPROC counts all of a user's processes outside a user namespace: not usable here
-    cmd = [*join, sys.executable, "-I", "-S", "-c", LAUNCHER, str(control_w), str(end_w),
-           str(folder), json.dumps(_limits_args(limits, -1))]
-    out, err, end, control = (_Tail(limits.output_bytes), _Tail(limits.output_bytes), _Tail(16),
-                              _Tail(4096))
-    try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, pass_fds=(control_w, end_w), cwd=folder,
-                                env=_env(folder), start_new_session=True)
-    except OSError as e:
-        for fd in (control_r, control_w, end_r, end_w):
-            os.close(fd)
-        return Outcome("error", f"the sandbox did not start: {e}", time.monotonic() - start)
-    os.close(control_w)
-    os.close(end_w)
-    try:
-        finished = _collect(limits, start, control_r, {proc.stdout.fileno(): out,
-                                                       proc.stderr.fileno(): err, end_r: end},
-                            control)
-        if not finished:
-            messages = _messages(control.text())
-            if "started" in messages:  # the program's group first, then its launcher sweeps
-                try:
-                    os.killpg(int(messages["started"][0]), signal.SIGKILL)
-                    proc.wait(KILL_GRACE_S)
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    pass
-        _end(proc, cgroup, graceful=finished)
-    finally:
-        for f in (proc.stdout, proc.stderr):
-            f.close()
-        for fd in (control_r, end_r):
-            os.close(fd)
-        if cgroup is not None:
-            _remove_cgroup(cgroup)
-        _remove(folder)
-    return _outcome(mechanism, limits, start, finished, control, out, err, end, "",
-                    proc.returncode)
 
 
 def _messages(text: str) -> dict[str, list[str]]:
