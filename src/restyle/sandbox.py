@@ -106,7 +106,7 @@ class Outcome:
 # environment and limits; `limits` is [cpu s, address space, file size, open files, processes],
 # -1 leaving one as it is.
 RUNNER = r"""
-import json, os, resource, signal, socket, sys, time, types
+import atexit, json, os, resource, signal, socket, sys, time, types
 
 
 def start_program(folder, limits, out, err, end):
@@ -132,9 +132,29 @@ def start_program(folder, limits, out, err, end):
     sys.argv = [program]
     with open(program, encoding="utf-8") as f:
         source = f.read()
-    exec(compile(source, program, "exec"), main.__dict__)
+    try:
+        exec(compile(source, program, "exec"), main.__dict__)
+    except SystemExit:
+        raise
+    except BaseException:
+        sys.excepthook(*sys.exc_info())
+        finish(1)
     os.write(3, b"end\n")
-    sys.exit(0)
+    finish(0)
+
+
+def finish(code):
+    # a forked interpreter's finalization costs several ms per program; it is needed only to join
+    # the program's threads and run its atexit functions
+    threading = sys.modules.get("threading")
+    if (threading and threading.active_count() > 1) or atexit._ncallbacks():
+        sys.exit(code)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:
+        pass
+    os._exit(code)
 """
 
 # `ZYGOTE sock cleanup` serves one program at a time: a message (folder, limits) with the fds
