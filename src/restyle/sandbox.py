@@ -241,13 +241,25 @@ class _Mechanism:
     description: str
 
 
+def _hidden() -> tuple[str, ...]:
+    """Home folders (tokens, keys: ~/.cache/huggingface/token, ~/.netrc, ~/.ssh), each replaced
+    by an empty read-only tmpfs, with the interpreter's own folders inside them bound back."""
+    homes = sorted({"/root", "/home", os.path.expanduser("~")} - {"/"})
+    python = sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix,
+                                                   sys.base_exec_prefix)})
+    return (*(a for home in homes for a in ("--tmpfs", home)),
+            *(a for p in python if any(Path(p).is_relative_to(h) for h in homes)
+              for a in ("--ro-bind", p, p)),
+            *(a for home in homes for a in ("--remount-ro", home)))
+
+
 def _bwrap_prefix() -> tuple[str, ...]:
     # the program's user id is root's outside when bwrap runs as root, and root may write the
     # host's kernel settings in /proc/sys (core_pattern...) and /proc/sysrq-trigger whatever its
     # capabilities: they are bound read-only over the sandbox's /proc
     return ("bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
             "--ro-bind", "/proc/sys", "/proc/sys",
-            "--ro-bind-try", "/proc/sysrq-trigger", "/proc/sysrq-trigger",
+            "--ro-bind-try", "/proc/sysrq-trigger", "/proc/sysrq-trigger", *_hidden(),
             "--bind", "{folder}", "{folder}", "--chdir", "{folder}",
             "--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY),
             "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
@@ -277,7 +289,8 @@ def _mechanisms() -> dict[str, _Mechanism | str]:
         return out
     version = subprocess.run(["bwrap", "--version"], capture_output=True, text=True).stdout.strip()
     what = (f"{version}: own user/PID/network/mount/IPC/UTS namespaces, read-only file system "
-            "except the program's folder, loopback network only, rlimits")
+            "except the program's folder and with /proc/sys, home folders hidden, loopback "
+            "network only, rlimits")
     candidates = [_Mechanism("bwrap", _bwrap_prefix(), None, what)]
     if os.geteuid() == 0:  # as nobody, root-only files are unreadable and RLIMIT_NPROC applies
         candidates.insert(0, _Mechanism("bwrap", _bwrap_prefix(), NOBODY,
