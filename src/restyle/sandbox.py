@@ -289,7 +289,7 @@ def _mechanisms() -> dict[str, _Mechanism | str]:
         return out
     version = subprocess.run(["bwrap", "--version"], capture_output=True, text=True).stdout.strip()
     what = (f"{version}: own user/PID/network/mount/IPC/UTS namespaces, read-only file system "
-            "except the program's folder and with /proc/sys, home folders hidden, loopback "
+            "(/proc/sys included) except the program's folder, home folders hidden, loopback "
             "network only, rlimits")
     candidates = [_Mechanism("bwrap", _bwrap_prefix(), None, what)]
     if os.geteuid() == 0:  # as nobody, root-only files are unreadable and RLIMIT_NPROC applies
