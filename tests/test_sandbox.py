@@ -178,7 +178,9 @@ def test_statuses_and_reasons(mechanism):
         "import torch\n": ("failed", "ModuleNotFoundError: No module named 'torch'"),
         "import restyle\n": ("failed", "ModuleNotFoundError: No module named 'restyle'"),
     }
-    outcomes = sandbox.run_programs(list(cases), HOSTILE, jobs=2, mechanism=mechanism)
+    outcomes = sandbox.run_programs(list(cases), HOSTILE, jobs=2, progress=True,
+                                    mechanism=mechanism)
+    assert {o.status for o in outcomes} <= set(sandbox.STATUSES)
     for (source, (status, reason)), outcome in zip(cases.items(), outcomes):
         assert (outcome.status, outcome.reason[:len(reason)]) == (status, reason), (source,
                                                                                      outcome)

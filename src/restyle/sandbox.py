@@ -65,9 +65,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+
+from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -241,26 +243,23 @@ class _Mechanism:
     description: str
 
 
-def _hidden() -> tuple[str, ...]:
-    """Home folders (tokens, keys: ~/.cache/huggingface/token, ~/.netrc, ~/.ssh), each replaced
-    by an empty read-only tmpfs, with the interpreter's own folders inside them bound back."""
+def _bwrap_prefix() -> tuple[str, ...]:
+    # Home folders (tokens, keys: ~/.cache/huggingface/token, ~/.netrc, ~/.ssh) become empty
+    # read-only tmpfs, with the interpreter's own folders in them bound back. The program's user
+    # id is root's outside when bwrap runs as root, and root may write the host's kernel settings
+    # in /proc/sys (core_pattern...) and /proc/sysrq-trigger whatever its capabilities: they are
+    # bound read-only over the sandbox's /proc.
     homes = sorted({"/root", "/home", os.path.expanduser("~")} - {"/"})
     python = sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix,
                                                    sys.base_exec_prefix)})
-    return (*(a for home in homes for a in ("--tmpfs", home)),
-            *(a for p in python if any(Path(p).is_relative_to(h) for h in homes)
-              for a in ("--ro-bind", p, p)),
-            *(a for home in homes for a in ("--remount-ro", home)))
-
-
-def _bwrap_prefix() -> tuple[str, ...]:
-    # the program's user id is root's outside when bwrap runs as root, and root may write the
-    # host's kernel settings in /proc/sys (core_pattern...) and /proc/sysrq-trigger whatever its
-    # capabilities: they are bound read-only over the sandbox's /proc
     return ("bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
             "--ro-bind", "/proc/sys", "/proc/sys",
-            "--ro-bind-try", "/proc/sysrq-trigger", "/proc/sysrq-trigger", *_hidden(),
+            "--ro-bind-try", "/proc/sysrq-trigger", "/proc/sysrq-trigger",
+            *(a for home in homes for a in ("--tmpfs", home)),
+            *(a for p in python if any(Path(p).is_relative_to(h) for h in homes)
+              for a in ("--ro-bind", p, p)),
             "--bind", "{folder}", "{folder}", "--chdir", "{folder}",
+            *(a for home in homes for a in ("--remount-ro", home)),
             "--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY),
             "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
             "--unshare-cgroup-try", "--die-with-parent", "--new-session")
@@ -368,9 +367,6 @@ def run_programs(sources: Sequence[str], limits: Limits = Limits(), jobs: int = 
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             futures = [pool.submit(run, s) for s in sources]
             if progress:
-                from concurrent.futures import as_completed
-
-                from tqdm import tqdm
                 for _ in tqdm(as_completed(futures), total=len(futures), desc="sandbox",
                               unit="program"):
                     pass
@@ -533,6 +529,8 @@ class _Worker:
         self.cgroup = None if root is None else _new_cgroup(
             root, limits.processes + SANDBOX_PROCESSES[mechanism.name])
         self._chown(self.folder)
+        if self.cgroup is not None:  # the shell joins it as this user (cgroup v1)
+            self._chown(self.cgroup / "cgroup.procs")
         self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         join = () if self.cgroup is None else ("/bin/sh", "-c", JOIN_CGROUP, str(self.cgroup))
         cmd = [*join, *(a.replace("{folder}", str(self.folder)) for a in mechanism.prefix),
