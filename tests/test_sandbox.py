@@ -406,3 +406,15 @@ def test_home_folders_are_hidden(bubblewrap, tmp_path):
     finally:
         secret.unlink()
     assert outcome.stdout == "False\n" and "Read-only file system" in outcome.reason, outcome
+
+
+def test_a_sandbox_that_does_not_start_is_an_error_with_bwraps_reason(bubblewrap):
+    broken = sandbox._Mechanism("bwrap", ("bwrap", "--no-such-option"), None, "broken")
+    worker = sandbox._Worker(broken, HOSTILE)
+    try:
+        outcome = worker.run("x = 1\n", HOSTILE)
+    finally:
+        worker.close()
+    assert outcome.status == "error", outcome
+    assert outcome.reason.startswith("the sandbox did not start (exit 1): bwrap: Unknown option")
+    assert not worker.alive
