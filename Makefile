@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 CORES ?= 2
 SNAKEMAKE_ARGS ?=
 
-.PHONY: run test estimate
+.PHONY: run test estimate bubblewrap
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,12 +20,19 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m restyle.packaged
 	touch $@
 
-run: $(VENV)/.installed
+# The sandbox for generated code (README): installed where this runs as root with apt-get;
+# elsewhere restyle.sandbox falls back to rlimits and says so.
+bubblewrap:
+	@command -v bwrap >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null \
+		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		     apt-get install -y -qq --no-install-recommends bubblewrap >/dev/null; }
+
+run: $(VENV)/.installed bubblewrap
 	$(BIN)/snakemake --cores $(CORES) --show-failed-logs $(SNAKEMAKE_ARGS)
 
 # -f: counted again each time, since the teacher cache changes without Snakemake knowing
 estimate: $(VENV)/.installed
 	$(BIN)/snakemake --cores $(CORES) -f estimate $(SNAKEMAKE_ARGS)
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed bubblewrap
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
