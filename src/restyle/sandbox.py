@@ -54,7 +54,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import math
 import os
 import queue
 import selectors
@@ -379,16 +378,6 @@ def run_programs(sources: Sequence[str], limits: Limits = Limits(), jobs: int = 
     finally:
         for worker in made:
             worker.close()
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """The unbiased pass@k estimate from n samples of which c passed (Chen et al. 2021, the
-    Codex paper): 1 - C(n-c, k) / C(n, k), computed as a product to stay exact for large n."""
-    if not (0 <= c <= n and 1 <= k <= n):
-        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n} c={c} k={k}")
-    if n - c < k:
-        return 1.0
-    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
 
 
 class _Tail:

@@ -116,8 +116,10 @@ def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
-    """The unbiased pass@k estimator of Chen et al. (2021) for one problem with `n` samples of
-    which `c` are correct: 1 - C(n - c, k) / C(n, k)."""
+    """The unbiased pass@k estimate from n samples of which c passed (Chen et al. 2021, the
+    Codex paper): 1 - C(n-c, k) / C(n, k), computed as a product to stay exact for large n."""
+    if not (0 <= c <= n and 1 <= k <= n):
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n} c={c} k={k}")
     if n - c < k:
         return 1.0
-    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
