@@ -5,12 +5,15 @@ is shown and how its program is put together (`program`).
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 
+from restyle import sandbox
 from restyle.records import CodeItem
 from restyle.tasks import PASSED, Check, Task, no_answer, right, wrong
 
+log = logging.getLogger(__name__)
 _FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
 
 
@@ -44,10 +47,10 @@ class CodeTask(Task):
 
     def check_all(self, items: Sequence[CodeItem], texts: Sequence[str],
                   jobs: int = 1) -> list[Check]:
-        from restyle import sandbox  # the code tasks' only; loaded when code runs
-
         codes = [extract_code(t, it.entry_point) for it, t in zip(items, texts)]
         todo = [i for i, c in enumerate(codes) if c is not None]
+        log.info("running %d programs, %d at once, in the sandbox: %s", len(todo), jobs,
+                 sandbox.isolation())
         outcomes = sandbox.run_programs([self.program(items[i], codes[i]) for i in todo],
                                         sandbox.Limits(), jobs=jobs)
         checks = [no_answer("no code found")] * len(items)
