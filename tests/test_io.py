@@ -141,3 +141,10 @@ def test_written_files_follow_the_umask_like_open(tmp_path, umask, mode):
     assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()} == {
         "x.jsonl": mode, "x.json": mode, "x.csv": mode}
 
+
+def test_truncated_line_names_the_column_where_it_stops(tmp_path):
+    path = tmp_path / "cut.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n" + '{"id": "b", "question": "where it was cu\n')
+    with pytest.raises(DataError) as err:
+        read_jsonl(path, MCItem.from_dict)
+    assert str(err.value).startswith(f"{path}:2:25: malformed JSON (Unterminated string")

@@ -96,7 +96,8 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            # without its line end: a line cut short fails at its own last column
+            obj = json.loads(line.rstrip("\r\n"))
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{lineno}:{e.colno}: malformed JSON ({e.msg})") from None
         if not isinstance(obj, dict):
