@@ -406,7 +406,7 @@ def _client(run: _Run):
 
     cfg = run.cfg
     if cfg.get("api_key_env") and not run.secret:
-        raise TeacherError(f"teacher config api_key_env: environment variable "
+        raise TeacherError(f"{run.describe()}: config api_key_env: environment variable "
                            f"{cfg['api_key_env']} is not set")
     # the SDK's own retries are off: ours honour the config and count attempts
     return openai.AsyncOpenAI(api_key=run.secret or "not-needed", base_url=cfg.get("base_url"),
