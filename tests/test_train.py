@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -94,6 +95,7 @@ def mean_nll(model, tokenizer, encodings) -> float:
 def test_lora_fine_tune_learns_masks_the_prompt_and_saves_a_loadable_adapter(
         tmp_path, smollm2_manifest, sft_file):
     import torch
+    from transformers import TrainerCallback
 
     from restyle.models import load_checkpoint as load_model
     from restyle.models import load
@@ -105,8 +107,16 @@ def test_lora_fine_tune_learns_masks_the_prompt_and_saves_a_loadable_adapter(
     tokenizer, encodings = expected_encodings(smollm2_manifest, sft_file, 96)
     expected = {tuple(e.input_ids): e.labels for e in encodings}
     seen_rows = []
+    checkpoint_modes = set()
+
+    class CheckpointModes(TrainerCallback):  # after restyle's own on_save, added before it
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            checkpoint_modes.update(stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()
+                                    if p.is_file())
 
     def record_batches(trainer):
+        trainer.add_callback(CheckpointModes())
         collate = trainer.data_collator
 
         def recording(examples):
@@ -131,6 +141,11 @@ def test_lora_fine_tune_learns_masks_the_prompt_and_saves_a_loadable_adapter(
 
     out = Path(job.adapter_dir)
     assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
+    # readable by colleagues on a shared folder: the umask's permissions, as open() gives
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {stat.S_IMODE(p.stat().st_mode) for p in [*out.iterdir(), Path(job.metrics)]} == {
+        0o666 & ~umask} == checkpoint_modes
     assert not Path(job.checkpoint_dir).exists()  # removed after success (keep_checkpoints false)
     saved = json.loads(Path(job.metrics).read_text())
     assert saved["steps"] == 3 and saved["processes"] == 1 and saved["device"] == "cpu"

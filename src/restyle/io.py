@@ -44,6 +44,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def open_permissions(folder: str | os.PathLike) -> None:
+    """Give every file under `folder` the permissions `open()` gives (0666 less the umask).
+
+    safetensors writes its files 0600, which hid adapters, checkpoints and converted models from
+    colleagues on a shared project folder. The umask has no getter: it is set and set back."""
+    umask = os.umask(0o077)
+    os.umask(umask)
+    for path in Path(folder).rglob("*"):
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
+
+
 def write_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> int:
     """Write dicts (or dataclasses with `to_dict`) one per line, atomically. Returns the row count."""
     n = 0

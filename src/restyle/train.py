@@ -63,7 +63,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from restyle.chat import encode
-from restyle.io import DataError, read_jsonl, write_json
+from restyle.io import DataError, open_permissions, read_jsonl, write_json
 from restyle.models import read_manifest
 from restyle.records import SFTRecord
 
@@ -464,6 +464,10 @@ def _metrics_callback():
             self.end = self._mark(args, state)
             self.seconds = self.end[0] - self.t0
 
+        def on_save(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                open_permissions(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             if state.is_world_process_zero and logs and "loss" in logs:
                 log.info("step %d/%d loss %.4f lr %.3g", state.global_step, state.max_steps,
@@ -675,6 +679,7 @@ def run(job: Job, trainer_hook=None) -> dict | None:
     _barrier()
     if rank != 0:
         return None
+    open_permissions(tmp)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
 
