@@ -20,8 +20,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m restyle.packaged
 	touch $@
 
+# --rerun-incomplete: a job cut off by a kill is redone (the SLURM profile sets it too); a lock
+# left by a killed snakemake is named with what to run (restyle.locks)
 run: $(VENV)/.installed
-	$(BIN)/snakemake --cores $(CORES) --show-failed-logs $(SNAKEMAKE_ARGS)
+	$(BIN)/snakemake --cores $(CORES) --rerun-incomplete --show-failed-logs $(SNAKEMAKE_ARGS) \
+		|| { $(BIN)/python -m restyle.locks $(SNAKEMAKE_ARGS); exit 1; }
 
 # -f: counted again each time, since the teacher cache changes without Snakemake knowing
 estimate: $(VENV)/.installed
