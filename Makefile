@@ -26,9 +26,10 @@ run: $(VENV)/.installed
 	$(BIN)/snakemake --cores $(CORES) --rerun-incomplete --show-failed-logs $(SNAKEMAKE_ARGS) \
 		|| { $(BIN)/python -m restyle.locks $(SNAKEMAKE_ARGS); exit 1; }
 
-# -f: counted again each time, since the teacher cache changes without Snakemake knowing
+# in a scratch folder per config (.estimate/), never touching this folder's run; forced (-f):
+# counted again each time, since the teacher cache changes without Snakemake knowing
 estimate: $(VENV)/.installed
-	$(BIN)/snakemake --cores $(CORES) -f estimate $(SNAKEMAKE_ARGS)
+	$(BIN)/python -m restyle.estimate $(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

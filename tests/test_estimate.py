@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,8 +14,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from chat_server import ChatServer  # noqa: E402
+from conftest import REPO  # noqa: E402
 from test_teacher import closed_port  # noqa: E402
-from test_workflow import snakemake  # noqa: E402
+from test_workflow import DATA_TARGETS, snakemake  # noqa: E402
 
 from restyle import accounting, estimate, teacher  # noqa: E402
 from restyle.records import RuozhibaItem  # noqa: E402
@@ -196,3 +198,29 @@ def test_schema_requests_are_estimated_at_their_retry_bound_and_the_run_bills_wi
     [bill] = session.accounting
     assert bill["attempts"] == 1 + 3
     assert bill["run_prompt_tokens"] == once(reqs[0]) + 3 * once(reqs[1]) < est["prompt_tokens"]
+
+
+def test_estimating_another_config_leaves_the_finished_run_as_it_is(tiny):
+    """`make estimate` with the paper's config in the folder of a finished run (a tiny one)
+    prepares the paper-scale data in a scratch folder of its own: the run stays up to date. A
+    second estimate of the same config reuses that folder's data."""
+    workdir, config = tiny
+    assert snakemake(workdir, *DATA_TARGETS, config=config).returncode == 0
+    run_files = {p: p.stat().st_mtime_ns for p in (workdir / "resources").rglob("*.jsonl")}
+
+    for _ in range(2):
+        made = subprocess.run(
+            ["make", "-s", "-C", str(REPO), "-o", f"{sys.prefix}/.installed", "estimate",
+             f"VENV={sys.prefix}",
+             f"SNAKEMAKE_ARGS=-d {workdir} --configfile {REPO / 'config/paper.yaml'}"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
+        assert made.returncode == 0, made.stderr[-3000:]
+        [scratch] = (workdir / ".estimate").iterdir()
+        assert "TOTAL" in made.stdout and f"estimating in {scratch}" in made.stdout
+    # the second time, only the estimate itself ran
+    assert "prepare_mmlu" not in made.stderr and "rule estimate" in made.stderr
+    rows = read_estimate(scratch)
+    assert int(rows["TOTAL"]["requests"]) > 10_000  # the paper's size, not the tiny run's
+    assert {p: p.stat().st_mtime_ns for p in (workdir / "resources").rglob("*.jsonl")} == run_files
+    assert not (workdir / "results").exists()
+    assert "Nothing to be done" in snakemake(workdir, "-n", *DATA_TARGETS, config=config).stdout
