@@ -345,8 +345,8 @@ def attention_flops(config) -> int:
     scores and the weighted sum, 2 x 2 x heads x head_dim per layer forward, 3x that in all
     (PaLM's and nanoGPT's 12 x layers x hidden x sequence length per token, without halving for
     the causal mask). LoRA pays all of it too: the gradients flow through attention to the
-    adapters below. A row of T tokens costs this x T^2 (`Progress` counts sum T^2 as
-    `context_tokens`)."""
+    adapters below. A row of T tokens costs this x T^2 (summed over rows as
+    `steady_context_tokens` by `Progress.counts`)."""
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     return 12 * config.num_hidden_layers * heads * head_dim
