@@ -27,12 +27,16 @@ bubblewrap:
 		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		     apt-get install -y -qq --no-install-recommends bubblewrap >/dev/null; }
 
+# --rerun-incomplete: a job cut off by a kill is redone (the SLURM profile sets it too); a lock
+# left by a killed snakemake is named with what to run (restyle.locks)
 run: $(VENV)/.installed bubblewrap
-	$(BIN)/snakemake --cores $(CORES) --show-failed-logs $(SNAKEMAKE_ARGS)
+	$(BIN)/snakemake --cores $(CORES) --rerun-incomplete --show-failed-logs $(SNAKEMAKE_ARGS) \
+		|| { $(BIN)/python -m restyle.locks $(SNAKEMAKE_ARGS); exit 1; }
 
-# -f: counted again each time, since the teacher cache changes without Snakemake knowing
+# in a scratch folder per config (.estimate/), never touching this folder's run; forced (-f):
+# counted again each time, since the teacher cache changes without Snakemake knowing
 estimate: $(VENV)/.installed
-	$(BIN)/snakemake --cores $(CORES) -f estimate $(SNAKEMAKE_ARGS)
+	$(BIN)/python -m restyle.estimate $(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
 
 test: $(VENV)/.installed bubblewrap
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -244,7 +244,8 @@ def plain_arm(ctx: dict, batch: int, liger: bool = False, compile_: bool = False
     progress = train.track_progress(trainer)
     flops = train.flops_per_token(model)
     trainer.train()
-    out = train.throughput([progress.counts()], flops, ctx["peak"])
+    out = train.throughput([progress.counts()], flops, train.attention_flops(model.config),
+                           ctx["peak"])
     memory = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
     del trainer, model
     fresh()
@@ -475,8 +476,8 @@ def main() -> None:
     plain = (median_row(results["plain"]["plain Trainer"])["tokens/s steady"]
              if "plain Trainer" in results["plain"] else None)
     table(f"(a) restyle.train.run, {args.steps} steps of {args.batch} variable-length records; "
-          "tokens are non-padding tokens; MFU = model FLOPs (6N full, 4N + 6N_adapter LoRA) / "
-          "dense bf16 peak", results["restyle"], plain)
+          "tokens are non-padding tokens; MFU = model FLOPs (6N full, 4N + 6N_adapter LoRA, plus "
+          "attention's 12 x layers x hidden x row length) / dense bf16 peak", results["restyle"], plain)
     table(f"(b) plain transformers Trainer, fixed-length random sequences of {args.seq} tokens, "
           "SDPA", results["plain"], plain)
     table(f"(c) scoring: {len(ctx['mc_items'])} MMLU-shaped 0-shot questions (restyle.evaluate)",

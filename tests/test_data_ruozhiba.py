@@ -118,3 +118,12 @@ def test_hf_bad_row_names_the_file_and_row_from_1(tmp_path):
         ruozhiba.prepare({**CFG, "source": "hf", "hf_id": str(root)})
     assert str(err.value) == \
         f"{root}/ruozhiba/train-00000-of-00001.parquet row 2: field 'answer' is empty"
+
+
+def test_control_character_in_a_file_names_the_line_and_field(tmp_path):
+    path = tmp_path / "ruozhiba.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in [
+        cqia_row("问题？", "回答。"), cqia_row("问题？", "回答\u0007。")]) + "\n", encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        ruozhiba.prepare({**CFG, "source": "file", "path": str(path)})
+    assert str(err.value) == f"{path}:2: field 'answer' holds control character U+0007 at character 3"

@@ -6,16 +6,18 @@ from __future__ import annotations
 import csv
 import json
 import re
+import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from chat_server import ChatServer  # noqa: E402
+from conftest import REPO  # noqa: E402
 from test_teacher import closed_port  # noqa: E402
-from test_workflow import snakemake  # noqa: E402
+from test_workflow import DATA_TARGETS, snakemake  # noqa: E402
 
 from restyle import accounting, estimate, teacher  # noqa: E402
 from restyle.records import RuozhibaItem  # noqa: E402
@@ -132,25 +134,97 @@ def test_extracted_rules_are_estimated_from_the_config(tmp_path):
     assert planned[0].requests[0].schema is not None  # JSON replies from an openai teacher
 
 
-def test_prompts_are_counted_with_tiktoken_where_it_knows_the_model(monkeypatch):
-    class Encoding:
-        def encode(self, text):
-            return text.split()
+@pytest.mark.parametrize("model, encoding", [
+    *((m, "o200k_base") for m in ("gpt-4o", "gpt-4o-mini", "gpt-4o-2024-08-06", "gpt-4.1",
+                                  "gpt-4.1-mini", "gpt-5", "o1", "o3", "o3-mini", "o4-mini")),
+    *((m, "cl100k_base") for m in ("gpt-4", "gpt-4-turbo", "gpt-3.5-turbo")),
+    ("Qwen/Qwen2.5-7B-Instruct", None), ("m", None)])
+def test_openai_models_map_to_their_encoding_offline(monkeypatch, model, encoding):
+    """The encodings ship with restyle: nothing is fetched (tiktoken's download is cut off)."""
+    import tiktoken.load
 
-    def encoding_for_model(model):
-        if model == "offline-model":
-            raise OSError("could not fetch the encoding file")
-        if model != "gpt-4o":
-            raise KeyError(model)
-        return Encoding()
+    def no_network(url):
+        raise AssertionError(f"tiktoken tried to fetch {url}")
 
-    monkeypatch.setitem(sys.modules, "tiktoken", types.SimpleNamespace(
-        encoding_for_model=encoding_for_model))
+    monkeypatch.setattr(tiktoken.load, "read_file", no_network)
+    found = teacher.tiktoken_encoding(model)
+    assert (found.name if found else None) == encoding
+    how = teacher.token_counter({"backend": "openai", "model": model})[0]
+    assert how == ("tiktoken" if encoding else "approx")
+
+
+def test_chinese_prompts_are_counted_with_the_models_tokenizer_and_the_schema_billed():
+    """Study A's extraction prompt over the bundled Ruozhiba questions: 4 characters a token
+    undercounts Chinese text several times over; the JSON schema sent as response_format is
+    billed as input too."""
+    from restyle.data import ruozhiba
+    from restyle.study_a import extraction
+
+    rcfg = {"perspectives": ["education"], "questions_per_batch": 1000, "max_batches": 1,
+            "extract": {"max_tokens": 48, "temperature": 0.0}}
+    [(request, _)] = extraction.extraction_requests(ruozhiba.bundled_sample(), rcfg, True)
+    assert request.schema is not None
     how, count = teacher.token_counter({"backend": "openai", "model": "gpt-4o"})
-    # 3 priming the reply, 3 a message, its role ("user": 1) and content (3)
-    assert (how, count([{"role": "user", "content": "a b c"}])) == ("tiktoken", 10)
-    for model in ("my-vllm-model", "offline-model"):
-        assert teacher.token_counter({"backend": "openai", "model": model})[0] == "approx"
+    encoding = teacher.tiktoken_encoding("gpt-4o")
+    messages = sum(3 + len(encoding.encode(m["role"])) + len(encoding.encode(m["content"]))
+                   for m in request.messages)
+    schema = len(encoding.encode(json.dumps({"type": "json_schema", "json_schema": {
+        "name": "reply", "schema": request.schema}})))
+    assert how == "tiktoken" and count(request) == 3 + messages + schema
+    assert schema > 20
+    assert messages > 2 * teacher.approx_tokens(request.messages)
+
+
+def test_schema_requests_are_estimated_at_their_retry_bound_and_the_run_bills_within_it(
+        tmp_path):
+    """A reply that breaks the schema is asked again, up to schema_retries times, and each
+    answer is billed: the estimate counts that bound. The test server bills a gpt-4o-mini
+    request as OpenAI does (its own count, tests/chat_server.py): one request answered at once
+    is billed its estimate's first try, one answered at its last try the whole bound."""
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}},
+              "required": ["answer"]}
+    reqs = [teacher.Request(f"id-{n}", [{"role": "user", "content": n}], "t",
+                            teacher.template_hash("{q}"), {"max_tokens": 16}, schema)
+            for n in ("alpha", "beta")]
+    with ChatServer(faults={"beta": ["badschema", "badschema"]}) as server:
+        cfg = {"backend": "openai", "model": "gpt-4o-mini", "base_url": server.url,
+               "schema_retries": 2}
+        how, once = teacher.token_counter(cfg)
+        est = teacher.estimate(reqs, cfg, tmp_path / "c.db", PRICES)
+        assert how == "tiktoken"
+        assert est["prompt_tokens"] == 3 * (once(reqs[0]) + once(reqs[1]))
+        assert est["completion_tokens"] == 3 * 2 * 16
+        session = teacher.Session(tmp_path / "c.db", "s")
+        assert all(r.ok for r in session.ask(reqs, cfg))
+    [bill] = session.accounting
+    assert bill["attempts"] == 1 + 3
+    assert bill["run_prompt_tokens"] == once(reqs[0]) + 3 * once(reqs[1]) < est["prompt_tokens"]
+
+
+def test_estimating_another_config_leaves_the_finished_run_as_it_is(tiny):
+    """`make estimate` with the paper's config in the folder of a finished run (a tiny one)
+    prepares the paper-scale data in a scratch folder of its own: the run stays up to date. A
+    second estimate of the same config reuses that folder's data."""
+    workdir, config = tiny
+    assert snakemake(workdir, *DATA_TARGETS, config=config).returncode == 0
+    run_files = {p: p.stat().st_mtime_ns for p in (workdir / "resources").rglob("*.jsonl")}
+
+    for _ in range(2):
+        made = subprocess.run(
+            ["make", "-s", "-C", str(REPO), "-o", f"{sys.prefix}/.installed", "estimate",
+             f"VENV={sys.prefix}",
+             f"SNAKEMAKE_ARGS=-d {workdir} --configfile {REPO / 'config/paper.yaml'}"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
+        assert made.returncode == 0, made.stderr[-3000:]
+        [scratch] = (workdir / ".estimate").iterdir()
+        assert "TOTAL" in made.stdout and f"estimating in {scratch}" in made.stdout
+    # the second time, only the estimate itself ran
+    assert "prepare_mmlu" not in made.stderr and "rule estimate" in made.stderr
+    rows = read_estimate(scratch)
+    assert int(rows["TOTAL"]["requests"]) > 10_000  # the paper's size, not the tiny run's
+    assert {p: p.stat().st_mtime_ns for p in (workdir / "resources").rglob("*.jsonl")} == run_files
+    assert not (workdir / "results").exists()
+    assert "Nothing to be done" in snakemake(workdir, "-n", *DATA_TARGETS, config=config).stdout
 
 
 def paper_mirrors(root: Path) -> dict:
@@ -208,3 +282,4 @@ def test_the_paper_config_plans_and_prices_its_five_tasks_offline(tmp_path):
         assert rows[f"studyB-{task}-best_of_n:samples"]["requests"] == str(2 * n), task
     # GPT-4o's bill is priced; the self-hosted target's is unknown, so the total is too
     assert float(rows["TOTAL gpt4o"]["cost"]) > 0 and rows["TOTAL"]["cost"] == ""
+

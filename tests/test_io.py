@@ -1,8 +1,11 @@
 import json
+import os
+import stat
 
 import pytest
 
-from restyle.io import DataError, atomic_path, iter_csv, read_jsonl, write_jsonl
+from restyle.io import (DataError, atomic_path, iter_csv, read_jsonl, write_csv, write_json,
+                        write_jsonl)
 from restyle.records import MCItem, MathItem, RuozhibaItem
 
 GOOD = {"id": "a", "subject": "s", "question": "q?", "choices": ["1", "2", "3", "4"], "answer": 2}
@@ -123,3 +126,25 @@ def test_failed_first_write_leaves_nothing(tmp_path):
         tmp.write_text("half")
         raise RuntimeError
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664)])
+def test_written_files_follow_the_umask_like_open(tmp_path, umask, mode):
+    """Colleagues on a shared project folder read what a run writes: no private 0600 files."""
+    old = os.umask(umask)
+    try:
+        write_jsonl(tmp_path / "x.jsonl", [{}])
+        write_json(tmp_path / "x.json", {})
+        write_csv(tmp_path / "x.csv", [{"a": 1}], ["a"])
+    finally:
+        os.umask(old)
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()} == {
+        "x.jsonl": mode, "x.json": mode, "x.csv": mode}
+
+
+def test_truncated_line_names_the_column_where_it_stops(tmp_path):
+    path = tmp_path / "cut.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n" + '{"id": "b", "question": "where it was cu\n')
+    with pytest.raises(DataError) as err:
+        read_jsonl(path, MCItem.from_dict)
+    assert str(err.value).startswith(f"{path}:2:25: malformed JSON (Unterminated string")

@@ -1,5 +1,7 @@
 import json
+import os
 import shutil
+import stat
 
 import pytest
 import torch
@@ -25,6 +27,10 @@ def test_manifest_describes_the_converted_folder(smollm2_manifest):
         {p.name for p in folder.iterdir()}
     assert "quantization_config" not in json.loads((folder / "config.json").read_text())
     assert not (smollm2_manifest.parent / "hf.partial").exists()
+    # readable by colleagues on a shared folder (safetensors alone writes 0600)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()} == {0o666 & ~umask}
 
 
 def test_converted_model_computes_what_the_gguf_model_computes(loaded):

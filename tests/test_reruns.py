@@ -7,8 +7,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -102,3 +104,51 @@ def test_a_library_edit_reruns_exactly_the_jobs_that_run_it(tmp_path, smollm2_ma
         rerun = snakemake()
         assert set(re.findall(r"variant=(\w+)", rerun)) == {"teacher_rewrite"}
         assert "Nothing to be done" in snakemake("-n")
+
+
+SLOW_SNAKEFILE = """
+rule slow:
+    output: "done.txt"
+    shell: "echo partial > {output}; touch started; sleep $(cat delay); echo done > {output}"
+"""
+
+
+def make_run(snakemake_args: str, **popen) -> subprocess.Popen:
+    """`make run` as the README gives it, with this environment's snakemake (make's own set-up
+    step skipped: -o)."""
+    return subprocess.Popen(
+        ["make", "-s", "-C", str(REPO), "-o", f"{sys.prefix}/.installed", "run",
+         f"VENV={sys.prefix}", f"SNAKEMAKE_ARGS={snakemake_args}"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        **popen)
+
+
+def test_after_kill_9_make_run_names_the_stale_lock_and_then_redoes_the_cut_off_job(tmp_path):
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    (tmp_path / "Snakefile").write_text(SLOW_SNAKEFILE)
+    (workdir / "delay").write_text("60")
+    args = f"-s {tmp_path / 'Snakefile'} -d {workdir}"
+    killed = make_run(args, start_new_session=True)
+    deadline = time.time() + 120
+    while not (workdir / "started").exists():
+        assert killed.poll() is None and time.time() < deadline, killed.communicate()
+        time.sleep(0.2)
+    os.killpg(killed.pid, signal.SIGKILL)  # make, snakemake and the job: a lost login node
+    killed.communicate()
+    (workdir / "delay").write_text("0")
+
+    again = make_run(args)
+    _, err = again.communicate(timeout=120)
+    assert again.returncode != 0
+    [hint] = [line for line in err.splitlines() if line.startswith("restyle:")]
+    assert hint == (f"restyle: the lock on {workdir} was left by a snakemake that is gone "
+                    "(killed?); if none runs there on another machine either, run: make run "
+                    f"SNAKEMAKE_ARGS='{args} --unlock' && make run SNAKEMAKE_ARGS='{args}'")
+    # what it says to run: unlock, then the same command, which redoes the cut-off job
+    for step in (f"{args} --unlock", args):
+        done = make_run(step)
+        out, err = done.communicate(timeout=120)
+        assert done.returncode == 0, err[-3000:]
+        assert "restyle:" not in err
+    assert (workdir / "done.txt").read_text() == "done\n"

@@ -287,11 +287,11 @@ with open(os.environ["RESTYLE_SRUN_RECORD"], "w") as f:
 """
 
 
-@pytest.mark.skipif(shutil.which("scontrol") is None, reason="needs scontrol (slurm-client)")
-def test_launcher_runs_one_launcher_per_node_through_srun(tmp_path, monkeypatch):
+def test_launcher_runs_one_launcher_per_node_through_srun(slurm_cluster, tmp_path, monkeypatch):
     """The job's launcher on a 2-node job (SLURM's environment faked, srun recording): srun starts
     this launcher once per node with the rendezvous on the first node at the job's port; each
-    of those checks its own node's GPUs before torchrun starts."""
+    of those checks its own node's GPUs before torchrun starts. The cluster: for scontrol, which
+    expands the node list from its configuration."""
     from restyle import launch
 
     (tmp_path / "srun").write_text(FAKE_SRUN.format(python=sys.executable))

@@ -82,6 +82,8 @@ def test_study_b_on_humaneval_through_training_evaluation_and_the_report(tiny):
 
     workdir, config = tiny
     config = {**config,
+              "teachers": {"local": {"backend": "local", "model_key": "tiny"},
+                           "target": {"backend": "local", "model_key": "tiny"}},
               "data": {**config["data"], "humaneval": {"per_split": {"train": 2, "test": 3}}},
               "study_a": {"baselines": [], "rewrite": {"items_per_set": 1, "max_tokens": 8},
                           "rules": {"fixed": [{"name": "Exaggeration",

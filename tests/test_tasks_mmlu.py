@@ -284,3 +284,17 @@ def test_round_robin_takes_one_item_of_each_subject_per_round():
     assert ids == ["m/a/0", "m/b/0", "m/c/0", "m/a/1"]
     assert [it.id for it in mmlu.round_robin(items)] == [*ids, "m/c/1", "m/a/2"]
     assert mmlu.round_robin(items, 99) == mmlu.round_robin(items) and mmlu.round_robin([], 3) == []
+
+
+@pytest.mark.parametrize("cell, column, char", [("q3\x00?", "question", "U+0000 at character 3"),
+                                                ("b\x1b[0m", "choices[1]", "U+001B at character 2")])
+def test_csv_control_character_names_file_line_and_field(tmp_path, cell, column, char):
+    """A NUL from a broken export is not text; tabs and line ends are (multi-line questions)."""
+    root = write_csv_release(tmp_path, splits=("test",), subjects=("anatomy",))
+    path = root / "test" / "anatomy_test.csv"
+    rows = ['"tab\tand\nnewline",a,b,c,d,A']
+    rows.append(f"{cell},a,b,c,d,A" if column == "question" else f"q,a,{cell},c,d,A")
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError) as err:
+        mmlu.load_csv(root, "test")
+    assert str(err.value) == f"{path}:3: field '{column}' holds control character {char}"

@@ -227,9 +227,12 @@ def test_api_key_never_written_logged_or_raised(tmp_path, monkeypatch, caplog):
 
 def test_missing_key_variable_is_named(tmp_path, monkeypatch):
     monkeypatch.delenv("RESTYLE_NO_SUCH_KEY", raising=False)
-    with ChatServer() as server, pytest.raises(TeacherError, match="RESTYLE_NO_SUCH_KEY"):
-        generate(requests(["a"]), config(server, api_key_env="RESTYLE_NO_SUCH_KEY"),
+    with ChatServer() as server, pytest.raises(TeacherError) as err:
+        generate(requests(["a"]), config(server, api_key_env="RESTYLE_NO_SUCH_KEY", name="api"),
                  tmp_path / "c.db", stage="s")
+    # which teacher, as every other teacher error says, then which variable
+    assert str(err.value) == (f"teacher 'api' (model m at {server.url}): config api_key_env: "
+                              "environment variable RESTYLE_NO_SUCH_KEY is not set")
 
 
 def test_local_backend_generates_batched_and_caches(tmp_path, smollm2_manifest):

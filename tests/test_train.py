@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -94,6 +95,7 @@ def mean_nll(model, tokenizer, encodings) -> float:
 def test_lora_fine_tune_learns_masks_the_prompt_and_saves_a_loadable_adapter(
         tmp_path, smollm2_manifest, sft_file):
     import torch
+    from transformers import TrainerCallback
 
     from restyle.models import load_checkpoint as load_model
     from restyle.models import load
@@ -105,8 +107,16 @@ def test_lora_fine_tune_learns_masks_the_prompt_and_saves_a_loadable_adapter(
     tokenizer, encodings = expected_encodings(smollm2_manifest, sft_file, 96)
     expected = {tuple(e.input_ids): e.labels for e in encodings}
     seen_rows = []
+    checkpoint_modes = set()
+
+    class CheckpointModes(TrainerCallback):  # after restyle's own on_save, added before it
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            checkpoint_modes.update(stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()
+                                    if p.is_file())
 
     def record_batches(trainer):
+        trainer.add_callback(CheckpointModes())
         collate = trainer.data_collator
 
         def recording(examples):
@@ -131,6 +141,11 @@ def test_lora_fine_tune_learns_masks_the_prompt_and_saves_a_loadable_adapter(
 
     out = Path(job.adapter_dir)
     assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
+    # readable by colleagues on a shared folder: the umask's permissions, as open() gives
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {stat.S_IMODE(p.stat().st_mode) for p in [*out.iterdir(), Path(job.metrics)]} == {
+        0o666 & ~umask} == checkpoint_modes
     assert not Path(job.checkpoint_dir).exists()  # removed after success (keep_checkpoints false)
     saved = json.loads(Path(job.metrics).read_text())
     assert saved["steps"] == 3 and saved["processes"] == 1 and saved["device"] == "cpu"
@@ -147,10 +162,14 @@ def test_lora_fine_tune_learns_masks_the_prompt_and_saves_a_loadable_adapter(
     assert saved["steady_after_steps"] == 1 and saved["steady_steps"] == 2
     assert saved["steady_tokens_per_second"] > 0 and saved["steady_padded_tokens_per_second"] > 0
     assert saved["device_name"] == "cpu" and saved["device_peak_flops"] is None
-    assert saved["mfu"] is None and saved["achieved_flops_per_second"] == pytest.approx(
+    assert saved["mfu"] is None and saved["mfu_6n"] is None
+    assert saved["achieved_flops_per_second"] == pytest.approx(
         saved["flops_per_token"] * saved["steady_tokens_per_second"])
     # LoRA on SmolLM2-135M: 4 x its 134.5M linear weights (LM head included) + 6 x the adapters
-    assert 4 * 134.5e6 < saved["flops_per_token"] < 4 * 134.6e6 + 6 * 1e6
+    assert 4 * 134.5e6 < saved["flops_per_token_6n"] < 4 * 134.6e6 + 6 * 1e6
+    # and attention, 12 x 30 layers x 576 x each token's row length (rows of 20-odd tokens here)
+    attention = saved["flops_per_token"] - saved["flops_per_token_6n"]
+    assert 12 * 30 * 576 * 10 < attention < 12 * 30 * 576 * 200
     assert {k: saved[k] for k in ("attn_implementation", "padding_free", "packing",
                                   "use_liger_kernel", "torch_compile")} == {
         "attn_implementation": "sdpa", "padding_free": False, "packing": False,

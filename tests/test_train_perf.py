@@ -43,30 +43,66 @@ def test_flops_per_token_is_6n_for_full_and_4n_plus_6_adapters_for_lora():
     assert train.flops_per_token(lora) == 4 * LINEAR_WEIGHTS + 6 * adapters
 
 
+def test_attention_flops_are_palms_12_layers_hidden_per_context_token():
+    assert train.attention_flops(tiny_llama()) == 12 * 2 * 16
+    # an explicit head_dim (Qwen3, Gemma): heads x head_dim, not the hidden size
+    assert train.attention_flops(tiny_llama(head_dim=8)) == 12 * 2 * 4 * 8
+
+
 def test_device_peak_flops_by_name():
     peak = train.device_peak_flops
     assert peak("NVIDIA H200") == peak("NVIDIA H100 80GB HBM3") == peak("NVIDIA GH200 480GB") == 989e12
+    assert peak("NVIDIA H200 NVL") == peak("NVIDIA H100 NVL") == 835e12
     assert peak("NVIDIA H100 PCIe") == 756e12 and peak("NVIDIA H20") == 148e12
+    assert peak("NVIDIA GB200") == 2500e12 and peak("NVIDIA B200") == 2250e12
     assert peak("NVIDIA A100-SXM4-80GB") == peak("NVIDIA A100 80GB PCIe") == 312e12
+    assert peak("NVIDIA A10") == 125e12 and peak("NVIDIA A10G") is None
     assert peak("NVIDIA L40S") == 362e12 and peak("NVIDIA L4") == 121e12
-    assert peak("Tesla V100-SXM2-32GB") is None and peak("cpu") is None
+    # no bf16 on a V100: restyle trains in fp32 there, against the fp32 peak
+    assert peak("Tesla V100-SXM2-32GB") == 15.7e12 and peak("Tesla V100-PCIE-16GB") == 14e12
+    assert peak("cpu") is None
     assert peak("NVIDIA RTX A1000 Laptop GPU") is None  # not an A100
+    # a MIG slice has a fraction of the SMs: unknown, never the whole GPU's peak
+    assert peak("NVIDIA H100 80GB HBM3 MIG 1g.10gb") is None
+    assert peak("NVIDIA A100-SXM4-40GB MIG 3g.20gb") is None
 
 
 def test_throughput_sums_tokens_over_processes_and_takes_the_slowest():
+    # steady: 40 rows of 100 tokens, each row's context 100 x 100
     one = {"tokens": 6000, "padded_tokens": 8000, "seconds": 2.0, "steady_tokens": 4000,
-           "steady_padded_tokens": 5000, "steady_seconds": 1.0, "steady_steps": 3}
+           "steady_padded_tokens": 5000, "steady_context_tokens": 40 * 100**2,
+           "steady_seconds": 1.0, "steady_steps": 3}
     two = {**one, "seconds": 2.5, "steady_seconds": 1.25}
-    out = train.throughput([one, two], flops_token=1000, peak_flops=1e7)
+    out = train.throughput([one, two], flops_token=1000, attention=3, peak_flops=1e7)
     assert out["tokens_this_run"] == 12000 and out["padding_fraction"] == pytest.approx(0.25)
     assert out["tokens_per_second"] == 12000 / 2.5 and out["padded_tokens_per_second"] == 16000 / 2.5
     assert out["steady_tokens_per_second"] == 8000 / 1.25 and out["steady_steps"] == 3
-    assert out["achieved_flops_per_second"] == 1000 * 8000 / 1.25
-    assert out["mfu"] == pytest.approx(1000 * 8000 / 1.25 / 2e7)
+    # each token: 1000 in the linear layers, 3 x its row's 100 tokens in attention
+    assert out["flops_per_token"] == pytest.approx(1000 + 3 * 100)
+    assert out["flops_per_token_6n"] == 1000
+    assert out["achieved_flops_per_second"] == pytest.approx(1300 * 8000 / 1.25)
+    assert out["mfu"] == pytest.approx(1300 * 8000 / 1.25 / 2e7)
+    assert out["mfu_6n"] == pytest.approx(1000 * 8000 / 1.25 / 2e7)
     # no steady part (one step in all), no peak: nulls, not zeros
-    short = train.throughput([{**one, "steady_tokens": 0, "steady_seconds": 0.0}], 1000, None)
+    short = train.throughput([{**one, "steady_tokens": 0, "steady_seconds": 0.0}], 1000, 3, None)
     assert short["steady_tokens_per_second"] is None and short["mfu"] is None
-    assert train.throughput([one], 1000, None)["mfu"] is None
+    assert train.throughput([one], 1000, 3, None)["mfu"] is None
+    assert train.throughput([one], 1000, 3, None)["mfu_6n"] is None
+
+
+def test_progress_counts_each_rows_length_squared_padded_or_packed():
+    """What attention costs a batch: sum over its rows of T^2, from the attention mask of a
+    padded batch or the restarting position_ids of a packed (padding-free) row."""
+    import torch
+
+    progress = train._metrics_callback()
+    progress.tokens = progress.padded = progress.context = 0
+    progress.count({"input_ids": torch.zeros(2, 4, dtype=torch.long),
+                    "attention_mask": torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])})
+    assert int(progress.context) == 3**2 + 4**2 and int(progress.tokens) == 7
+    progress.count({"input_ids": torch.zeros(1, 5, dtype=torch.long),
+                    "position_ids": torch.tensor([[0, 1, 0, 1, 2]])})
+    assert int(progress.context) == 25 + 2**2 + 3**2
 
 
 def settings(**overrides) -> dict:

@@ -22,10 +22,19 @@ teacher and target: minimum_change's drafts are the teacher variant's answers) i
 first stage listed and cached in the later one; the run sends it once, in whichever job runs
 first. Stage names are the `stage` column of the accounting CSVs the jobs write, so
 `restyle.accounting.compare` can set the estimate beside the bill after the run.
+
+`make estimate` (`python -m restyle.estimate SNAKEMAKE_COMMAND...`) runs the rule in a scratch
+folder of the work folder, one per config (`scratch_command`), never in the work folder itself:
+estimating another config there would re-prepare the data of the run in it at that config's
+size and put every job of the run out of date. The run itself makes its own
+results/estimate.csv (the report's teacher bill reads it).
 """
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,3 +199,48 @@ def format_table(rows: list[dict]) -> str:
                        for i, (x, w) in enumerate(zip(line, widths))) for line in [head, *body]]
     first_total = 1 + next(i for i, r in enumerate(rows) if r["stage"].startswith(TOTAL))
     return "\n".join([*lines[:first_total], "-" * len(lines[0]), *lines[first_total:]])
+
+
+# ---------------------------------------------------------------- make estimate
+
+SCRATCH = ".estimate"  # in the work folder: .estimate/<config>/, kept so a second estimate is quick
+# the work folder's entries a scratch folder does not share: the run's outputs and state
+RUN_ENTRIES = {"resources", "results", "logs", ".snakemake", SCRATCH}
+
+
+def scratch_command(command: list[str]) -> tuple[list[str], Path]:
+    """The snakemake `command` (with the user's arguments) turned into the estimate in a scratch
+    folder of its own, and that folder: `.estimate/<hash of the arguments>/` in the work folder
+    (-d/--directory, else the current one). The folder links every entry of the work folder but
+    the run's outputs, so relative paths in a config (data sources, the teacher cache's folder
+    resources/teacher) mean what they mean in the run; snakemake re-prepares only what the
+    config changed since the last estimate there."""
+    args, work, i = [], Path.cwd(), 0
+    while i < len(command):
+        arg = command[i]
+        if arg in ("-d", "--directory"):
+            work, i = Path(command[i + 1]), i + 2
+            continue
+        if arg.startswith("--directory="):
+            work = Path(arg.split("=", 1)[1])
+        else:
+            args.append(arg)
+        i += 1
+    work = work.resolve()
+    key = hashlib.sha256("\0".join(args[1:]).encode()).hexdigest()[:12]
+    scratch = work / SCRATCH / key
+    (scratch / "resources").mkdir(parents=True, exist_ok=True)
+    shared = [p for p in work.iterdir() if p.name not in RUN_ENTRIES]
+    if (work / "resources" / "teacher").is_dir():  # the run's teacher cache: what is cached
+        shared.append(work / "resources" / "teacher")
+    for entry in shared:
+        link = scratch / entry.relative_to(work)
+        if not link.is_symlink():
+            link.symlink_to(entry)
+    return [*args, "-d", str(scratch), "-f", "estimate"], scratch
+
+
+if __name__ == "__main__":
+    estimate_command, folder = scratch_command(sys.argv[1:])
+    print(f"restyle: estimating in {folder}, apart from the run in this folder", flush=True)
+    sys.exit(subprocess.run(estimate_command).returncode)

@@ -8,7 +8,7 @@ import csv
 import json
 import math
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,14 +28,32 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    while True:
+        tmp_path = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
+        try:
+            # mode 0666 less the umask, as open() gives (mkstemp's 0600 hid results from
+            # colleagues on a shared project folder); O_EXCL: never another writer's file
+            os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
         yield tmp_path
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def open_permissions(folder: str | os.PathLike) -> None:
+    """Give every file under `folder` the permissions `open()` gives (0666 less the umask).
+
+    safetensors writes its files 0600, which hid adapters, checkpoints and converted models from
+    colleagues on a shared project folder. The umask has no getter: it is set and set back."""
+    umask = os.umask(0o077)
+    os.umask(umask)
+    for path in Path(folder).rglob("*"):
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> int:
@@ -90,7 +108,8 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            # without its line end: a line cut short fails at its own last column
+            obj = json.loads(line.rstrip("\r\n"))
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{lineno}:{e.colno}: malformed JSON ({e.msg})") from None
         if not isinstance(obj, dict):

@@ -18,7 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
-from restyle.io import DataError, write_json
+from restyle.io import DataError, open_permissions, write_json
 from restyle.packaged import SMOLLM2_GGUF, PackagedFile, materialize
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ def convert_gguf(gguf: Path, out_dir: Path) -> dict:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    open_permissions(tmp)
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     return {"parameters": sum(p.numel() for p in model.parameters()),

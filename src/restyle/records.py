@@ -27,6 +27,21 @@ def _require(obj: dict, where: str, fields: dict[str, type | tuple[type, ...]]) 
                             f"got {type(obj[key]).__name__}")
 
 
+# Tab and line ends are text (multi-line questions); any other ASCII control character, such as
+# the NUL of a broken export, would reach the teacher and the model unseen. C1 characters are let
+# through: MMLU's own text holds a few hundred (quotes decoded as Latin-1).
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _plain_text(where: str, fields: dict[str, str]) -> None:
+    """The text fields of a source record hold no control characters other than tab and line
+    ends."""
+    for key, value in fields.items():
+        if m := _CONTROL_RE.search(value):
+            raise DataError(f"{where}: field '{key}' holds control character "
+                            f"U+{ord(m.group()):04X} at character {m.start() + 1}")
+
+
 def _nonempty(value: str, key: str, where: str) -> str:
     if not value.strip():
         raise DataError(f"{where}: field '{key}' is empty")
@@ -57,6 +72,9 @@ class MCItem(_Record):
             raise DataError(f"{where}: field 'choices' must be a list of 4 strings")
         if not 0 <= obj["answer"] <= 3:
             raise DataError(f"{where}: field 'answer' is {obj['answer']}, must be 0..3")
+        _plain_text(where, {"id": obj["id"], "subject": obj["subject"],
+                            "question": obj["question"],
+                            **{f"choices[{i}]": c for i, c in enumerate(choices)}})
         return cls(id=_nonempty(obj["id"], "id", where), subject=obj["subject"],
                    question=_nonempty(obj["question"], "question", where),
                    choices=list(choices), answer=obj["answer"])
@@ -78,6 +96,7 @@ class RuozhibaItem(_Record):
     @classmethod
     def from_dict(cls, obj: dict, where: str) -> RuozhibaItem:
         _require(obj, where, {"id": str, "question": str, "answer": str, "source": str})
+        _plain_text(where, {k: obj[k] for k in ("id", "question", "answer")})
         return cls(id=_nonempty(obj["id"], "id", where),
                    question=_nonempty(obj["question"], "question", where),
                    answer=_nonempty(obj["answer"], "answer", where), source=obj["source"])
@@ -136,6 +155,7 @@ class MathItem(_Record):
     @classmethod
     def from_dict(cls, obj: dict, where: str) -> MathItem:
         _require(obj, where, {"id": str, "question": str, "answer": str, "final": str})
+        _plain_text(where, {k: obj[k] for k in ("id", "question", "answer")})
         if solution_final(obj["answer"], where) != obj["final"]:
             raise DataError(f"{where}: field 'final' does not match the final answer of 'answer'")
         return cls(id=_nonempty(obj["id"], "id", where),
@@ -158,6 +178,9 @@ class ExplainedMCItem(_Record):
         _require(obj, where, {"id": str, "question": str, "choices": list, "answer": int,
                               "explanation": str})
         choices = obj["choices"]
+        _plain_text(where, {"question": obj["question"], "explanation": obj["explanation"],
+                            **{f"choices[{i}]": c for i, c in enumerate(choices)
+                               if isinstance(c, str)}})
         if not 2 <= len(choices) <= len(CHOICE_LETTERS) or not all(
                 isinstance(c, str) and c.strip() for c in choices):
             raise DataError(f"{where}: field 'choices' must be a list of 2 to "
@@ -190,6 +213,7 @@ class CodeItem(_Record):
     def from_dict(cls, obj: dict, where: str) -> CodeItem:
         _require(obj, where, {"id": str, "prompt": str, "solution": str, "test": str,
                               "entry_point": str, "source": str})
+        _plain_text(where, {k: obj[k] for k in ("id", "prompt", "solution", "test")})
         return cls(id=_nonempty(obj["id"], "id", where),
                    prompt=_nonempty(obj["prompt"], "prompt", where),
                    solution=_nonempty(obj["solution"], "solution", where),

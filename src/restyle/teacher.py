@@ -184,6 +184,11 @@ def check_reply(text: str, schema: dict | None) -> tuple[Any, str | None]:
     return parsed, None
 
 
+def schema_tries(cfg: dict) -> int:
+    """The most replies one request with a schema may take: the first and `schema_retries`."""
+    return 1 + cfg.get("schema_retries", 2)
+
+
 def approx_tokens(messages: list[dict]) -> int:
     """~4 characters a token, plus a few per message for the role markup."""
     return sum(len(str(m.get("content", ""))) // 4 + 4 for m in messages)
@@ -208,7 +213,7 @@ class _Run:
     def __init__(self, cfg: dict, cache: Cache, prices: dict | None, total: int):
         self.cfg, self.cache, self.prices = cfg, cache, prices
         self.backend, self.model = cfg["backend"], model_name(cfg)
-        self.schema_tries = 1 + cfg.get("schema_retries", 2)
+        self.schema_tries = schema_tries(cfg)
         self.secret = os.environ.get(cfg["api_key_env"]) if cfg.get("api_key_env") else None
         self.redact = _redactor(self.secret)
         self.attempts = self.prompt_tokens = self.completion_tokens = 0
@@ -305,9 +310,12 @@ def retry_after(headers) -> float | None:
 def _api_body(run: _Run, req: Request) -> dict:
     body = {"model": run.model, "messages": req.messages, **req.params}
     if req.schema is not None:
-        body["response_format"] = {"type": "json_schema",
-                                   "json_schema": {"name": "reply", "schema": req.schema}}
+        body["response_format"] = _response_format(req.schema)
     return body
+
+
+def _response_format(schema: dict) -> dict:
+    return {"type": "json_schema", "json_schema": {"name": "reply", "schema": schema}}
 
 
 def _parse_completion(completion) -> tuple[str, int | None, int | None] | None:
@@ -406,7 +414,7 @@ def _client(run: _Run):
 
     cfg = run.cfg
     if cfg.get("api_key_env") and not run.secret:
-        raise TeacherError(f"teacher config api_key_env: environment variable "
+        raise TeacherError(f"{run.describe()}: config api_key_env: environment variable "
                            f"{cfg['api_key_env']} is not set")
     # the SDK's own retries are off: ours honour the config and count attempts
     return openai.AsyncOpenAI(api_key=run.secret or "not-needed", base_url=cfg.get("base_url"),
@@ -757,7 +765,9 @@ def estimate(requests: Sequence[Request], backend_cfg: dict, cache_path: str | P
     accounting counts the answers a stage uses), `run_*` over the requests a run would send now.
 
     Prompts are counted as `token_counter` says (`counter` names how); completion tokens are the
-    `max_tokens` bound, so the cost is an upper bound for the output. `cost` is at list price,
+    `max_tokens` bound. A request with a schema to an OpenAI-compatible teacher counts
+    `schema_tries` times, prompt and completion, as a reply that breaks the schema is asked again
+    and billed: the cost is an upper bound. `cost` is at list price,
     `batch_cost` at the Batch API's (BATCH_DISCOUNT); None where the model has no price.
     `asked` holds the cache keys earlier estimates of the same run send: they count as cached,
     as the run finds them cached (the same model asked the same by two stages); this call's
@@ -776,45 +786,70 @@ def estimate(requests: Sequence[Request], backend_cfg: dict, cache_path: str | P
     if asked is not None:
         asked |= set(todo)
     counter, count = token_counter(cfg)
-    prompts = {k: count(r.messages) for k, r in dict(zip(keys, requests)).items()}
+    prompts = {k: count(r) for k, r in dict(zip(keys, requests)).items()}
+    retried = schema_tries(cfg) if cfg["backend"] == "openai" else 1  # a local one costs nothing
+    tries = {k: retried if r.schema is not None else 1 for k, r in zip(keys, requests)}
     out = {"counter": counter, "requests": len(requests),
            "cached": sum(k in cached for k in keys), "to_send": len(todo)}
     for prefix, pairs in (("", list(zip(keys, requests))), ("run_", list(todo.items()))):
-        prompt = sum(prompts[k] for k, _ in pairs)
-        completion = sum(r.params.get("max_tokens", DEFAULT_MAX_TOKENS) for _, r in pairs)
+        prompt = sum(prompts[k] * tries[k] for k, _ in pairs)
+        completion = sum(r.params.get("max_tokens", DEFAULT_MAX_TOKENS) * tries[k]
+                         for k, r in pairs)
         out |= {f"{prefix}prompt_tokens": prompt, f"{prefix}completion_tokens": completion,
                 f"{prefix}cost": _cost(prices, model, prompt, completion, False),
                 f"{prefix}batch_cost": _cost(prices, model, prompt, completion, True)}
     return out
 
 
-def token_counter(cfg: dict) -> tuple[str, Callable[[list[dict]], int]]:
-    """(how, count) for the prompts of teacher `cfg`: "tokenizer", the local model's own chat
-    template and tokenizer; "tiktoken", OpenAI's tokenizer for a model name tiktoken knows (when
-    it is installed and its encoding is at hand); else "approx", `approx_tokens`."""
+def token_counter(cfg: dict) -> tuple[str, Callable[[Request], int]]:
+    """(how, count) for the prompt tokens a request to teacher `cfg` is billed: "tokenizer", the
+    local model's own chat template and tokenizer; "tiktoken", OpenAI's tokenizer for the model
+    (`tiktoken_encoding`) over the messages and the JSON schema sent as `response_format`, which
+    is billed as input too; else "approx", ~4 characters a token of the same."""
     if cfg["backend"] == "local":
-        return "tokenizer", _local_token_counter(cfg["manifest"])
-    encoding = _tiktoken_encoding(model_name(cfg))
+        count_messages = _local_token_counter(cfg["manifest"])
+        return "tokenizer", lambda request: count_messages(request.messages)
+    encoding = tiktoken_encoding(model_name(cfg))
     if encoding is None:
-        return "approx", approx_tokens
+        return "approx", lambda request: (approx_tokens(request.messages)
+                                          + len(_schema_text(request)) // 4)
+
+    def tokens(text: str) -> int:
+        return len(encoding.encode(text, disallowed_special=()))  # "<|endoftext|>" is text here
+
     # OpenAI's published count for chat models: 3 tokens of markup a message, 3 priming the reply
-    return "tiktoken", lambda messages: 3 + sum(
-        3 + len(encoding.encode(m["role"])) + len(encoding.encode(str(m.get("content", ""))))
-        for m in messages)
+    return "tiktoken", lambda request: 3 + tokens(_schema_text(request)) + sum(
+        3 + tokens(m["role"]) + tokens(str(m.get("content", ""))) for m in request.messages)
 
 
-def _tiktoken_encoding(model: str):
+def _schema_text(request: Request) -> str:
+    return json.dumps(_response_format(request.schema)) if request.schema is not None else ""
+
+
+# OpenAI's encoding files for its chat models (o200k_base, cl100k_base) ship with restyle, in
+# tiktoken's cache layout: each is named by the SHA-1 of the address tiktoken would fetch it
+# from, and tiktoken checks its SHA-256 before use. Counting needs no network, on a cluster node
+# neither.
+ENCODINGS = Path(__file__).parent / "encodings"
+
+
+def tiktoken_encoding(model: str):
+    """tiktoken's encoding for an OpenAI model name (gpt-4o, gpt-4o-mini, gpt-4.1, gpt-5, o1, o3,
+    o4-mini: o200k_base; gpt-4, gpt-3.5-turbo: cl100k_base); None for another name (a vLLM
+    server's model) or when the encoding cannot be had (TIKTOKEN_CACHE_DIR set elsewhere,
+    without the file, and no network)."""
+    import tiktoken
+
     try:
-        import tiktoken
-    except ImportError:
+        name = tiktoken.encoding_name_for_model(model)
+    except KeyError:
         return None
+    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(ENCODINGS))  # a cache the user set wins
     try:
-        return tiktoken.encoding_for_model(model)
-    except KeyError:  # a model name tiktoken does not know
-        return None
-    except Exception as e:  # noqa: BLE001 - its encoding file could not be fetched (offline)
-        log.warning("tiktoken has no encoding for %s at hand (%s); counting ~4 characters a "
-                    "token", model, e)
+        return tiktoken.get_encoding(name)
+    except Exception as e:  # noqa: BLE001 - requests' or tiktoken's own error, offline
+        log.warning("tiktoken's %s for %s is not at hand (%s); counting ~4 characters a token",
+                    name, model, e)
         return None
 
 

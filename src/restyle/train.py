@@ -31,8 +31,9 @@ them, and they stay on (`benchmarks/gpu.py --profile` shows where a step's time 
 
 `train_metrics.json` reports throughput from the batches themselves (non-padding and padded
 tokens, the whole loop and the steady part after warm-up), model FLOPs per token
-(`flops_per_token`), achieved FLOP/s and MFU against the device's dense bf16 peak
-(`device_peak_flops`), and peak memory.
+(`flops_per_token`, attention included), achieved FLOP/s and MFU against the device's peak
+(`device_peak_flops`; `mfu_6n` without attention, as tools using the 6N convention report it),
+and peak memory.
 
 A run is one `Job` (model, SFT file, seed, settings resolved from config `train`). It runs
 under `restyle.launch` (torchrun, one process per GPU, or CPU processes with gloo) or in process
@@ -62,7 +63,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from restyle.chat import encode
-from restyle.io import DataError, read_jsonl, write_json
+from restyle.io import DataError, open_permissions, read_jsonl, write_json
 from restyle.models import read_manifest
 from restyle.records import SFTRecord
 
@@ -291,19 +292,25 @@ def kernel_plan(settings: dict, device: str, model_path: str | os.PathLike) -> d
 
 # ---------------------------------------------------------------- throughput
 
-# Dense bf16 tensor-core peak per device (no sparsity), by a word of torch.cuda.get_device_name()
-# ("NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB"); the first match wins
+# Peak FLOP/s per device in the dtype restyle trains in there: dense bf16 tensor cores (no
+# sparsity), or plain fp32 on a GPU without bf16 (V100). Keyed by a word of
+# torch.cuda.get_device_name() ("NVIDIA H100 80GB HBM3", "Tesla V100-SXM2-32GB"); the first match
+# wins, so a variant (NVL, PCIe) comes before its family
 DEVICE_PEAK_FLOPS = (
-    ("GH200", 989e12), ("H200", 989e12), ("H100 PCIe", 756e12), ("H100 NVL", 835e12),
-    ("H100", 989e12), ("H800", 989e12), ("H20", 148e12), ("B200", 2250e12),
-    ("A100", 312e12), ("A800", 312e12), ("L40S", 362e12), ("L40", 181e12), ("L4", 121e12),
-    ("RTX 4090", 165e12), ("RTX A6000", 155e12), ("MI300X", 1307e12),
+    ("GH200", 989e12), ("H200 NVL", 835e12), ("H200", 989e12), ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12), ("H100", 989e12), ("H800", 989e12), ("H20", 148e12),
+    ("GB200", 2500e12), ("B200", 2250e12), ("A100", 312e12), ("A800", 312e12), ("A10", 125e12),
+    ("L40S", 362e12), ("L40", 181e12), ("L4", 121e12), ("RTX 4090", 165e12),
+    ("RTX A6000", 155e12), ("MI300X", 1307e12), ("V100-PCIE", 14e12), ("V100", 15.7e12),
 )
 STEADY_WARMUP_STEPS = 5  # optimizer steps left out of the steady rate (CUDA set-up, compilation)
 
 
 def device_peak_flops(name: str) -> float | None:
-    """Dense bf16 peak FLOP/s of a GPU by its name; None for an unknown one."""
+    """Peak FLOP/s of a GPU by its name (DEVICE_PEAK_FLOPS); None for an unknown one and for a
+    MIG slice ("... MIG 3g.40gb"), which has only part of the GPU's SMs."""
+    if re.search(r"\bMIG\b", name):
+        return None
     return next((flops for key, flops in DEVICE_PEAK_FLOPS
                  if re.search(rf"\b{re.escape(key)}\b", name)), None)
 
@@ -316,9 +323,8 @@ def flops_per_token(model) -> int:
     fine-tuning is the usual 6N (N = linear weights, the LM head included and counted even when
     tied to the input embedding, which is a lookup and costs nothing), and LoRA is
     4 N_base + 6 N_adapter: the frozen base still carries the activations' gradients back to the
-    adapters of the lower layers. Attention scores (PaLM's 12 x layers x hidden x context length
-    more, half of it under a causal mask) are left out, as in the 6N convention; recomputation
-    under activation checkpointing is not model FLOPs either. For dense models (Llama, Qwen,
+    adapters of the lower layers. Attention, which has no weights, is `attention_flops`;
+    recomputation under activation checkpointing is not model FLOPs. For dense models (Llama, Qwen,
     Mistral ...): experts fused into one parameter are not linear layers and are not counted.
     TRL's fused LM head projects only the trained (response) positions, so on prompt-heavy data
     the GPU does a little less than this. Weights partitioned by ZeRO-3 count whole
@@ -334,19 +340,38 @@ def flops_per_token(model) -> int:
     return total
 
 
-def throughput(per_process: list[dict], flops_token: int, peak_flops: float | None) -> dict:
+def attention_flops(config) -> int:
+    """Attention's FLOPs per trained token and token of its row, forward and backward: the
+    scores and the weighted sum, 2 x 2 x heads x head_dim per layer forward, 3x that in all
+    (PaLM's and nanoGPT's 12 x layers x hidden x sequence length per token, without halving for
+    the causal mask). LoRA pays all of it too: the gradients flow through attention to the
+    adapters below. A row of T tokens costs this x T^2 (summed over rows as
+    `steady_context_tokens` by `Progress.counts`)."""
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return 12 * config.num_hidden_layers * heads * head_dim
+
+
+def throughput(per_process: list[dict], flops_token: int, attention: int,
+               peak_flops: float | None) -> dict:
     """train_metrics.json's throughput keys from each process's token counts and times
     (`Progress.counts`): tokens are summed over processes, seconds are the slowest process's.
     Tokens are non-padding tokens (every token of a padding-free row), padded ones are what the
     model computed on, padding included; FLOP/s and MFU use the non-padding tokens, so padding
-    shows as lost utilisation. MFU is against `peak_flops` per process (null when unknown)."""
+    shows as lost utilisation. MFU is against `peak_flops` per process (null when unknown):
+    `mfu` counts attention (`attention` FLOPs per context token, `attention_flops`), `mfu_6n`
+    the linear layers only (`flops_token`), as the 6N convention does."""
 
     def rate(tokens: str, seconds: str) -> float | None:
         slowest = max(p[seconds] or 0.0 for p in per_process)
         return sum(p[tokens] for p in per_process) / slowest if slowest > 0 else None
 
     steady = rate("steady_tokens", "steady_seconds")
-    achieved = flops_token * steady if steady is not None else None
+    achieved = achieved_6n = None
+    if steady is not None:
+        achieved_6n = flops_token * steady
+        achieved = achieved_6n + attention * rate("steady_context_tokens", "steady_seconds")
+    peak = peak_flops * len(per_process) if peak_flops else None
     padded = sum(p["padded_tokens"] for p in per_process)
     return {
         "tokens_this_run": sum(p["tokens"] for p in per_process),
@@ -357,10 +382,13 @@ def throughput(per_process: list[dict], flops_token: int, peak_flops: float | No
         "steady_tokens_per_second": steady,
         "steady_padded_tokens_per_second": rate("steady_padded_tokens", "steady_seconds"),
         "steady_steps": per_process[0]["steady_steps"],
-        "flops_per_token": flops_token,
+        # over the steady part: the linear layers' and attention's FLOPs per token
+        "flops_per_token": achieved / steady if achieved else None,
+        "flops_per_token_6n": flops_token,
         "achieved_flops_per_second": achieved,
         "device_peak_flops": peak_flops,
-        "mfu": achieved / (peak_flops * len(per_process)) if achieved and peak_flops else None,
+        "mfu": achieved / peak if achieved and peak else None,
+        "mfu_6n": achieved_6n / peak if achieved_6n and peak else None,
     }
 
 
@@ -399,6 +427,7 @@ def _metrics_callback():
             # at least one step of warm-up, and at least one step after it when there are two
             self.warmup = min(STEADY_WARMUP_STEPS, max(1, planned // 4))
             self.tokens = 0  # a device tensor once counting starts: no host sync per batch
+            self.context = 0  # sum of each row's length squared (attention_flops)
             self.padded = 0
             self.steady_start = self.end = None
             _synchronize(args.device)
@@ -406,15 +435,26 @@ def _metrics_callback():
             self.seconds = None
 
         def count(self, inputs) -> None:
+            import torch
+
             ids = inputs["input_ids"]
             mask = inputs.get("attention_mask")
             # a padding-free row has no attention mask and no padding
             self.tokens = self.tokens + (mask.sum() if mask is not None else ids.numel())
             self.padded += ids.numel()
+            # sum over tokens of 2 x position + 1 is T^2 for a row of T: packed rows restart
+            # their position_ids at each example, a padded row's positions count its mask
+            position = inputs.get("position_ids")
+            if position is None:
+                position = (mask.cumsum(-1) - 1 if mask is not None
+                            else torch.arange(ids.shape[-1], device=ids.device).expand_as(ids))
+            weight = 2 * position + 1
+            self.context = self.context + (weight * mask if mask is not None else weight).sum()
 
         def _mark(self, args, state):
             _synchronize(args.device)
-            return time.perf_counter(), int(self.tokens), self.padded, state.global_step
+            return (time.perf_counter(), int(self.tokens), self.padded, state.global_step,
+                    int(self.context))
 
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step - self.start_step == self.warmup:
@@ -424,6 +464,10 @@ def _metrics_callback():
             self.end = self._mark(args, state)
             self.seconds = self.end[0] - self.t0
 
+        def on_save(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                open_permissions(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             if state.is_world_process_zero and logs and "loss" in logs:
                 log.info("step %d/%d loss %.4f lr %.3g", state.global_step, state.max_steps,
@@ -432,11 +476,12 @@ def _metrics_callback():
         def counts(self) -> dict:
             """This process's tokens and seconds, whole loop and steady part (zero seconds when
             the run was too short for one step after warm-up)."""
-            t1, tokens, padded, step = self.end
+            t1, tokens, padded, step, context = self.end
             steady = self.steady_start and self.steady_start[3] < step
-            t0, tokens0, padded0, step0 = self.steady_start if steady else self.end
+            t0, tokens0, padded0, step0, context0 = self.steady_start if steady else self.end
             return {"tokens": tokens, "padded_tokens": padded, "seconds": self.seconds,
                     "steady_tokens": tokens - tokens0, "steady_padded_tokens": padded - padded0,
+                    "steady_context_tokens": context - context0,
                     "steady_seconds": t1 - t0, "steady_steps": step - step0}
 
     return Progress()
@@ -621,7 +666,7 @@ def run(job: Job, trainer_hook=None) -> dict | None:
         trainer_hook(trainer)
     progress = next(cb for cb in trainer.callback_handler.callbacks
                     if type(cb).__name__ == "Progress")
-    flops_token = flops_per_token(trainer.model)
+    flops_token, attention = flops_per_token(trainer.model), attention_flops(trainer.model.config)
     result = trainer.train(resume_from_checkpoint=resume)
 
     final = Path(job.adapter_dir)
@@ -634,6 +679,7 @@ def run(job: Job, trainer_hook=None) -> dict | None:
     _barrier()
     if rank != 0:
         return None
+    open_permissions(tmp)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
 
@@ -671,8 +717,9 @@ def run(job: Job, trainer_hook=None) -> dict | None:
         "final_loss": curve[-1]["loss"] if curve else None,
         "train_loss_this_run": result.training_loss,
         "tokens_seen": state.num_input_tokens_seen,
-        **throughput(processes, flops_token,
-                     device_peak_flops(device_name) if device == "cuda" and bf16 else None),
+        # the table's peak is in the dtype a GPU trains in: bf16, or fp32 where it has none
+        **throughput(processes, flops_token, attention,
+                     device_peak_flops(device_name) if device == "cuda" else None),
         "steady_after_steps": progress.warmup,
         "train_seconds_this_run": progress.seconds,
         "wall_seconds_this_run": time.perf_counter() - started,
