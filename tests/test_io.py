@@ -103,8 +103,10 @@ def test_math_item_final_must_match_solution():
     assert MathItem.from_dict(ok, "w").final == "4"
     with pytest.raises(DataError, match="'final' does not match"):
         MathItem.from_dict({**ok, "final": "5"}, "w")
-    with pytest.raises(DataError, match="does not end with '#### <number>'"):
+    with pytest.raises(DataError, match="ends with neither '#### <number>' nor a \\\\boxed"):
         MathItem.from_dict({**ok, "answer": "it is 4"}, "w")
+    boxed = {**ok, "answer": "So $x = \\boxed{\\frac{1}{2}}$.", "final": "\\frac{1}{2}"}
+    assert MathItem.from_dict(boxed, "w").final == "\\frac{1}{2}"  # MATH's format
 
 
 def test_failed_write_leaves_old_file_and_no_partial(tmp_path):
