@@ -286,22 +286,32 @@ with open(os.environ["RESTYLE_SRUN_RECORD"], "w") as f:
     json.dump({{"argv": sys.argv[1:], "PYTHONPATH": os.environ.get("PYTHONPATH")}}, f)
 """
 
+# slurmctld's answer about job 4242 (no controller here); anything else goes to the real scontrol
+FAKE_SCONTROL = """#!/bin/sh
+if [ "$1 $2" = "show job" ]; then echo "JobId=4242 JobName=x NodeList=$RESTYLE_NODELIST"; exit; fi
+exec {scontrol} "$@"
+"""
+
 
 @pytest.mark.skipif(shutil.which("scontrol") is None, reason="needs scontrol (slurm-client)")
 def test_launcher_runs_one_launcher_per_node_through_srun(tmp_path, monkeypatch):
-    """The job's launcher on a 2-node job (SLURM's environment faked, srun recording): srun starts
+    """The job's launcher on a 2-node job (slurmctld's answer faked, srun recording): srun starts
     this launcher once per node with the rendezvous on the first node at the job's port; each
     of those checks its own node's GPUs before torchrun starts."""
     from restyle import launch
 
     (tmp_path / "srun").write_text(FAKE_SRUN.format(python=sys.executable))
-    (tmp_path / "srun").chmod(0o755)
+    (tmp_path / "scontrol").write_text(FAKE_SCONTROL.format(scontrol=shutil.which("scontrol")))
+    for tool in ("srun", "scontrol"):
+        (tmp_path / tool).chmod(0o755)
     record = tmp_path / "srun.json"
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     monkeypatch.setenv("RESTYLE_SRUN_RECORD", str(record))
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
-    monkeypatch.setenv("SLURM_JOB_NODELIST", "gpu[07-08]")
-    monkeypatch.setenv("SLURM_NNODES", "1")  # the plugin's one-node step; not the job's nodes
+    monkeypatch.setenv("RESTYLE_NODELIST", "gpu[07-08]")
+    # what the plugin's one-node step sets; not the job's nodes
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "gpu07")
+    monkeypatch.setenv("SLURM_NNODES", "1")
     entry = ["--job", "results/train/x/checkpoints/job.json"]
     port = launch.job_port()
     launch.run(entry, gpus=4, cpus=32, nodes=2)
@@ -325,7 +335,7 @@ def test_launcher_runs_one_launcher_per_node_through_srun(tmp_path, monkeypatch)
 
     with pytest.raises(launch.LaunchError, match=r"asked for 3 nodes .* SLURM job 4242 has 2"):
         launch.run(entry, gpus=4, cpus=32, nodes=3)
-    monkeypatch.delenv("SLURM_JOB_NODELIST")
+    monkeypatch.delenv("SLURM_JOB_ID")
     with pytest.raises(launch.LaunchError, match="runs outside a SLURM job"):
         launch.run(entry, gpus=4, cpus=32, nodes=2)
 
