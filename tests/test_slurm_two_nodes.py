@@ -31,8 +31,8 @@ TARGET = "results/train/tiny/toy/seed0/train_metrics.json"
 # test-only overrides of the profile: the first status check 2 s after submitting, short waits
 FAST = ["--slurm-init-seconds-before-status-checks", "2", "--latency-wait", "5"]
 # of the time-limit job, steps of 5 to 10 s here: an allocation has 30 s to the stop, of which
-# starting takes 15 to 35 s, so it trains 1 to 3 of them, and the job needs 2 to 4 allocations
-STEPS = 4
+# starting takes 15 to 35 s, so it trains 1 or 2 of them, and the job needs 2 or 3 allocations
+STEPS = 3
 
 
 def _missing() -> str | None:
@@ -227,7 +227,7 @@ def test_a_job_past_its_time_limit_saves_requeues_and_resumes_to_the_uninterrupt
     show = subprocess.run(["scontrol", "show", "job", job_id], env=cluster, capture_output=True,
                           text=True, check=True).stdout
     restarts = int(re.search(r"Restarts=(\d+)", show).group(1))
-    assert restarts in (1, 2, 3), show
+    assert restarts in (1, 2), show
 
     metrics = json.loads((work / TARGET).read_text())
     runs = metrics["runs"]  # each allocation resumed where the one before stopped: no step twice

@@ -9,7 +9,8 @@ through transformers' Trainer, never through DeepSpeed's own launcher (which SLU
 environment confuses into making every process rank 0).
 
 On N > 1 nodes (config train.resources.nodes; SLURM only) the job's command runs on the first
-node, inside the one-task step Snakemake's SLURM plugin starts it in. It starts this launcher
+node, inside the one-task step Snakemake's SLURM plugin starts it in, whose environment names
+that step, not the job: the job's nodes come from slurmctld (`job_hosts`). It starts this launcher
 once per node with `srun --overlap` (the plugin's step holds the first node's CPUs and GPUs;
 without --overlap the second step would wait for them forever), and each per-node launcher runs
 `torchrun --nnodes=N` with the c10d rendezvous on the first node's hostname and the job's port.

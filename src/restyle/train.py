@@ -38,7 +38,9 @@ A run is one `Job` (model, SFT file, seed, settings resolved from config `train`
 under `restyle.launch` (torchrun, one process per GPU, or CPU processes with gloo) or in process
 (`run(job)` without torchrun). Checkpoints go to `job.checkpoint_dir`, outside the rule's
 declared outputs, every `save_steps` steps; a rerun of the same job (same settings, data and
-model, recorded in `fingerprint.json`) resumes from the last complete checkpoint. The adapter (or
+model, recorded in `fingerprint.json`) resumes from the last complete checkpoint. On SIGTERM, and
+in a SLURM job `stop_before_end` seconds before its time limit, training saves a checkpoint at
+the end of its step and stops (the job then requeues itself: `launch_job`). The adapter (or
 the full model) appears at `job.adapter_dir` by one rename at the end, then `train_metrics.json`.
 
 Settings keys are the ones of config `train` (config/schema.yaml describes each); per-model
@@ -219,10 +221,10 @@ class TrainingStopped(RuntimeError):
 def _stop_callback():
     """A TrainerCallback that ends training cleanly before SLURM ends the job: once a stop signal
     (SIGTERM: preemption, scancel, the time limit; SIGUSR1: a warning) arrived in any process,
-    or the clock passed $RESTYLE_STOP_AT, it has the Trainer save a complete checkpoint at the
-    end of the current optimizer step and leave its loop. Every process decides the same step:
-    the flag is all-reduced (max) at each step's end, a signal seldom reaching every node at
-    once."""
+    or the next step, as long as the last one, would end past $RESTYLE_STOP_AT, it has the
+    Trainer save a complete checkpoint at the end of the current optimizer step and leave its
+    loop. Every process decides the same step: the flag is all-reduced (max) at each step's end,
+    a signal seldom reaching every node at once."""
     from transformers import TrainerCallback
 
     class Stop(TrainerCallback):
@@ -230,6 +232,7 @@ def _stop_callback():
             self.reason = None  # a stop signal arrived here
             self.stopped = None  # why training stopped early (None: it did not)
             self.stop_at = float(os.environ.get(STOP_AT) or "inf")
+            self.step_end = time.time()  # when the last step ended (or training began)
             self.previous = {}
 
         def _signalled(self, signum, _frame):
@@ -242,11 +245,16 @@ def _stop_callback():
             for s, handler in self.previous.items():
                 signal.signal(s, handler)
 
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.step_end = time.time()
+
         def _agreed(self, args) -> str | None:
             import torch
             import torch.distributed as dist
 
-            local = 2 if self.reason else 1 if time.time() >= self.stop_at else 0
+            now, last = time.time(), self.step_end
+            self.step_end = now
+            local = 2 if self.reason else 1 if 2 * now - last >= self.stop_at else 0
             if dist.is_available() and dist.is_initialized():
                 device = args.device if dist.get_backend() == "nccl" else "cpu"
                 flag = torch.tensor([local], device=device)
