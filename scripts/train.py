@@ -24,4 +24,4 @@ job = Job(manifest=snakemake.input.manifest, sft=snakemake.input.sft,
 # per node, from config (the job's `gpu` resource is unset on several nodes, see rules/train.smk)
 resources = settings["resources"]
 launch_job(job, gpus=resources["gpu"], cpus=snakemake.threads, log_path=snakemake.log[0],
-           nodes=resources["nodes"])
+           nodes=resources["nodes"], stop_before_end=resources["stop_before_end"])

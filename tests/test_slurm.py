@@ -185,7 +185,7 @@ def test_sbatch_line_of_a_gpu_job_asks_for_exactly_its_gpus(tmp_path):
     (work / "Snakefile").write_text(GPU_SNAKEFILE)
     resources = {"gpu": 2, "cpus_per_gpu": 8, "mem_mb": 64000, "runtime": 240,
                  "slurm_partition": "gpu-a100", "slurm_account": "myproject",
-                 "slurm_extra": "--signal=B:USR1@300"}
+                 "slurm_extra": "--exclusive"}
     (work / "config.yaml").write_text(yaml.safe_dump({"train": {"resources": resources}}))
     calls = recorded_sbatch(tmp_path, work)
     assert set(calls) == {"rule_train", "rule_prepare"}
@@ -197,7 +197,7 @@ def test_sbatch_line_of_a_gpu_job_asks_for_exactly_its_gpus(tmp_path):
     assert train[train.index("-t") + 1] == "240"
     assert train[train.index("-p") + 1] == "gpu-a100"
     assert train[train.index("-A") + 1] == "myproject"
-    assert "--signal=B:USR1@300" in train
+    assert "--exclusive" in train
     assert "--requeue" in train  # the profile's slurm-requeue
     # one task holding both GPUs (the launcher starts one process per GPU inside it)
     assert not [a for a in train if a.startswith(("--ntasks", "--cpus-per-task", "--gres"))]
@@ -286,22 +286,32 @@ with open(os.environ["RESTYLE_SRUN_RECORD"], "w") as f:
     json.dump({{"argv": sys.argv[1:], "PYTHONPATH": os.environ.get("PYTHONPATH")}}, f)
 """
 
+# slurmctld's answer about job 4242 (no controller here); anything else goes to the real scontrol
+FAKE_SCONTROL = """#!/bin/sh
+if [ "$1 $2" = "show job" ]; then echo "JobId=4242 JobName=x NodeList=$RESTYLE_NODELIST"; exit; fi
+exec {scontrol} "$@"
+"""
+
 
 def test_launcher_runs_one_launcher_per_node_through_srun(slurm_cluster, tmp_path, monkeypatch):
-    """The job's launcher on a 2-node job (SLURM's environment faked, srun recording): srun starts
+    """The job's launcher on a 2-node job (slurmctld's answer faked, srun recording): srun starts
     this launcher once per node with the rendezvous on the first node at the job's port; each
     of those checks its own node's GPUs before torchrun starts. The cluster: for scontrol, which
     expands the node list from its configuration."""
     from restyle import launch
 
     (tmp_path / "srun").write_text(FAKE_SRUN.format(python=sys.executable))
-    (tmp_path / "srun").chmod(0o755)
+    (tmp_path / "scontrol").write_text(FAKE_SCONTROL.format(scontrol=shutil.which("scontrol")))
+    for tool in ("srun", "scontrol"):
+        (tmp_path / tool).chmod(0o755)
     record = tmp_path / "srun.json"
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     monkeypatch.setenv("RESTYLE_SRUN_RECORD", str(record))
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
-    monkeypatch.setenv("SLURM_JOB_NODELIST", "gpu[07-08]")
-    monkeypatch.setenv("SLURM_NNODES", "1")  # the plugin's one-node step; not the job's nodes
+    monkeypatch.setenv("RESTYLE_NODELIST", "gpu[07-08]")
+    # what the plugin's one-node step sets; not the job's nodes
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "gpu07")
+    monkeypatch.setenv("SLURM_NNODES", "1")
     entry = ["--job", "results/train/x/checkpoints/job.json"]
     port = launch.job_port()
     launch.run(entry, gpus=4, cpus=32, nodes=2)
@@ -325,7 +335,7 @@ def test_launcher_runs_one_launcher_per_node_through_srun(slurm_cluster, tmp_pat
 
     with pytest.raises(launch.LaunchError, match=r"asked for 3 nodes .* SLURM job 4242 has 2"):
         launch.run(entry, gpus=4, cpus=32, nodes=3)
-    monkeypatch.delenv("SLURM_JOB_NODELIST")
+    monkeypatch.delenv("SLURM_JOB_ID")
     with pytest.raises(launch.LaunchError, match="runs outside a SLURM job"):
         launch.run(entry, gpus=4, cpus=32, nodes=2)
 

@@ -9,7 +9,8 @@ through transformers' Trainer, never through DeepSpeed's own launcher (which SLU
 environment confuses into making every process rank 0).
 
 On N > 1 nodes (config train.resources.nodes; SLURM only) the job's command runs on the first
-node, inside the one-task step Snakemake's SLURM plugin starts it in. It starts this launcher
+node, inside the one-task step Snakemake's SLURM plugin starts it in, whose environment names
+that step, not the job: the job's nodes come from slurmctld (`job_hosts`). It starts this launcher
 once per node with `srun --overlap` (the plugin's step holds the first node's CPUs and GPUs;
 without --overlap the second step would wait for them forever), and each per-node launcher runs
 `torchrun --nnodes=N` with the c10d rendezvous on the first node's hostname and the job's port.
@@ -136,24 +137,69 @@ def job_port(env: dict | None = None) -> int:
     return free_port()
 
 
+def slurm_job(job_id: str) -> dict[str, str]:
+    """The fields of `scontrol show job --oneliner` for a SLURM job (NodeList, EndTime, ...), as
+    slurmctld knows them now: inside a rule's job the one source of the allocation's facts, as
+    Snakemake's jobstep plugin drops every SLURM_* variable but the job id before its srun."""
+    out = subprocess.run(["scontrol", "show", "job", "--oneliner", job_id], capture_output=True,
+                         text=True)
+    if out.returncode != 0:
+        raise LaunchError(f"scontrol show job {job_id} failed: {out.stderr.strip()}")
+    # "Key=Value Key=Value ..."; values never hold spaces but for Command/WorkDir-like paths,
+    # which come after the fields read here and are not used
+    return dict(f.split("=", 1) for f in out.stdout.split() if "=" in f)
+
+
 def job_hosts(nodes: int, env: dict | None = None) -> list[str]:
-    """The hostnames of this SLURM job's nodes, first node first (`scontrol show hostnames
-    $SLURM_JOB_NODELIST`), checked to be `nodes` of them. (Not SLURM_NNODES: inside a job step
-    that counts the step's nodes, and the plugin's step holds one.)"""
+    """The hostnames of this SLURM job's nodes, first node first (`scontrol show hostnames` of
+    the job's NodeList, asked of slurmctld), checked to be `nodes` of them. Not from the
+    environment: in the one-node step Snakemake's jobstep plugin runs the rule in, after it
+    dropped the job's SLURM_* variables, srun sets SLURM_JOB_NODELIST to that step's node (and
+    SLURM_NNODES counts the step's nodes either way)."""
     env = os.environ if env is None else env
-    nodelist = env.get("SLURM_JOB_NODELIST")
-    if not nodelist:
+    job = env.get("SLURM_JOB_ID")
+    if not job:
         raise LaunchError(
             f"training asked for {nodes} nodes (config train.resources.nodes) but runs outside a "
             "SLURM job. Run it with `snakemake --profile profiles/slurm`, or set "
             "train.resources.nodes to 1.")
+    nodelist = slurm_job(job)["NodeList"]
     hosts = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True,
                            text=True, check=True).stdout.split()
     if len(hosts) != nodes:
         raise LaunchError(
             f"training asked for {nodes} nodes (config train.resources.nodes) but SLURM job "
-            f"{env.get('SLURM_JOB_ID')} has {len(hosts)} ({nodelist}).")
+            f"{job} has {len(hosts)} ({nodelist}).")
     return hosts
+
+
+def job_end(env: dict | None = None) -> float | None:
+    """When this SLURM job reaches its time limit (epoch seconds; slurmctld's EndTime of the
+    running job), None outside SLURM or without a limit."""
+    env = os.environ if env is None else env
+    job = env.get("SLURM_JOB_ID")
+    if not job:
+        return None
+    end = slurm_job(job).get("EndTime", "Unknown")
+    if not end[:1].isdigit():  # Unknown, or no time limit
+        return None
+    import datetime
+
+    return datetime.datetime.fromisoformat(end).timestamp()  # slurmctld's local time
+
+
+def requeue(env: dict | None = None) -> bool:
+    """Put this SLURM job back in the queue (`scontrol requeue`): SLURM ends it now and starts it
+    again, same job id, when resources are free. False outside SLURM or when SLURM refuses
+    (a job submitted with --no-requeue)."""
+    env = os.environ if env is None else env
+    job = env.get("SLURM_JOB_ID")
+    if not job:
+        return False
+    result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    if result.returncode != 0:
+        log.warning("scontrol requeue %s: %s", job, result.stderr.strip())
+    return result.returncode == 0
 
 
 def command(nproc: int, endpoint: str, entry_args: list[str], nnodes: int = 1,
@@ -186,6 +232,15 @@ def srun_command(nodes: int, cpus: int, node_cmd: list[str]) -> list[str]:
             "--kill-on-bad-exit=1",  # one node failing ends the others, not a rendezvous timeout
             "--label",  # each output line starts with the node's task number
             *node_cmd]
+
+
+def srun_env(env) -> dict[str, str]:
+    """`env` for an srun that starts a step across the whole job from inside another step: the
+    step's SLURM_* variables describe that step (in the plugin's, one node: SLURM_JOB_NODELIST,
+    SLURM_NNODES), and srun would take them for the job's allocation ("Only allocated 1 nodes
+    asked for 2"); without them srun asks slurmctld for the allocation of SLURM_JOB_ID."""
+    keep = {"SLURM_JOB_ID", "SLURM_CONF"}
+    return {k: v for k, v in env.items() if not k.startswith("SLURM_") or k in keep}
 
 
 def _with_restyle_path(env: dict[str, str]) -> dict[str, str]:
@@ -255,7 +310,7 @@ def run(entry_args: list[str], gpus: int, cpus: int, cpu_processes: int = 1,
                                                      nodes, endpoint))
         log.info("launching on %d nodes (%s), rendezvous %s: %s", nodes, " ".join(hosts),
                  endpoint, shlex.join(cmd))
-        _supervise(cmd, _with_restyle_path(dict(os.environ)), log_path)
+        _supervise(cmd, _with_restyle_path(srun_env(os.environ)), log_path)
         return
     check_gpus(gpus)
     nproc = gpus if gpus > 0 else max(1, cpu_processes)

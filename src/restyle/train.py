@@ -39,7 +39,9 @@ A run is one `Job` (model, SFT file, seed, settings resolved from config `train`
 under `restyle.launch` (torchrun, one process per GPU, or CPU processes with gloo) or in process
 (`run(job)` without torchrun). Checkpoints go to `job.checkpoint_dir`, outside the rule's
 declared outputs, every `save_steps` steps; a rerun of the same job (same settings, data and
-model, recorded in `fingerprint.json`) resumes from the last complete checkpoint. The adapter (or
+model, recorded in `fingerprint.json`) resumes from the last complete checkpoint. On SIGTERM, and
+in a SLURM job `stop_before_end` seconds before its time limit, training saves a checkpoint at
+the end of its step and stops (the job then requeues itself: `launch_job`). The adapter (or
 the full model) appears at `job.adapter_dir` by one rename at the end, then `train_metrics.json`.
 
 Settings keys are the ones of config `train` (config/schema.yaml describes each); per-model
@@ -203,6 +205,72 @@ def prepare_checkpoints(job: Job) -> Path | None:
     if last is not None:
         log.info("resuming from %s", last)
     return last
+
+
+# ---------------------------------------------------------------- stopping before the end
+
+STOP_AT = "RESTYLE_STOP_AT"  # epoch seconds after which training stops at its next step's end
+STOPPED = "stopped.json"  # in the checkpoint folder: the run stopped early, and why
+RUNS = "runs.jsonl"  # in the checkpoint folder: the steps each run (allocation) trained
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class TrainingStopped(RuntimeError):
+    """Training saved a checkpoint and stopped before its last step; a rerun resumes there."""
+
+
+def _stop_callback():
+    """A TrainerCallback that ends training cleanly before SLURM ends the job: once a stop signal
+    (SIGTERM: preemption, scancel, the time limit; SIGUSR1: a warning) arrived in any process,
+    or the next step, as long as the last one, would end past $RESTYLE_STOP_AT, it has the
+    Trainer save a complete checkpoint at the end of the current optimizer step and leave its
+    loop. Every process decides the same step: the flag is all-reduced (max) at each step's end,
+    a signal seldom reaching every node at once."""
+    from transformers import TrainerCallback
+
+    class Stop(TrainerCallback):
+        def __init__(self):
+            self.reason = None  # a stop signal arrived here
+            self.stopped = None  # why training stopped early (None: it did not)
+            self.stop_at = float(os.environ.get(STOP_AT) or "inf")
+            self.step_end = time.time()  # when the last step ended (or training began)
+            self.previous = {}
+
+        def _signalled(self, signum, _frame):
+            self.reason = self.reason or signal.Signals(signum).name
+
+        def install(self) -> None:
+            self.previous = {s: signal.signal(s, self._signalled) for s in STOP_SIGNALS}
+
+        def restore(self) -> None:
+            for s, handler in self.previous.items():
+                signal.signal(s, handler)
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.step_end = time.time()
+
+        def _agreed(self, args) -> str | None:
+            import torch
+            import torch.distributed as dist
+
+            now, last = time.time(), self.step_end
+            self.step_end = now
+            local = 2 if self.reason else 1 if 2 * now - last >= self.stop_at else 0
+            if dist.is_available() and dist.is_initialized():
+                device = args.device if dist.get_backend() == "nccl" else "cpu"
+                flag = torch.tensor([local], device=device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                local = int(flag.item())
+            return {0: None, 1: "time limit", 2: self.reason or "signal"}[local]
+
+        def on_step_end(self, args, state, control, **kwargs):
+            reason = self._agreed(args)
+            if reason and state.global_step < state.max_steps:
+                self.stopped = reason
+                control.should_save = True
+                control.should_training_stop = True
+
+    return Stop()
 
 
 # ---------------------------------------------------------------- kernels
@@ -647,7 +715,9 @@ def run(job: Job, trainer_hook=None) -> dict | None:
     """Train (resuming from the last checkpoint if any), save the adapter or model atomically,
     write train_metrics.json. Runs in each launched process; returns the metrics on rank 0.
     `trainer_hook(trainer)`, if given, sees the trainer before training (tests use it to record
-    the batches the trainer is fed)."""
+    the batches the trainer is fed). On a stop signal, or once the clock passes
+    $RESTYLE_STOP_AT, it saves a checkpoint at the end of the step, records why in
+    checkpoint_dir/stopped.json and returns None without outputs (`_stop_callback`)."""
     started = time.perf_counter()
     rank, world = _distributed()
     if world == 1 and "LOCAL_RANK" not in os.environ:
@@ -667,7 +737,27 @@ def run(job: Job, trainer_hook=None) -> dict | None:
     progress = next(cb for cb in trainer.callback_handler.callbacks
                     if type(cb).__name__ == "Progress")
     flops_token, attention = flops_per_token(trainer.model), attention_flops(trainer.model.config)
-    result = trainer.train(resume_from_checkpoint=resume)
+    stop = _stop_callback()
+    trainer.add_callback(stop)
+    stop.install()
+    try:
+        result = trainer.train(resume_from_checkpoint=resume)
+    finally:
+        stop.restore()
+    runs = Path(job.checkpoint_dir) / RUNS
+    if rank == 0:
+        with open(runs, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"from_step": progress.start_step,
+                                "to_step": trainer.state.global_step,
+                                "stopped": stop.stopped}) + "\n")
+    if stop.stopped:
+        if rank == 0:
+            write_json(Path(job.checkpoint_dir) / STOPPED,
+                       {"step": trainer.state.global_step, "reason": stop.stopped})
+            log.warning("stopped at step %d of %d (%s); checkpoint saved, a rerun resumes there",
+                        trainer.state.global_step, trainer.state.max_steps, stop.stopped)
+        _barrier()
+        return None
 
     final = Path(job.adapter_dir)
     tmp = final.with_name(final.name + ".partial")
@@ -712,6 +802,8 @@ def run(job: Job, trainer_hook=None) -> dict | None:
         "per_device_batch_size": s["per_device_batch_size"],
         "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,
         "resumed_from_step": progress.start_step or None,
+        # each run that trained this, in order: steps (from_step, to_step], why it stopped early
+        "runs": [json.loads(line) for line in runs.read_text(encoding="utf-8").splitlines()],
         "loss_curve": curve,
         "first_loss": curve[0]["loss"] if curve else None,
         "final_loss": curve[-1]["loss"] if curve else None,
@@ -742,11 +834,17 @@ def run(job: Job, trainer_hook=None) -> dict | None:
 
 
 def launch_job(job: Job, gpus: int, cpus: int, log_path: str | None = None,
-               nodes: int = 1) -> None:
+               nodes: int = 1, stop_before_end: float | None = None) -> None:
     """What the Snakemake rule runs: check the GPUs (or, on several nodes, the SLURM job's
     nodes; each node's launcher checks its GPUs), prepare the checkpoints, start one process per
     GPU (or `cpu_processes` on CPU) on each node through `restyle.launch`. `gpus` and `cpus` are
-    per node. After success the checkpoints are removed unless `keep_checkpoints`."""
+    per node. After success the checkpoints are removed unless `keep_checkpoints`.
+
+    In a SLURM job with a time limit, training stops `stop_before_end` seconds before it with a
+    checkpoint, and the job is requeued (`scontrol requeue`: SLURM ends it and starts it again,
+    resuming there); where SLURM refuses, TrainingStopped fails the job for Snakemake's retry.
+    A stop by signal (scancel, preemption) raises too, with no requeue: a cancelled job stays
+    cancelled, a preempted one SLURM requeues itself."""
     from restyle import launch
 
     job.gpus, job.nodes = gpus, nodes
@@ -755,10 +853,24 @@ def launch_job(job: Job, gpus: int, cpus: int, log_path: str | None = None,
     else:
         launch.job_hosts(nodes)
     prepare_checkpoints(job)
+    stopped = Path(job.checkpoint_dir) / STOPPED
+    stopped.unlink(missing_ok=True)  # an earlier run's
+    end = launch.job_end() if stop_before_end is not None else None
+    if end is not None:  # every launched process inherits it, on every node (srun passes it)
+        os.environ[STOP_AT] = str(end - stop_before_end)
+        log.info("the job ends at %s: training stops with a checkpoint %d s before",
+                 time.strftime("%H:%M:%S", time.localtime(end)), stop_before_end)
     job_file = Path(job.checkpoint_dir) / JOB_FILE
     job.save(job_file)
     launch.run(["--job", str(job_file)], gpus=gpus, cpus=cpus,
                cpu_processes=job.settings.get("cpu_processes", 1), log_path=log_path, nodes=nodes)
+    if stopped.is_file():
+        info = json.loads(stopped.read_text())
+        if info["reason"] == "time limit" and launch.requeue():
+            # slurmctld has the job pending again already: the failure below ends this run only
+            log.info("requeued at step %d; SLURM starts the job again", info["step"])
+        raise TrainingStopped(f"training stopped at step {info['step']} ({info['reason']}); "
+                              f"a rerun resumes from {job.checkpoint_dir}")
     if not (Path(job.metrics).is_file() and Path(job.adapter_dir).is_dir()):
         raise RuntimeError("training ended without writing its outputs")
 
@@ -768,8 +880,8 @@ def main(argv: list[str] | None = None) -> None:
     from restyle import launch
 
     # first of all, so that no kill of torchrun (or of its launcher) leaves this process training
-    # alone; SIGKILL: the Trainer has no clean stop on a signal, and a rerun resumes from the last
-    # complete checkpoint anyway
+    # alone; SIGKILL: torchrun is gone only after its own stop (SIGTERM, forwarded to these
+    # processes, which save at the end of their step) or a kill, and then none can wait
     launcher = os.environ.get(launch.LAUNCHER_PID)
     launch.die_with_parent(signal.SIGKILL, grandparent=int(launcher) if launcher else None)
     parser = argparse.ArgumentParser(description="one training process (started by restyle.launch)")
