@@ -208,12 +208,15 @@ def test_estimating_another_config_leaves_the_finished_run_as_it_is(tiny):
     workdir, config = tiny
     assert snakemake(workdir, *DATA_TARGETS, config=config).returncode == 0
     run_files = {p: p.stat().st_mtime_ns for p in (workdir / "resources").rglob("*.jsonl")}
+    # the paper's MATH, ECQA and MBPP from local mirrors: no hub here
+    mirrors = workdir.parent / "mirrors.yaml"
+    mirrors.write_text(json.dumps({"data": paper_mirrors(workdir.parent / "mirrors")}))
 
     for _ in range(2):
         made = subprocess.run(
             ["make", "-s", "-C", str(REPO), "-o", f"{sys.prefix}/.installed", "estimate",
              f"VENV={sys.prefix}",
-             f"SNAKEMAKE_ARGS=-d {workdir} --configfile {REPO / 'config/paper.yaml'}"],
+             f"SNAKEMAKE_ARGS=-d {workdir} --configfile {REPO / 'config/paper.yaml'} {mirrors}"],
             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
         assert made.returncode == 0, made.stderr[-3000:]
         [scratch] = (workdir / ".estimate").iterdir()
