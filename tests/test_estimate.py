@@ -21,7 +21,7 @@ from restyle.records import RuozhibaItem  # noqa: E402
 
 PRICES = {"m": {"input": 1.0, "output": 2.0}}
 SETS = ["studyA-exaggeration", "studyA-irony", "studyA-teacher_plain",
-        "studyB-gsm8k-teacher", "studyB-gsm8k-minimum_change"]
+        "studyB-gsm8k-teacher", "studyB-gsm8k-minimum_change@tiny"]
 
 
 def small_config(tiny, url: str) -> dict:
@@ -39,7 +39,7 @@ def small_config(tiny, url: str) -> dict:
                                             {"name": "Irony", **rule}]},
                         "rewrite": {"items_per_set": None, "max_tokens": 16}},
             "study_b": {"tasks": ["gsm8k"], "variants": ["human", "teacher", "minimum_change"],
-                        "teacher": "api", "target_teacher": "api", "items": None,
+                        "teacher": "api", "target_teachers": {"tiny": "api"}, "items": None,
                         "generation": {"max_tokens": 20}}}
 
 
@@ -60,8 +60,8 @@ def test_estimate_sends_nothing_and_counts_by_hand(tiny):
         "studyA-teacher_plain": (4, 4, 4 * 16, "exact"),
         "studyB-gsm8k-teacher:teacher": (3, 3, 3 * 20, "exact"),
         # the same model answers the same prompts as in the teacher variant: sent there once
-        "studyB-gsm8k-minimum_change:draft": (3, 0, 3 * 20, "exact"),
-        "studyB-gsm8k-minimum_change:correct": (3, 3, 3 * 20, "from config"),  # holds a draft
+        "studyB-gsm8k-minimum_change@tiny:draft": (3, 0, 3 * 20, "exact"),
+        "studyB-gsm8k-minimum_change@tiny:correct": (3, 3, 3 * 20, "from config"),  # holds a draft
         "TOTAL": (21, 18, 12 * 16 + 9 * 20, "from config")}
     total = rows["TOTAL"]
     prompt = sum(int(r["prompt_tokens"]) for s, r in rows.items() if s != "TOTAL")
@@ -92,11 +92,11 @@ def test_estimated_requests_are_the_requests_sent_and_the_report_sums_them(tiny)
     after = read_estimate(workdir)
     assert [after["TOTAL"][k] for k in ("requests", "cached", "to_send")] == ["21", "21", "0"]
     # the corrections are now built from the cached drafts: exact
-    assert after["studyB-gsm8k-minimum_change:correct"]["basis"] == "exact"
+    assert after["studyB-gsm8k-minimum_change@tiny:correct"]["basis"] == "exact"
 
     # the report's teacher bill: the accounting CSVs summed per stage beside the estimate
     paths = [workdir / f"results/sft/{s}.accounting.csv" for s in SETS[:3]] + [
-        workdir / f"results/studyB/gsm8k/{v}/accounting.csv" for v in ("teacher", "minimum_change")]
+        workdir / f"results/studyB/gsm8k/{v}/accounting.csv" for v in ("teacher", "minimum_change@tiny")]
     bill = accounting.compare(pd.read_csv(workdir / "results/estimate.csv"),
                               pd.concat(map(pd.read_csv, paths))).set_index("stage")
     assert (bill.requests == bill.requests_estimated).all()

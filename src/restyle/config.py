@@ -74,14 +74,79 @@ def _teacher_keys(config: dict, schema: dict) -> list[str]:
     if not isinstance(teachers, dict):
         return []
     problems = []
-    for study, key in (("study_a", "teacher"), ("study_b", "teacher"),
-                       ("study_b", "target_teacher")):
+    for study in ("study_a", "study_b"):
         section = config.get(study) or {}
-        name = (section.get(key, schema["properties"][study]["properties"][key]["default"])
+        name = (section.get("teacher", schema["properties"][study]["properties"]["teacher"]["default"])
                 if isinstance(section, dict) else None)
         if isinstance(name, str) and name not in teachers:  # else the schema said what is wrong
-            problems.append(f"config {study}.{key}: '{name}' is not a key of teachers "
+            problems.append(f"config {study}.teacher: '{name}' is not a key of teachers "
                             f"(known: {', '.join(teachers)})")
+    return problems
+
+
+# former keys -> the message naming what replaced them
+_RENAMED = {
+    ("target_model",): lambda old: f"config target_model: replaced by target_models, a list "
+                                   f"(target_models: [{old}])",
+    ("study_b", "target_teacher"): lambda old: (
+        f"config study_b.target_teacher: replaced by study_b.target_teachers, a map from each "
+        f"model to the teacher serving it (target_teachers: {{<model>: {old}}})"),
+}
+
+
+def _renamed(config: dict) -> tuple[dict, list[str]]:
+    """The config without former keys, and a message naming the new key for each."""
+    config, problems = copy.deepcopy(config), []
+    for path, message in _RENAMED.items():
+        section = config
+        for key in path[:-1]:
+            section = section.get(key) if isinstance(section, dict) else None
+        if isinstance(section, dict) and path[-1] in section:
+            problems.append(message(section.pop(path[-1])))
+    return config, problems
+
+
+def _study_b_models(config: dict, schema: dict, models: dict) -> list[str]:
+    """Target models and writers are keys of `models`; every writer of a written variant
+    (restyle.study_b.WRITTEN_VARIANTS) has a teacher serving it, which runs that model."""
+    defaults = {k: v.get("default") for k, v in schema["properties"]["study_b"]["properties"].items()}
+    section = config.get("study_b")
+    cfg = {**defaults, **(section if isinstance(section, dict) else {})}
+    targets = config.get("target_models", schema["properties"]["target_models"]["default"])
+    teachers = config.get("teachers") or schema["properties"]["teachers"]["default"]
+    problems = []
+    for key, names in (("target_models", targets), ("study_b.writers", cfg["writers"])):
+        for name in names if isinstance(names, list) else []:
+            if name not in models:
+                problems.append(f"config {key}: '{name}' is not a key of models "
+                                f"(known: {', '.join(models)})")
+    serving = cfg["target_teachers"] if isinstance(cfg["target_teachers"], dict) else {}
+    variants = cfg["variants"] if isinstance(cfg["variants"], list) else []
+    split = cfg["ppl_split_of"]
+    if set(variants) & set(study_b.PPL_SPLITS):
+        variants = [*variants, split]  # its source set is made too
+    written = list(dict.fromkeys(v for v in variants if v in study_b.WRITTEN_VARIANTS))
+    if not (written and cfg["tasks"] and isinstance(targets, list)):
+        return problems
+    writers = cfg["writers"] if isinstance(cfg["writers"], list) else targets
+    if split in written and set(variants) & set(study_b.PPL_SPLITS):
+        problems += [f"config study_b.ppl_split_of: {split} halves each target's own set, but "
+                     f"target {t} is not in study_b.writers" for t in targets if t not in writers]
+    # only the writers' entries: one for a model that writes nothing is unused (a merged default)
+    for model in writers:
+        key, name = f"config study_b.target_teachers.{model}", serving.get(model)
+        if model not in models:
+            continue
+        if name is None:
+            problems.append(f"{key}: missing: {model} writes {', '.join(written)}; name the "
+                            f"teacher serving it (a local one: teachers.X: {{backend: local, "
+                            f"model_key: {model}}})")
+        elif not isinstance(teachers.get(name), dict):
+            problems.append(f"{key}: '{name}' is not a key of teachers "
+                            f"(known: {', '.join(teachers)})")
+        elif teachers[name].get("backend") == "local" and teachers[name].get("model_key") != model:
+            problems.append(f"{key}: teacher '{name}' runs model "
+                            f"'{teachers[name].get('model_key')}', not '{model}'")
     return problems
 
 
@@ -89,12 +154,9 @@ def check(config: dict, schema_path: str | Path) -> None:
     """Raise ConfigError listing every schema violation and cross-key inconsistency."""
     schema = _with_study_names(yaml.safe_load(Path(schema_path).read_text()))
     validator = jsonschema.validators.validator_for(schema)(schema)
-    problems = [_describe(e) for e in sorted(validator.iter_errors(config), key=lambda e: list(e.path))]
+    config, problems = _renamed(config)
+    problems += [_describe(e) for e in sorted(validator.iter_errors(config), key=lambda e: list(e.path))]
     models = config.get("models") or {"smollm2-135m": None}
-    target = config.get("target_model", "smollm2-135m")
-    if isinstance(models, dict) and target not in models:
-        problems.append(f"config target_model: '{target}' is not a key of models "
-                        f"(known: {', '.join(models)})")
     for name, teacher in (config.get("teachers") or {}).items():
         if not isinstance(teacher, dict) or not isinstance(models, dict):
             continue
@@ -105,6 +167,8 @@ def check(config: dict, schema_path: str | Path) -> None:
             problems.append(f"config teachers.{name}.model: required for the openai backend")
     problems += _train_per_model(config, schema, models)
     problems += _teacher_keys(config, schema)
+    if isinstance(models, dict):
+        problems += _study_b_models(config, schema, models)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
 
@@ -124,7 +188,7 @@ def settings_for(train_cfg: dict, model: str) -> dict:
 
 def default_settings(config_file: str | os.PathLike, schema_file: str | os.PathLike) -> dict:
     """Config `train` of a config file with the schema's defaults filled in, as rule train sees
-    it, resolved for the file's target_model (tests and benchmarks start from it). Only the
+    it, resolved for the file's first target model (tests and benchmarks start from it). Only the
     `train` section is checked: the others are not this function's business."""
     import tempfile
 
@@ -138,7 +202,7 @@ def default_settings(config_file: str | os.PathLike, schema_file: str | os.PathL
         sub.write_text(yaml.safe_dump({**schema,
                                        "properties": {"train": schema["properties"]["train"]}}))
         validate(train, str(sub))  # fills in the defaults
-    return settings_for(train["train"], config["target_model"])
+    return settings_for(train["train"], config["target_models"][0])
 
 
 def resource(config: dict, model: str, name: str):

@@ -35,7 +35,7 @@ from restyle.cache import Cache
 from restyle.io import read_jsonl
 from restyle.records import MCItem, RuozhibaItem
 from restyle.study_a import extraction, rewrite
-from restyle.study_b import variants
+from restyle.study_b import parse_label, variants
 from restyle.teacher import DEFAULT_MAX_TOKENS, Request, Result
 
 EXACT, FROM_CONFIG = "exact", "from config"
@@ -132,20 +132,23 @@ class _Recorder:
 
 def study_b(cfg: dict, backends: dict[str, dict], names: dict[str, dict[str, str]],
             task_files: dict[str, str | Path], cache: str | Path) -> list[Planned]:
-    """What study B asks (config `study_b`): `backends`/`names` map each variant to its roles'
-    backend dicts and teacher keys, as the study_b_variant rule's params do."""
+    """What study B asks (config `study_b`): `backends`/`names` map each set label
+    (restyle.study_b.label: a variant, with `@{model}` for a per-model one) to its roles' backend
+    dicts and teacher keys, as the study_b_variant rule's params do. A per-model set's stages are
+    named after it, so each target model's requests are counted apart."""
     out = []
     for name in cfg["tasks"]:
         task = tasks.get(name, "study_b.tasks")
         items = variants.load_items(task, task_files[name], cfg["items"])
-        for variant in cfg["variants"]:
-            recorder = _Recorder(variants.sft_set_name(name, variant), cache)
+        for label in backends:
+            variant, model = parse_label(label)
+            recorder = _Recorder(variants.sft_set_name(name, variant, model), cache)
             # no target model is loaded: stand-in perplexities, and stand-in replies are not
             # judged (no request depends on either)
             variants.build(variants.Context(task, variant, cfg, items, recorder,
                                             scorer=lambda records: [0.0] * len(records),
-                                            source_records=[], backends=backends[variant],
-                                            names=names[variant], judge=False))
+                                            source_records=[], backends=backends[label],
+                                            names=names[label], judge=False, model=model))
             out += recorder.planned
     return out
 
