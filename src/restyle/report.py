@@ -236,8 +236,10 @@ def familiarity_matrix(summary: pd.DataFrame, per_example: pd.DataFrame, n_boot:
 def own_rewrite_lines(matrix: pd.DataFrame) -> list[str]:
     """Per target model and task: is its own rewrite the set it finds most familiar? Among the
     sets it scored that its own perplexity did not pick (best_of_n, low_ppl, high_ppl are chosen
-    for it by perplexity)."""
+    for it by perplexity). Nothing when no model rewrote in its own words."""
     lines = []
+    if not (matrix.variant == study_b.SELF_REWRITE).any():
+        return lines
     for (reader, task), g in matrix.groupby(["reader", "task"], sort=True):
         fair = g[~g.variant.isin(study_b.SCORED_VARIANTS) & g.corpus_perplexity.notna()]
         own_name = study_b.sft_set_name(task, study_b.SELF_REWRITE, reader)
