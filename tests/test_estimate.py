@@ -150,3 +150,31 @@ def test_prompts_are_counted_with_tiktoken_where_it_knows_the_model(monkeypatch)
     assert (how, count([{"role": "user", "content": "a b c"}])) == ("tiktoken", 10)
     for model in ("my-vllm-model", "offline-model"):
         assert teacher.token_counter({"backend": "openai", "model": model})[0] == "approx"
+
+
+def test_each_target_model_is_counted_apart(tmp_path):
+    """Two targets' minimum_change sets: each target's drafts go to its own server and each
+    correction to the teacher (the drafts differ, so the corrections do too); per-target totals
+    sum each one's stages. Nothing is sent (the endpoints do not exist)."""
+    from restyle.io import write_jsonl
+    from restyle.records import MathItem
+
+    items = tmp_path / "train.jsonl"
+    write_jsonl(items, [MathItem(id=f"g/{i}", question=f"{i} + 1?", answer=f"#### {i + 1}",
+                                 final=str(i + 1)) for i in range(3)])
+    cfg = {"tasks": ["gsm8k"], "items": None, "filter_correct": True,
+           "instructions": {"gsm8k": "Solve."}, "generation": {"max_tokens": 10,
+                                                               "temperature": 0.0, "seed": 0}}
+    server = {"backend": "openai", "base_url": "http://127.0.0.1:9/v1"}
+    backends = {f"minimum_change@{m}": {"teacher": {**server, "model": "gpt", "name": "gpt"},
+                                        "target": {**server, "model": m, "name": f"{m}-self"}}
+                for m in ("a", "b")}
+    names = {label: {role: b["name"] for role, b in roles.items()}
+             for label, roles in backends.items()}
+    planned = estimate.study_b(cfg, backends, names, {"gsm8k": items}, tmp_path / "cache.db")
+    rows = {r["stage"]: r for r in estimate.table(planned, tmp_path / "cache.db", None)}
+    for m in ("a", "b"):
+        assert rows[f"studyB-gsm8k-minimum_change@{m}:correct"]["to_send"] == 3
+        assert rows[f"TOTAL {m}-self"]["requests"] == 3
+        assert rows[f"TOTAL for {m}"]["requests"] == rows[f"TOTAL for {m}"]["to_send"] == 6
+    assert rows["TOTAL gpt"]["to_send"] == 6 and rows["TOTAL"]["requests"] == 12
