@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from snakemake.utils import update_config
+from snakemake.utils import update_config, validate
 
 from conftest import REPO
-from restyle.config import ConfigError, check
+from restyle.config import ConfigError, add_own_teachers, check
 from restyle.io import read_jsonl
 from restyle.records import MathItem, MCItem, RuozhibaItem
 
@@ -73,12 +73,7 @@ def test_bad_config_stops_before_any_job_and_names_the_key(tmp_path, config, mes
     ({"target_models": ["llama"]}, "config target_models: 'llama' is not a key of models"),
     ({"study_b": {"variants": ["self_rewrite"], "target_teachers": {"smollm2-135m": "gpt9"}}},
      "config study_b.target_teachers.smollm2-135m: 'gpt9' is not a key of teachers"),
-    ({"target_models": ["smollm2-135m", "b"], "models": {"b": {"source": "x"}},
-      "study_b": {"variants": ["self_rewrite"]}},
-     "config study_b.target_teachers.b: missing: b writes self_rewrite"),
-    ({"study_b": {"variants": ["minimum_change"], "writers": ["b"]}, "models": {"b": {"source": "x"}},
-      "teachers": {"tb": {"backend": "local", "model_key": "smollm2-135m"}}},
-     "config study_b.target_teachers.b: missing"),
+    ({"study_b": {"writers": ["c"]}}, "config study_b.writers: 'c' is not a key of models"),
     ({"models": {"b": {"source": "x"}}, "study_b": {
         "variants": ["self_rewrite"], "writers": ["b"], "target_teachers": {"b": "target"}}},
      "config study_b.target_teachers.b: teacher 'target' runs model 'smollm2-135m', not 'b'"),
@@ -87,13 +82,25 @@ def test_bad_config_stops_before_any_job_and_names_the_key(tmp_path, config, mes
      "smollm2-135m is not in study_b.writers"),
 ])
 def test_target_models_and_writers_are_checked_over_the_default(config, message):
-    """The checks of several target models, in process: the config merged over the default as
-    `snakemake --configfile` merges it."""
+    """The checks of several target models, in process, on the default config with `config`
+    merged over it."""
     merged = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     update_config(merged, config)
     with pytest.raises(ConfigError) as error:
         check(merged, REPO / "config" / "schema.yaml")
     assert message in str(error.value)
+
+
+def test_a_writer_with_no_teacher_named_writes_through_a_local_teacher_of_itself():
+    schema = REPO / "config" / "schema.yaml"
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    update_config(config, {"models": {"b": {"source": "x"}}, "target_models": ["smollm2-135m", "b"],
+                           "study_b": {"variants": ["human", "self_rewrite"]}})
+    check(config, schema)
+    add_own_teachers(config, schema)
+    validate(config, str(schema))
+    assert config["study_b"]["target_teachers"] == {"smollm2-135m": "target", "b": "self:b"}
+    assert config["teachers"]["self:b"] == {**config["teachers"]["target"], "model_key": "b"}
 
 
 def test_real_run_then_incremental_rerun(tiny):

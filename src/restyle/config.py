@@ -106,48 +106,73 @@ def _renamed(config: dict) -> tuple[dict, list[str]]:
     return config, problems
 
 
-def _study_b_models(config: dict, schema: dict, models: dict) -> list[str]:
-    """Target models and writers are keys of `models`; every writer of a written variant
-    (restyle.study_b.WRITTEN_VARIANTS) has a teacher serving it, which runs that model."""
+def _study_b_view(config: dict, schema: dict) -> tuple[dict, list, dict, list[str], list]:
+    """Config study_b over the schema's defaults, the target models, the teachers, the written
+    variants made (restyle.study_b.WRITTEN_VARIANTS, the source of low_ppl/high_ppl included)
+    and their writers: what the checks below and `add_own_teachers` read before validation."""
     defaults = {k: v.get("default") for k, v in schema["properties"]["study_b"]["properties"].items()}
     section = config.get("study_b")
     cfg = {**defaults, **(section if isinstance(section, dict) else {})}
     targets = config.get("target_models", schema["properties"]["target_models"]["default"])
+    targets = targets if isinstance(targets, list) else []
     teachers = config.get("teachers") or schema["properties"]["teachers"]["default"]
+    variants = cfg["variants"] if isinstance(cfg["variants"], list) else []
+    if set(variants) & set(study_b.PPL_SPLITS):
+        variants = [*variants, cfg["ppl_split_of"]]  # its source set is made too
+    written = list(dict.fromkeys(v for v in variants if v in study_b.WRITTEN_VARIANTS))
+    writers = cfg["writers"] if isinstance(cfg["writers"], list) else targets
+    return cfg, targets, teachers, written if cfg["tasks"] else [], writers
+
+
+def _study_b_models(config: dict, schema: dict, models: dict) -> list[str]:
+    """Target models and writers are keys of `models`; a teacher study_b.target_teachers names
+    for a writer exists and runs that model."""
+    cfg, targets, teachers, written, writers = _study_b_view(config, schema)
     problems = []
     for key, names in (("target_models", targets), ("study_b.writers", cfg["writers"])):
         for name in names if isinstance(names, list) else []:
             if name not in models:
                 problems.append(f"config {key}: '{name}' is not a key of models "
                                 f"(known: {', '.join(models)})")
-    serving = cfg["target_teachers"] if isinstance(cfg["target_teachers"], dict) else {}
-    variants = cfg["variants"] if isinstance(cfg["variants"], list) else []
     split = cfg["ppl_split_of"]
-    if set(variants) & set(study_b.PPL_SPLITS):
-        variants = [*variants, split]  # its source set is made too
-    written = list(dict.fromkeys(v for v in variants if v in study_b.WRITTEN_VARIANTS))
-    if not (written and cfg["tasks"] and isinstance(targets, list)):
-        return problems
-    writers = cfg["writers"] if isinstance(cfg["writers"], list) else targets
-    if split in written and set(variants) & set(study_b.PPL_SPLITS):
+    if split in written and set(cfg["variants"] or []) & set(study_b.PPL_SPLITS):
         problems += [f"config study_b.ppl_split_of: {split} halves each target's own set, but "
                      f"target {t} is not in study_b.writers" for t in targets if t not in writers]
-    # only the writers' entries: one for a model that writes nothing is unused (a merged default)
-    for model in writers:
+    serving = cfg["target_teachers"] if isinstance(cfg["target_teachers"], dict) else {}
+    # only the writers' entries: one for a model that writes nothing is unused (a default)
+    for model in writers if written else []:
         key, name = f"config study_b.target_teachers.{model}", serving.get(model)
-        if model not in models:
-            continue
-        if name is None:
-            problems.append(f"{key}: missing: {model} writes {', '.join(written)}; name the "
-                            f"teacher serving it (a local one: teachers.X: {{backend: local, "
-                            f"model_key: {model}}})")
-        elif not isinstance(teachers.get(name), dict):
+        if name is None or model not in models:
+            continue  # add_own_teachers gives it a local teacher of itself
+        if not isinstance(teachers.get(name), dict):
             problems.append(f"{key}: '{name}' is not a key of teachers "
                             f"(known: {', '.join(teachers)})")
         elif teachers[name].get("backend") == "local" and teachers[name].get("model_key") != model:
             problems.append(f"{key}: teacher '{name}' runs model "
                             f"'{teachers[name].get('model_key')}', not '{model}'")
     return problems
+
+
+OWN_TEACHER = "self:{model}"  # the teachers key of a writer's own local teacher
+
+
+def add_own_teachers(config: dict, schema_path: str | Path) -> None:
+    """Give every writer of a written study B variant that study_b.target_teachers leaves out a
+    local teacher of itself, `teachers.self:{model}` (in process, the schema's defaults), and map
+    it there: a model writes its own sets unless config names a server of it. Call it after
+    `check` and before validation (which fills in the new entries' defaults)."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    _, _, teachers, written, writers = _study_b_view(config, schema)
+    serving = config.setdefault("study_b", {}).setdefault(
+        "target_teachers", dict(schema["properties"]["study_b"]["properties"]["target_teachers"]
+                                ["default"]))
+    missing = [m for m in writers if m not in serving] if written else []
+    if missing and "teachers" not in config:
+        config["teachers"] = copy.deepcopy(teachers)
+    for model in missing:
+        name = OWN_TEACHER.format(model=model)
+        config["teachers"][name] = {"backend": "local", "model_key": model}
+        serving[model] = name
 
 
 def check(config: dict, schema_path: str | Path) -> None:
