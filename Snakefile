@@ -25,7 +25,7 @@ rule all:
     input:
         "results/report/study_a.csv",
         "results/report/study_b.csv",
-        model_manifest(config["target_model"]),
+        [model_manifest(t) for t in config["target_models"]],
         # rules/common.smk: every split of every task a stage reads
         [restyle_tasks.get(t).path(s) for t in used_tasks() for s in restyle_tasks.get(t).splits],
         "resources/data/ruozhiba.jsonl",

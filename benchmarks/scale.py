@@ -8,7 +8,8 @@ answers), so the sets are not empty and the planned DAG after the stages is the 
 evaluation and familiarity jobs for every set and seed. best_of_n's samples are answered wrong,
 so no target model is loaded to score them; low_ppl/high_ppl (no teacher) are left out. Changes
 to the paper config: the teachers point at the local server with no rate limits, the 8 rules are
-fixed (extraction needs a real teacher), the model is the bundled SmolLM2 (nothing is trained).
+fixed (extraction needs a real teacher), both target models are the bundled SmolLM2 (nothing is
+trained).
 
 Per scale (a fraction of the paper's items: MMLU train items per subject, GSM8K problems and
 study B questions), it prints: items (MMLU train + GSM8K train), teacher requests sent, wall time
@@ -68,10 +69,11 @@ def overrides(scale: float, url: str) -> dict:
 
     data = PAPER["data"]
     return {
-        "models": {"llama3-8b": {"source": "bundled:smollm2-135m-instruct"}},
+        "models": {m: {"source": "bundled:smollm2-135m-instruct"} for m in PAPER["target_models"]},
         "teachers": {"gpt4o": {"base_url": url, "api_key_env": None, "requests_per_minute": 0,
                                "tokens_per_minute": 0},
-                     "target": {"base_url": url}},
+                     **{PAPER["study_b"]["target_teachers"][m]: {"base_url": url}
+                        for m in PAPER["target_models"]}},
         "data": {"mmlu": {"per_subject": {"train": n(data["mmlu"]["per_subject"]["train"])}},
                  "gsm8k": {"per_split": {k: n(v) for k, v in data["gsm8k"]["per_split"].items()}}},
         "study_a": {"rules": {"fixed": RULES}},
@@ -147,14 +149,17 @@ def run_scale(scale: float, latency: float, root: Path) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     with TeacherLike(latency=latency) as server:
         config.write_text(yaml.safe_dump(overrides(scale, server.url)))
-        snakemake(workdir, config, "resources/models/llama3-8b/manifest.json",
+        snakemake(workdir, config, *(f"resources/models/{m}/manifest.json"
+                                     for m in PAPER["target_models"]),
                   "resources/data/mmlu/train.jsonl", "resources/data/gsm8k/train.jsonl")
         server.learn(workdir)
         estimate_s, _, _ = snakemake(workdir, config, "-f", "estimate")
         sets = [f"results/sft/studyA-{s}.jsonl"
                 for s in [*(r["slug"] for r in extraction.fixed(RULES)), "teacher_plain"]]
-        sets += [f"results/sft/{study_b.sft_set_name(t, v)}.jsonl"
-                 for t in PAPER["study_b"]["tasks"] for v in VARIANTS]
+        sets += [f"results/sft/{study_b.sft_set_name(t, *study_b.parse_label(label))}.jsonl"
+                 for t in PAPER["study_b"]["tasks"] for label in study_b.labels(
+                     {**PAPER["study_b"], "variants": VARIANTS, "writers": None},
+                     PAPER["target_models"])]
         wall, _, rss = snakemake(workdir, config, *sets)
         sent, in_jobs = len(server.requests), in_job_seconds(workdir)
         rerun, _, _ = snakemake(workdir, config, "--forcerun", *TEACHER_RULES, "--", *sets)

@@ -17,11 +17,12 @@ rule estimate:
         study_a=STUDY_A,
         study_b=STUDY_B,
         study_a_backend=teacher_backend(STUDY_A["teacher"]),
+        # per set label (restyle.study_b.label): one per target model for a per-model variant
         variant_backends={
-            v: {role: teacher_backend(n) for role, n in study_b_roles(v).items()}
-            for v in STUDY_B["variants"]
+            l: {role: teacher_backend(n) for role, n in study_b_roles(l).items()}
+            for l in study_b_labels()
         },
-        variant_names={v: study_b_roles(v) for v in STUDY_B["variants"]},
+        variant_names={l: study_b_roles(l) for l in study_b_labels()},
         cache=config["teacher_cache"],
         prices=config["prices"],
     log:

@@ -4,8 +4,8 @@
 def estimate_teachers():
     """Every teacher key the configured stages ask."""
     names = {STUDY_A["teacher"]}
-    for variant in STUDY_B["variants"] if STUDY_B["tasks"] else []:
-        names |= set(study_b_roles(variant).values())
+    for label in study_b_labels() if STUDY_B["tasks"] else []:
+        names |= set(study_b_roles(label).values())
     return sorted(names)
 
 

@@ -19,6 +19,7 @@ rule report:
         controls="results/report/controls.csv",
         familiarity_sets="results/report/study_b_familiarity.csv",
         familiarity_paired="results/report/study_b_familiarity_paired.csv",
+        familiarity_matrix="results/report/study_b_familiarity_matrix.csv",
         summary="results/report/summary.md",
         summary_rst="results/report/summary.rst",  # the head of the HTML report (workflow.rst)
         study_a=report(
@@ -49,6 +50,11 @@ rule report:
         shift=report(
             "results/report/study_b_familiarity_shift.png",
             caption="../report/study_b_shift.rst",
+            category="Study B",
+        ),
+        matrix_heatmap=report(
+            "results/report/study_b_familiarity_matrix.png",
+            caption="../report/study_b_matrix.rst",
             category="Study B",
         ),
         teacher_bill=report(

@@ -2,30 +2,34 @@
 
 
 def report_eval_items():
-    """Per-question results of the base model and every checkpoint on every task; a control arm
-    on the task it controls only (its verdict reads that one, its score elsewhere says nothing)."""
+    """Per-question results of every target's base model and checkpoints on every task; a
+    control arm on the task it controls only (its verdict reads that one, its score elsewhere
+    says nothing)."""
     out = []
-    for run in [restyle_runs.BASE, *trained_runs()]:
-        control = restyle_controls.parse_name(restyle_runs.parse_run(run)[0])
-        for task in [control[0]] if control else config["eval"]["tasks"]:
-            out.append(f"results/eval/{config['target_model']}/{run}/{task}/items.csv")
+    for target in TARGETS:
+        for run in [restyle_runs.BASE, *trained_runs(target)]:
+            control = restyle_controls.parse_name(restyle_runs.parse_run(run)[0])
+            for task in [control[0]] if control else config["eval"]["tasks"]:
+                out.append(f"results/eval/{target}/{run}/{task}/items.csv")
     return out
 
 
 def report_familiarity():
-    """Familiarity of the untrained model with every study B set, and of each study B checkpoint."""
-    if not study_b_sft_sets():
-        return []
-    sets = study_b_sft_sets()
-    runs = [run for run in trained_runs() if restyle_runs.parse_run(run)[0] in sets]
-    return familiarity_outputs(config["target_model"], [restyle_runs.BASE, *runs])
+    """Familiarity of every untrained target with every study B set, and of each target's study B
+    checkpoints with its sets."""
+    out = []
+    for target in TARGETS if study_b_sft_sets() else []:
+        sets = study_b_sft_sets(target)
+        runs = [run for run in trained_runs(target) if restyle_runs.parse_run(run)[0] in sets]
+        out += familiarity_outputs(target, [restyle_runs.BASE, *runs])
+    return out
 
 
 def report_familiarity_examples():
-    """Per-example familiarity of the untrained model with every study B set."""
+    """Per-example familiarity of every untrained target with every study B set (the matrix)."""
     if not study_b_sft_sets():
         return []
-    return [f"results/familiarity/{config['target_model']}/{restyle_runs.BASE}/per_example.csv"]
+    return [f"results/familiarity/{t}/{restyle_runs.BASE}/per_example.csv" for t in TARGETS]
 
 
 def teacher_accounting():
@@ -35,9 +39,9 @@ def teacher_accounting():
     original = restyle_study_a.sft_set_name("original")  # asks no teacher
     study_a = [f"results/sft/{s}.accounting.csv" for s in study_a_sft_sets() if s != original]
     study_b = expand(
-        "results/studyB/{task}/{variant}/accounting.csv",
+        "results/studyB/{task}/{label}/accounting.csv",
         task=STUDY_B["tasks"],
-        variant=STUDY_B["variants"],
+        label=study_b_labels(),
     )
     return ["results/rules/accounting.csv", *study_a, *study_b]
 
@@ -47,19 +51,29 @@ def teacher_label(name):
     return f"{name} ({teacher['model'] or teacher['model_key']}, {teacher['backend']})"
 
 
+def training_label(target):
+    train = restyle_config.settings_for(config["train"], target)
+    steps = train["max_steps"] or f"{train['epochs']} epoch(s)"
+    return (
+        f"{train['method']}, {steps} steps of {train['batch_size']} examples, "
+        f"lr {train['learning_rate']}, seeds {config['train']['seeds']}"
+    )
+
+
 def report_settings():
     """What produced the results, for the report's first page."""
-    train = restyle_config.settings_for(config["train"], config["target_model"])
-    steps = train["max_steps"] or f"{train['epochs']} epoch(s)"
+    trainings = {t: training_label(t) for t in TARGETS}
+    same = len(set(trainings.values())) == 1
     return {
-        "model": f"{config['target_model']} ({config['models'][config['target_model']]['source']})",
+        "model": ", ".join(f"{t} ({config['models'][t]['source']})" for t in TARGETS),
         "controls": config["controls"],
         "study A": f"teacher {teacher_label(STUDY_A['teacher'])}, "
         f"{STUDY_A['rewrite']['items_per_set'] or 'all'} MMLU train items per set",
         "study B": f"teacher {teacher_label(STUDY_B['teacher'])}, tasks {STUDY_B['tasks']}, "
         f"variants {STUDY_B['variants']}, {STUDY_B['items'] or 'all'} questions per task",
-        "training": f"{train['method']}, {steps} steps of {train['batch_size']} examples, "
-        f"lr {train['learning_rate']}, seeds {config['train']['seeds']}",
+        "training": trainings[TARGETS[0]]
+        if same
+        else "; ".join(f"{t}: {v}" for t, v in trainings.items()),
         "evaluation": f"tasks {config['eval']['tasks']}, MMLU k_shot {config['eval']['mmlu']['k_shot']}, "
         f"chat_template {config['eval']['mmlu']['chat_template']}",
     }

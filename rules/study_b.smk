@@ -1,38 +1,43 @@
 # Study B (familiarity): response variants of the same training questions, one SFT set per
-# (task, variant), and the target model's perplexity on every set before and after training.
+# (task, variant) or, for a variant made by or for a model, per (task, variant, model): the
+# {label} "variant@model" (restyle.study_b.label). Every target model's perplexity on every set
+# before training, and on its own sets after training.
 
 
 include: "study_b_common.smk"
 
 
 checkpoint study_b_variant:
-    """One study B response variant of one task's training questions, filtered for correctness."""
+    """One study B response variant of one task's training questions (for one model when the
+    label names one), filtered for correctness."""
     input:
         unpack(study_b_variant_inputs),
     output:
-        sft="results/sft/studyB-{task}-{variant}.jsonl",
-        dropped="results/studyB/{task}/{variant}/dropped.jsonl",
-        stats="results/studyB/{task}/{variant}/stats.csv",
-        accounting="results/studyB/{task}/{variant}/accounting.csv",
+        sft="results/sft/studyB-{task}-{label}.jsonl",
+        dropped="results/studyB/{task}/{label}/dropped.jsonl",
+        stats="results/studyB/{task}/{label}/stats.csv",
+        accounting="results/studyB/{task}/{label}/accounting.csv",
     params:
         code=lambda wc: code_version("study_b_variant.py", wc.task),
-        templates=lambda wc: restyle_versions.study_b_templates(wc.task, wc.variant),
+        templates=lambda wc: restyle_versions.study_b_templates(
+            wc.task, restyle_study_b.parse_label(wc.label)[0]
+        ),
         cfg=study_b_variant_cfg,
         backends=lambda wc: {
-            role: teacher_backend(name) for role, name in study_b_roles(wc.variant).items()
+            role: teacher_backend(name) for role, name in study_b_roles(wc.label).items()
         },
-        names=lambda wc: study_b_roles(wc.variant),
+        names=lambda wc: study_b_roles(wc.label),
         cache=config["teacher_cache"],
         prices=config["prices"],
-        target_manifest=model_manifest(config["target_model"]),
+        target_manifest=study_b_target_manifest,
     wildcard_constraints:
         task="|".join(restyle_tasks.NAMES),
-        variant="|".join(restyle_study_b.VARIANTS),
+        label=study_b_label_constraint(),
     log:
-        main="logs/study_b/{task}/{variant}.log",
-        failures="logs/study_b/{task}/{variant}.failures.jsonl",
+        main="logs/study_b/{task}/{label}.log",
+        failures="logs/study_b/{task}/{label}.failures.jsonl",
     benchmark:
-        "logs/benchmarks/study_b/{task}/{variant}.tsv"
+        "logs/benchmarks/study_b/{task}/{label}.tsv"
     threads: 2
     resources:
         mem_mb=8000,
@@ -47,9 +52,9 @@ rule study_b_stats:
     """Kept and dropped counts of every study B set in one table."""
     input:
         expand(
-            "results/studyB/{task}/{variant}/stats.csv",
+            "results/studyB/{task}/{label}/stats.csv",
             task=STUDY_B["tasks"],
-            variant=STUDY_B["variants"],
+            label=study_b_labels(),
         ),
     output:
         "results/studyB/stats.csv",
@@ -68,8 +73,9 @@ rule study_b_stats:
 
 
 rule familiarity:
-    """Perplexity of {model} on every study B set (one model load for all): the untrained model,
-    or a fine-tuned checkpoint (LoRA adapter or full model) on top of it."""
+    """Perplexity of {model} on study B sets (one model load for all): the untrained model on every
+    set (every target's row of the familiarity matrix), or a fine-tuned checkpoint (LoRA adapter
+    or full model) on top of it on the sets its model trains on."""
     input:
         unpack(familiarity_inputs),
     output:
@@ -78,7 +84,7 @@ rule familiarity:
     params:
         code=code_version("study_b_familiarity.py"),
         cfg=STUDY_B["familiarity"],
-        names=study_b_sft_sets(),
+        names=familiarity_sets,
         adapter=lambda wc: restyle_runs.checkpoint_file(wc.model, wc.run, "adapter"),
         run=lambda wc: wc.run,
     wildcard_constraints:

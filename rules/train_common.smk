@@ -4,12 +4,13 @@ from snakemake.logging import logger
 _ANNOUNCED_EMPTY = set()
 
 
-def trained_sets():
-    """Every SFT set with examples in it, study A's and study B's; this waits for the stages'
-    checkpoints, so call it from input functions only. An empty set is a missing arm: said
-    once on the console here, with its reason in results/report/missing_arms.csv."""
-    trained = [*study_a_trainable_sets(), *study_b_trainable_sets()]
-    for name in [*study_a_sft_sets(), *study_b_sft_sets()]:
+def trained_sets(target):
+    """Every SFT set with examples in it that `target` trains on: study A's, the shared study B
+    sets and its own; this waits for the stages' checkpoints, so call it from input functions
+    only. An empty set is a missing arm: said once on the console here, with its reason in
+    results/report/missing_arms.csv."""
+    trained = [*study_a_trainable_sets(), *study_b_trainable_sets(target)]
+    for name in [*study_a_sft_sets(), *study_b_sft_sets(target)]:
         if name not in trained and name not in _ANNOUNCED_EMPTY:
             _ANNOUNCED_EMPTY.add(name)
             logger.warning(
@@ -19,7 +20,7 @@ def trained_sets():
     return [*trained, *control_sets()]  # rules/controls.smk; never empty
 
 
-def trained_runs():
-    """The run name (restyle.runs) of every checkpoint the studies train."""
+def trained_runs(target):
+    """The run name (restyle.runs) of every checkpoint the studies train for `target`."""
     seeds = config["train"]["seeds"]
-    return [restyle_runs.run_name(s, seed) for s in trained_sets() for seed in seeds]
+    return [restyle_runs.run_name(s, seed) for s in trained_sets(target) for seed in seeds]

@@ -20,27 +20,30 @@ write_csv(out.missing_arms, missing.to_dict("records"), report.MISSING_COLUMNS)
 for arm in missing.itertuples():
     log.warning("missing arm: study %s %s (seeds %s): %s", arm.study, arm.arm, arm.seeds,
                 arm.reason)
-controls = report.controls_table(items, cfg["bootstrap_samples"], cfg["seed"])
-write_csv(out.controls, controls.to_dict("records"), report.CONTROL_COLUMNS)
+boot = {"n_boot": cfg["bootstrap_samples"], "seed": cfg["seed"]}
+controls = report.per_target(report.controls_table, items, **boot)
+write_csv(out.controls, controls.to_dict("records"), ["target", *report.CONTROL_COLUMNS])
 
-study_a = report.study_a_table(items, cfg["bootstrap_samples"], cfg["seed"])
+study_a = report.per_target(report.study_a_table, items, **boot)
 study_a.to_csv(out.study_a, index=False)
-effects = report.rule_effects(study_a)
-report.consistency(effects).to_csv(out.consistency, index=False)
-report.plot_heatmap(effects, out.heatmap)
+report.consistency_per_target(study_a).to_csv(out.consistency, index=False)
+report.plot_heatmap(report.rule_effects(study_a), out.heatmap)
 
-study_b = report.study_b_table(items, familiarity, cfg["bootstrap_samples"], cfg["seed"])
+study_b = report.per_target(report.study_b_table, items, familiarity=familiarity, **boot)
 study_b.to_csv(out.study_b, index=False)
 report.plot_familiarity_vs_accuracy(study_b, out.scatter)
 report.plot_familiarity_shift(study_b, out.shift)
 log.info("study A: %d rows, study B: %d rows", len(study_a), len(study_b))
-sets, paired = report.study_b_familiarity(report.read_csvs(snakemake.input.familiarity_examples),
-                                          cfg["bootstrap_samples"], cfg["seed"])
+per_example = report.read_csvs(snakemake.input.familiarity_examples)
+sets, paired = report.study_b_familiarity(per_example, **boot)
 sets.to_csv(out.familiarity_sets, index=False)
 paired.to_csv(out.familiarity_paired, index=False)
+matrix = report.familiarity_matrix(familiarity, per_example, **boot)
+matrix.to_csv(out.familiarity_matrix, index=False)
+report.plot_familiarity_matrix(matrix, out.matrix_heatmap)
 
 sections = report.summary_lines(missing, controls, study_a, study_b, snakemake.params.settings,
-                                paired)
+                                paired, matrix)
 for path, text in ((out.summary, report.summary_markdown(sections)),
                    (out.summary_rst, report.summary_rst(sections))):
     with atomic_path(path) as tmp:

@@ -65,7 +65,7 @@ def tiny(tmp_path, smollm2_manifest):
                                    ensure_ascii=False) + "\n")
     config = {
         "models": {"tiny": {"source": str(smollm2_manifest.parent / "hf")}},
-        "target_model": "tiny",
+        "target_models": ["tiny"],
         "data": {"mmlu": {"source": "csv", "csv_dir": str(mmlu_dir), "subjects": ["anatomy"],
                           "per_subject": {"train": 4, "dev": 2, "test": 5}},
                  "ruozhiba": {"source": "file", "path": str(ruozhiba)},

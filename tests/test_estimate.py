@@ -24,7 +24,7 @@ from restyle.records import RuozhibaItem  # noqa: E402
 
 PRICES = {"m": {"input": 1.0, "output": 2.0}}
 SETS = ["studyA-exaggeration", "studyA-irony", "studyA-teacher_plain",
-        "studyB-gsm8k-teacher", "studyB-gsm8k-minimum_change"]
+        "studyB-gsm8k-teacher", "studyB-gsm8k-minimum_change@tiny"]
 
 
 def small_config(tiny, url: str) -> dict:
@@ -42,7 +42,7 @@ def small_config(tiny, url: str) -> dict:
                                             {"name": "Irony", **rule}]},
                         "rewrite": {"items_per_set": None, "max_tokens": 16}},
             "study_b": {"tasks": ["gsm8k"], "variants": ["human", "teacher", "minimum_change"],
-                        "teacher": "api", "target_teacher": "api", "items": None,
+                        "teacher": "api", "target_teachers": {"tiny": "api"}, "items": None,
                         "generation": {"max_tokens": 20}}}
 
 
@@ -63,8 +63,8 @@ def test_estimate_sends_nothing_and_counts_by_hand(tiny):
         "studyA-teacher_plain": (4, 4, 4 * 16, "exact"),
         "studyB-gsm8k-teacher:teacher": (3, 3, 3 * 20, "exact"),
         # the same model answers the same prompts as in the teacher variant: sent there once
-        "studyB-gsm8k-minimum_change:draft": (3, 0, 3 * 20, "exact"),
-        "studyB-gsm8k-minimum_change:correct": (3, 3, 3 * 20, "from config"),  # holds a draft
+        "studyB-gsm8k-minimum_change@tiny:draft": (3, 0, 3 * 20, "exact"),
+        "studyB-gsm8k-minimum_change@tiny:correct": (3, 3, 3 * 20, "from config"),  # holds a draft
         "TOTAL": (21, 18, 12 * 16 + 9 * 20, "from config")}
     total = rows["TOTAL"]
     prompt = sum(int(r["prompt_tokens"]) for s, r in rows.items() if s != "TOTAL")
@@ -95,11 +95,11 @@ def test_estimated_requests_are_the_requests_sent_and_the_report_sums_them(tiny)
     after = read_estimate(workdir)
     assert [after["TOTAL"][k] for k in ("requests", "cached", "to_send")] == ["21", "21", "0"]
     # the corrections are now built from the cached drafts: exact
-    assert after["studyB-gsm8k-minimum_change:correct"]["basis"] == "exact"
+    assert after["studyB-gsm8k-minimum_change@tiny:correct"]["basis"] == "exact"
 
     # the report's teacher bill: the accounting CSVs summed per stage beside the estimate
     paths = [workdir / f"results/sft/{s}.accounting.csv" for s in SETS[:3]] + [
-        workdir / f"results/studyB/gsm8k/{v}/accounting.csv" for v in ("teacher", "minimum_change")]
+        workdir / f"results/studyB/gsm8k/{v}/accounting.csv" for v in ("teacher", "minimum_change@tiny")]
     bill = accounting.compare(pd.read_csv(workdir / "results/estimate.csv"),
                               pd.concat(map(pd.read_csv, paths))).set_index("stage")
     assert (bill.requests == bill.requests_estimated).all()
@@ -275,14 +275,43 @@ def test_the_paper_config_plans_and_prices_its_five_tasks_offline(tmp_path):
     workdir = tmp_path / "work"
     plan = snakemake(workdir, "-n", config=config)
     assert plan.returncode == 0, plan.stderr[-3000:]
-    assert re.search(r"^study_b_variant\s+50$", plan.stdout, re.M), plan.stdout[-2000:]
+    # 5 tasks x (5 shared variants + 5 made by or for each of the 2 targets)
+    assert re.search(r"^study_b_variant\s+75$", plan.stdout, re.M), plan.stdout[-2000:]
     result = snakemake(workdir, "-f", "estimate", config=config)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = read_estimate(workdir)
     sizes = {"gsm8k": 1000, "math": 1000, "ecqa": 1000, "mbpp": 374, "humaneval": 82}
     for task, n in sizes.items():
         assert rows[f"studyB-{task}-teacher:teacher"]["requests"] == str(n), task
-        assert rows[f"studyB-{task}-best_of_n:samples"]["requests"] == str(2 * n), task
-    # GPT-4o's bill is priced; the self-hosted target's is unknown, so the total is too
+        for target in config["target_models"]:
+            assert rows[f"studyB-{task}-best_of_n@{target}:samples"]["requests"] == str(2 * n)
+    # GPT-4o's bill is priced; the self-hosted targets' is unknown, so the total is too
     assert float(rows["TOTAL gpt4o"]["cost"]) > 0 and rows["TOTAL"]["cost"] == ""
 
+
+def test_each_target_model_is_counted_apart(tmp_path):
+    """Two targets' minimum_change sets: each target's drafts go to its own server and each
+    correction to the teacher (the drafts differ, so the corrections do too); per-target totals
+    sum each one's stages. Nothing is sent (the endpoints do not exist)."""
+    from restyle.io import write_jsonl
+    from restyle.records import MathItem
+
+    items = tmp_path / "train.jsonl"
+    write_jsonl(items, [MathItem(id=f"g/{i}", question=f"{i} + 1?", answer=f"#### {i + 1}",
+                                 final=str(i + 1)) for i in range(3)])
+    cfg = {"tasks": ["gsm8k"], "items": None, "filter_correct": True,
+           "instructions": {"gsm8k": "Solve."}, "generation": {"max_tokens": 10,
+                                                               "temperature": 0.0, "seed": 0}}
+    server = {"backend": "openai", "base_url": "http://127.0.0.1:9/v1"}
+    backends = {f"minimum_change@{m}": {"teacher": {**server, "model": "gpt", "name": "gpt"},
+                                        "target": {**server, "model": m, "name": f"{m}-self"}}
+                for m in ("a", "b")}
+    names = {label: {role: b["name"] for role, b in roles.items()}
+             for label, roles in backends.items()}
+    planned = estimate.study_b(cfg, backends, names, {"gsm8k": items}, tmp_path / "cache.db")
+    rows = {r["stage"]: r for r in estimate.table(planned, tmp_path / "cache.db", None)}
+    for m in ("a", "b"):
+        assert rows[f"studyB-gsm8k-minimum_change@{m}:correct"]["to_send"] == 3
+        assert rows[f"TOTAL {m}-self"]["requests"] == 3
+        assert rows[f"TOTAL for {m}"]["requests"] == rows[f"TOTAL for {m}"]["to_send"] == 6
+    assert rows["TOTAL gpt"]["to_send"] == 6 and rows["TOTAL"]["requests"] == 12

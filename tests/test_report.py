@@ -148,3 +148,55 @@ def test_study_b_familiarity_per_set_and_paired_with_human():
                                     pd.DataFrame(), pd.DataFrame(), {}, paired)
     assert any("`teacher_rewrite` vs `human` on the 4 questions both answer" in line
                for line in sections[2][1])
+
+
+def test_familiarity_matrix_reads_every_set_with_every_target_and_the_own_rewrite(tmp_path):
+    """Two readers, three sets (one empty): K x S cells with their counts; each reader's own
+    rewrite is the reference of its row's paired ratios; the summary line says which is most
+    familiar."""
+    sets = {"studyB-gsm8k-human": 2.0, "studyB-gsm8k-self_rewrite@a": 1.0,
+            "studyB-gsm8k-self_rewrite@b": 1.5, "studyB-gsm8k-best_of_n@a": 0.5}
+    rows, summary = [], []
+    for reader in ("a", "b"):
+        for dataset, nll in sets.items():
+            n = 0 if dataset.endswith("@b") and reader == "a" else 5  # pretend a scored it empty
+            n = 4 if dataset.endswith("best_of_n@a") else n
+            summary.append({"model": reader, "run": "base", "dataset": dataset, "count": n})
+            for i in range(n):
+                # b reads its own rewrite best; a reads its own best
+                mine = dataset.endswith(f"@{reader}")
+                rows.append({"model": reader, "run": "base", "dataset": dataset,
+                             "id": f"{dataset}/{i}", "source_id": f"q{i}", "tokens": 10,
+                             "nll_sum": 10 * (nll - (0.8 if mine else 0)) + 0.1 * i,
+                             "mean_nll": nll, "perplexity": 0.0})
+    matrix = report.familiarity_matrix(pd.DataFrame(summary), pd.DataFrame(rows), 200, 0)
+    assert len(matrix) == 2 * 4
+    cells = matrix.set_index(["reader", "set"])
+    assert cells.loc[("a", "studyB-gsm8k-self_rewrite@b")].examples == 0
+    assert np.isnan(cells.loc[("a", "studyB-gsm8k-self_rewrite@b")].corpus_perplexity)
+    own = cells.loc[("b", "studyB-gsm8k-self_rewrite@b")]
+    assert own.writer == "b" and own.ratio_vs_own == pytest.approx(1.0)
+    human = cells.loc[("b", "studyB-gsm8k-human")]
+    assert human.n_shared == 5 and human.ratio_vs_own > 1 and human.excludes_one
+    assert human.writer in ("", None) or pd.isna(human.writer)
+    lines = report.own_rewrite_lines(matrix)
+    assert len(lines) == 2
+    # best_of_n@a is more familiar to a, but it was picked by a's perplexity: not compared
+    assert lines[0].startswith("familiarity of target a (gsm8k): its own rewrite "
+                               "`studyB-gsm8k-self_rewrite@a` is its most familiar set")
+    assert "`studyB-gsm8k-self_rewrite@b`" in lines[1] and " is its most familiar" in lines[1]
+    report.plot_familiarity_matrix(matrix, tmp_path / "matrix.png")
+    assert (tmp_path / "matrix.png").stat().st_size > 5000
+
+
+def test_tables_per_target_never_mix_two_targets_questions():
+    n = 20
+    right, wrong = np.ones(n, bool), np.zeros(n, bool)
+    frames = []
+    for model, trained in (("a", right), ("b", wrong)):
+        for sft_set, correct in (("base", wrong), ("studyB-gsm8k-human", trained)):
+            frames.append(items_for(sft_set, 0, "gsm8k", "gsm8k", correct).assign(model=model))
+    table = report.per_target(report.study_b_table, pd.concat(frames, ignore_index=True),
+                              familiarity=pd.DataFrame(), n_boot=100, seed=0)
+    assert table.target.tolist() == ["a", "b"] and table.columns[0] == "target"
+    assert table.delta_vs_base.tolist() == [1.0, 0.0]

@@ -68,18 +68,19 @@ def test_a_library_edit_reruns_exactly_the_jobs_that_run_it(tmp_path, smollm2_ma
             return {}, set()
         table = plan.split("Job stats:")[1].split("total")[0]
         jobs = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
-        return jobs, set(re.findall(r"variant=(\w+)", plan))
+        return jobs, set(re.findall(r"label=(\w+)", plan))
 
     with ChatServer() as server:
         config = {
             "models": {"tiny": {"source": str(smollm2_manifest.parent / "hf")}},
-            "target_model": "tiny",
+            "target_models": ["tiny"],
             "teachers": {"echo": {"backend": "openai", "model": "m", "base_url": server.url,
                                   "max_retries": 0},
                          "target": {"backend": "local", "model_key": "tiny"},
                          "local": {"backend": "local", "model_key": "tiny"}},
             "data": {"gsm8k": {"per_split": {"train": 2, "test": 1}, "seed": 5}},
             "study_b": {"tasks": ["gsm8k"], "teacher": "echo", "items": 2, "variants": VARIANTS,
+                        "target_teachers": {"tiny": "target"},
                         "generation": {"max_tokens": 8}},
         }
         config_path = tmp_path / "config.yaml"
@@ -102,7 +103,7 @@ def test_a_library_edit_reruns_exactly_the_jobs_that_run_it(tmp_path, smollm2_ma
         # the checkpoint really reruns on its changed param, and is current afterwards
         variants_py.write_text(original.replace(rewrite, plainly))
         rerun = snakemake()
-        assert set(re.findall(r"variant=(\w+)", rerun)) == {"teacher_rewrite"}
+        assert set(re.findall(r"label=(\w+)", rerun)) == {"teacher_rewrite"}
         assert "Nothing to be done" in snakemake("-n")
 
 

@@ -185,7 +185,7 @@ def _mmlu_csv(root: Path, subjects=("anatomy", "astronomy"), n=4) -> Path:
 def _config(tmp_path, model_hf, **study_a):
     return {
         "models": {"tiny": {"source": str(model_hf)}},
-        "target_model": "tiny",
+        "target_models": ["tiny"],
         # every teacher of the default config (other stages check theirs), on the tiny model
         "teachers": {name: {**t, "model_key": "tiny"} if t["backend"] == "local" else t
                      for name, t in DEFAULT["teachers"].items()},

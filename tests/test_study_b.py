@@ -65,14 +65,31 @@ def test_extract_choice_explicit_only_reads_an_answer_sentence_only():
 
 
 def test_teacher_roles_name_the_teachers_each_variant_asks():
-    cfg = {"teacher": "t", "target_teacher": "s"}
-    roles = {v: study_b.teacher_roles(v, cfg) for v in study_b.VARIANTS}
+    cfg = {"teacher": "t", "target_teachers": {"m": "s", "other": "o"}}
+    roles = {v: study_b.teacher_roles(v, cfg, "m") for v in study_b.VARIANTS}
     teacher, target = {"teacher": "t"}, {"target": "s"}
     assert roles == {"human": {}, "teacher": teacher, "teacher_rewrite": teacher,
                      "teacher_steps": teacher, "teacher_detailed_steps": teacher,
                      "self_rewrite": target, "minimum_change": {**teacher, **target},
                      "best_of_n": teacher, "low_ppl": {}, "high_ppl": {}}
     assert list(roles["minimum_change"]) == ["teacher", "target"]  # the order its params keep
+    assert study_b.teacher_roles("self_rewrite", cfg, "other") == {"target": "o"}
+
+
+def test_per_model_variants_get_one_set_per_writer_or_target():
+    cfg = {"variants": ["human", "self_rewrite", "best_of_n", "low_ppl"], "writers": None}
+    assert study_b.labels(cfg, ["a", "b"]) == [
+        "human", "self_rewrite@a", "self_rewrite@b", "best_of_n@a", "best_of_n@b", "low_ppl@a",
+        "low_ppl@b"]
+    writers = study_b.labels({**cfg, "writers": ["a", "w"]}, ["a", "b"])
+    assert [x for x in writers if x.startswith("self_rewrite")] == ["self_rewrite@a",
+                                                                    "self_rewrite@w"]
+    name = study_b.sft_set_name("gsm8k", "self_rewrite", "w")
+    assert name == "studyB-gsm8k-self_rewrite@w"
+    assert study_b.parse_set_name(name) == ("gsm8k", "self_rewrite", "w")
+    assert study_b.parse_set_name("studyB-gsm8k-human") == ("gsm8k", "human", None)
+    assert [x for x in writers if study_b.trained_by(x, "b")] == ["human", "best_of_n@b",
+                                                                  "low_ppl@b"]
 
 
 # ---------------------------------------------------------------- variants on a scripted server
@@ -318,7 +335,7 @@ def test_snakemake_stage_on_tiny_inputs(tmp_path, smollm2_manifest):
     with ScriptedServer() as server:
         config = {
             "models": {"tiny": {"source": str(smollm2_manifest.parent / "hf")}},
-            "target_model": "tiny",
+            "target_models": ["tiny"],
             "teachers": {"scripted": {"backend": "openai", "model": "teacher-m",
                                       "base_url": server.url, "max_retries": 0},
                          "target": {"backend": "local", "model_key": "tiny", "batch_size": 4},
@@ -326,7 +343,8 @@ def test_snakemake_stage_on_tiny_inputs(tmp_path, smollm2_manifest):
             "data": {"gsm8k": {"per_split": {"train": 4, "test": 2}, "seed": 5}},
             "study_b": {"tasks": ["gsm8k"], "teacher": "scripted", "items": 3,
                         "variants": ["human", "teacher", "self_rewrite", "low_ppl", "high_ppl"],
-                        "ppl_split_of": "human", "generation": {"max_tokens": 24}},
+                        "ppl_split_of": "human", "generation": {"max_tokens": 24},
+                        "target_teachers": {"tiny": "target"}},
         }
         path = workdir / "config.yaml"
         path.parent.mkdir(parents=True)
@@ -348,8 +366,9 @@ def test_snakemake_stage_on_tiny_inputs(tmp_path, smollm2_manifest):
     # the scripted teacher: synthetic problems are not "Sam has" ones, so it answers 999
     assert stats["teacher"]["wrong_answer"] == "3" and stats["teacher"]["kept"] == "0"
     assert (res / "sft" / "studyB-gsm8k-teacher.jsonl").read_text() == ""
-    low = read_jsonl(res / "sft" / "studyB-gsm8k-low_ppl.jsonl", SFTRecord.from_dict)
-    high = read_jsonl(res / "sft" / "studyB-gsm8k-high_ppl.jsonl", SFTRecord.from_dict)
+    # the sets picked by or written by the target model carry its name
+    low = read_jsonl(res / "sft" / "studyB-gsm8k-low_ppl@tiny.jsonl", SFTRecord.from_dict)
+    high = read_jsonl(res / "sft" / "studyB-gsm8k-high_ppl@tiny.jsonl", SFTRecord.from_dict)
     assert len(low) == len(high) == 1
     assert low[0].provenance["target_perplexity"] < high[0].provenance["target_perplexity"]
     # self_rewrite really ran the local target model: kept or dropped, every item is accounted for
@@ -357,11 +376,12 @@ def test_snakemake_stage_on_tiny_inputs(tmp_path, smollm2_manifest):
     assert int(sr["kept"]) + int(sr["dropped"]) == 3 and int(sr["completion_tokens"]) > 0
     summary = {r["dataset"]: r for r in csv.DictReader(
         open(res / "familiarity" / "tiny" / "base" / "summary.csv"))}
-    assert set(summary) == {f"studyB-gsm8k-{v}" for v in config["study_b"]["variants"]}
+    assert set(summary) == {f"studyB-gsm8k-{v}" for v in (
+        "human", "teacher", "self_rewrite@tiny", "low_ppl@tiny", "high_ppl@tiny")}
     assert summary["studyB-gsm8k-human"]["count"] == "3"
     assert summary["studyB-gsm8k-teacher"]["count"] == "0"  # an empty set gives a row, no crash
     per_example = list(csv.DictReader(open(res / "familiarity" / "tiny" / "base" / "per_example.csv")))
-    low_ppl = [r for r in per_example if r["dataset"] == "studyB-gsm8k-low_ppl"][0]
+    low_ppl = [r for r in per_example if r["dataset"] == "studyB-gsm8k-low_ppl@tiny"][0]
     assert float(low_ppl["perplexity"]) == pytest.approx(low[0].provenance["target_perplexity"],
                                                          rel=1e-4)
     for name in ("study_b/gsm8k/teacher.log", "familiarity/tiny/base.log"):

@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from snakemake.utils import update_config, validate
+
 from conftest import REPO
+from restyle.config import ConfigError, add_own_teachers, check
 from restyle.io import read_jsonl
 from restyle.records import MathItem, MCItem, RuozhibaItem
 
@@ -48,14 +51,15 @@ def test_default_config_dry_run_shows_the_dag(tmp_path):
     ({"data": {"gsm8k": {"per_split": {"train": "x"}}}},
      "config data.gsm8k.per_split.train: 'x' is not of type 'integer', 'null'"),
     ({"data": {"mmlu": {"source": "s3"}}}, "config data.mmlu.source: 's3' is not one of"),
-    ({"target_model": "llama"}, "config target_model: 'llama' is not a key of models"),
+    ({"target_model": "llama"},
+     "config target_model: replaced by target_models, a list (target_models: [llama])"),
     ({"modles": {}}, "config modles: unknown key"),
     ({"teachers": {"t": {"backend": "local", "model_key": "nope"}}},
      "config teachers.t.model_key: 'nope' is not a key of models"),
     ({"teachers": {"t": {"backend": "openai", "api_key": "sk-123"}}},
      "config teachers.t.api_key: unknown key"),
     ({"study_b": {"target_teacher": "gpt9"}},
-     "config study_b.target_teacher: 'gpt9' is not a key of teachers"),
+     "config study_b.target_teacher: replaced by study_b.target_teachers"),
     ({"study_b": {"variants": ["bogus"]}}, "config study_b.variants.0: 'bogus' is not one of"),
 ])
 def test_bad_config_stops_before_any_job_and_names_the_key(tmp_path, config, message):
@@ -63,6 +67,40 @@ def test_bad_config_stops_before_any_job_and_names_the_key(tmp_path, config, mes
     assert result.returncode != 0
     assert message in result.stderr
     assert not (tmp_path / "resources").exists() and not (tmp_path / "logs").exists()
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"target_models": ["llama"]}, "config target_models: 'llama' is not a key of models"),
+    ({"study_b": {"variants": ["self_rewrite"], "target_teachers": {"smollm2-135m": "gpt9"}}},
+     "config study_b.target_teachers.smollm2-135m: 'gpt9' is not a key of teachers"),
+    ({"study_b": {"writers": ["c"]}}, "config study_b.writers: 'c' is not a key of models"),
+    ({"models": {"b": {"source": "x"}}, "study_b": {
+        "variants": ["self_rewrite"], "writers": ["b"], "target_teachers": {"b": "target"}}},
+     "config study_b.target_teachers.b: teacher 'target' runs model 'smollm2-135m', not 'b'"),
+    ({"study_b": {"variants": ["low_ppl"], "ppl_split_of": "self_rewrite", "writers": []}},
+     "config study_b.ppl_split_of: self_rewrite halves each target's own set, but target "
+     "smollm2-135m is not in study_b.writers"),
+])
+def test_target_models_and_writers_are_checked_over_the_default(config, message):
+    """The checks of several target models, in process, on the default config with `config`
+    merged over it."""
+    merged = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    update_config(merged, config)
+    with pytest.raises(ConfigError) as error:
+        check(merged, REPO / "config" / "schema.yaml")
+    assert message in str(error.value)
+
+
+def test_a_writer_with_no_teacher_named_writes_through_a_local_teacher_of_itself():
+    schema = REPO / "config" / "schema.yaml"
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    update_config(config, {"models": {"b": {"source": "x"}}, "target_models": ["smollm2-135m", "b"],
+                           "study_b": {"variants": ["human", "self_rewrite"]}})
+    check(config, schema)
+    add_own_teachers(config, schema)
+    validate(config, str(schema))
+    assert config["study_b"]["target_teachers"] == {"smollm2-135m": "target", "b": "self:b"}
+    assert config["teachers"]["self:b"] == {**config["teachers"]["target"], "model_key": "b"}
 
 
 def test_real_run_then_incremental_rerun(tiny):

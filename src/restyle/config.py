@@ -74,27 +74,114 @@ def _teacher_keys(config: dict, schema: dict) -> list[str]:
     if not isinstance(teachers, dict):
         return []
     problems = []
-    for study, key in (("study_a", "teacher"), ("study_b", "teacher"),
-                       ("study_b", "target_teacher")):
+    for study in ("study_a", "study_b"):
         section = config.get(study) or {}
-        name = (section.get(key, schema["properties"][study]["properties"][key]["default"])
+        name = (section.get("teacher", schema["properties"][study]["properties"]["teacher"]["default"])
                 if isinstance(section, dict) else None)
         if isinstance(name, str) and name not in teachers:  # else the schema said what is wrong
-            problems.append(f"config {study}.{key}: '{name}' is not a key of teachers "
+            problems.append(f"config {study}.teacher: '{name}' is not a key of teachers "
                             f"(known: {', '.join(teachers)})")
     return problems
+
+
+# former keys -> the message naming what replaced them
+_RENAMED = {
+    ("target_model",): lambda old: f"config target_model: replaced by target_models, a list "
+                                   f"(target_models: [{old}])",
+    ("study_b", "target_teacher"): lambda old: (
+        f"config study_b.target_teacher: replaced by study_b.target_teachers, a map from each "
+        f"model to the teacher serving it (target_teachers: {{<model>: {old}}})"),
+}
+
+
+def _renamed(config: dict) -> tuple[dict, list[str]]:
+    """The config without former keys, and a message naming the new key for each."""
+    config, problems = copy.deepcopy(config), []
+    for path, message in _RENAMED.items():
+        section = config
+        for key in path[:-1]:
+            section = section.get(key) if isinstance(section, dict) else None
+        if isinstance(section, dict) and path[-1] in section:
+            problems.append(message(section.pop(path[-1])))
+    return config, problems
+
+
+def _study_b_view(config: dict, schema: dict) -> tuple[dict, list, dict, list[str], list]:
+    """Config study_b over the schema's defaults, the target models, the teachers, the written
+    variants made (restyle.study_b.WRITTEN_VARIANTS, the source of low_ppl/high_ppl included)
+    and their writers: what the checks below and `add_own_teachers` read before validation."""
+    defaults = {k: v.get("default") for k, v in schema["properties"]["study_b"]["properties"].items()}
+    section = config.get("study_b")
+    cfg = {**defaults, **(section if isinstance(section, dict) else {})}
+    targets = config.get("target_models", schema["properties"]["target_models"]["default"])
+    targets = targets if isinstance(targets, list) else []
+    teachers = config.get("teachers") or schema["properties"]["teachers"]["default"]
+    variants = cfg["variants"] if isinstance(cfg["variants"], list) else []
+    if set(variants) & set(study_b.PPL_SPLITS):
+        variants = [*variants, cfg["ppl_split_of"]]  # its source set is made too
+    written = list(dict.fromkeys(v for v in variants if v in study_b.WRITTEN_VARIANTS))
+    writers = cfg["writers"] if isinstance(cfg["writers"], list) else targets
+    return cfg, targets, teachers, written if cfg["tasks"] else [], writers
+
+
+def _study_b_models(config: dict, schema: dict, models: dict) -> list[str]:
+    """Target models and writers are keys of `models`; a teacher study_b.target_teachers names
+    for a writer exists and runs that model."""
+    cfg, targets, teachers, written, writers = _study_b_view(config, schema)
+    problems = []
+    for key, names in (("target_models", targets), ("study_b.writers", cfg["writers"])):
+        for name in names if isinstance(names, list) else []:
+            if name not in models:
+                problems.append(f"config {key}: '{name}' is not a key of models "
+                                f"(known: {', '.join(models)})")
+    split = cfg["ppl_split_of"]
+    if split in written and set(cfg["variants"] or []) & set(study_b.PPL_SPLITS):
+        problems += [f"config study_b.ppl_split_of: {split} halves each target's own set, but "
+                     f"target {t} is not in study_b.writers" for t in targets if t not in writers]
+    serving = cfg["target_teachers"] if isinstance(cfg["target_teachers"], dict) else {}
+    # only the writers' entries: one for a model that writes nothing is unused (a default)
+    for model in writers if written else []:
+        key, name = f"config study_b.target_teachers.{model}", serving.get(model)
+        if name is None or model not in models:
+            continue  # add_own_teachers gives it a local teacher of itself
+        if not isinstance(teachers.get(name), dict):
+            problems.append(f"{key}: '{name}' is not a key of teachers "
+                            f"(known: {', '.join(teachers)})")
+        elif teachers[name].get("backend") == "local" and teachers[name].get("model_key") != model:
+            problems.append(f"{key}: teacher '{name}' runs model "
+                            f"'{teachers[name].get('model_key')}', not '{model}'")
+    return problems
+
+
+OWN_TEACHER = "self:{model}"  # the teachers key of a writer's own local teacher
+
+
+def add_own_teachers(config: dict, schema_path: str | Path) -> None:
+    """Give every writer of a written study B variant that study_b.target_teachers leaves out a
+    local teacher of itself, `teachers.self:{model}` (in process, the schema's defaults), and map
+    it there: a model writes its own sets unless config names a server of it. Call it after
+    `check` and before validation (which fills in the new entries' defaults)."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    _, _, teachers, written, writers = _study_b_view(config, schema)
+    serving = config.setdefault("study_b", {}).setdefault(
+        "target_teachers", dict(schema["properties"]["study_b"]["properties"]["target_teachers"]
+                                ["default"]))
+    missing = [m for m in writers if m not in serving] if written else []
+    if missing and "teachers" not in config:
+        config["teachers"] = copy.deepcopy(teachers)
+    for model in missing:
+        name = OWN_TEACHER.format(model=model)
+        config["teachers"][name] = {"backend": "local", "model_key": model}
+        serving[model] = name
 
 
 def check(config: dict, schema_path: str | Path) -> None:
     """Raise ConfigError listing every schema violation and cross-key inconsistency."""
     schema = _with_study_names(yaml.safe_load(Path(schema_path).read_text()))
     validator = jsonschema.validators.validator_for(schema)(schema)
-    problems = [_describe(e) for e in sorted(validator.iter_errors(config), key=lambda e: list(e.path))]
+    config, problems = _renamed(config)
+    problems += [_describe(e) for e in sorted(validator.iter_errors(config), key=lambda e: list(e.path))]
     models = config.get("models") or {"smollm2-135m": None}
-    target = config.get("target_model", "smollm2-135m")
-    if isinstance(models, dict) and target not in models:
-        problems.append(f"config target_model: '{target}' is not a key of models "
-                        f"(known: {', '.join(models)})")
     for name, teacher in (config.get("teachers") or {}).items():
         if not isinstance(teacher, dict) or not isinstance(models, dict):
             continue
@@ -105,6 +192,8 @@ def check(config: dict, schema_path: str | Path) -> None:
             problems.append(f"config teachers.{name}.model: required for the openai backend")
     problems += _train_per_model(config, schema, models)
     problems += _teacher_keys(config, schema)
+    if isinstance(models, dict):
+        problems += _study_b_models(config, schema, models)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
 
@@ -124,7 +213,7 @@ def settings_for(train_cfg: dict, model: str) -> dict:
 
 def default_settings(config_file: str | os.PathLike, schema_file: str | os.PathLike) -> dict:
     """Config `train` of a config file with the schema's defaults filled in, as rule train sees
-    it, resolved for the file's target_model (tests and benchmarks start from it). Only the
+    it, resolved for the file's first target model (tests and benchmarks start from it). Only the
     `train` section is checked: the others are not this function's business."""
     import tempfile
 
@@ -138,7 +227,7 @@ def default_settings(config_file: str | os.PathLike, schema_file: str | os.PathL
         sub.write_text(yaml.safe_dump({**schema,
                                        "properties": {"train": schema["properties"]["train"]}}))
         validate(train, str(sub))  # fills in the defaults
-    return settings_for(train["train"], config["target_model"])
+    return settings_for(train["train"], config["target_models"][0])
 
 
 def resource(config: dict, model: str, name: str):

@@ -44,7 +44,7 @@ from restyle.cache import Cache
 from restyle.io import read_jsonl
 from restyle.records import MCItem, RuozhibaItem
 from restyle.study_a import extraction, rewrite
-from restyle.study_b import variants
+from restyle.study_b import PREFIX, parse_label, parse_set_name, variants
 from restyle.teacher import DEFAULT_MAX_TOKENS, Request, Result
 
 EXACT, FROM_CONFIG = "exact", "from config"
@@ -65,10 +65,13 @@ class Planned:
     requests: list[Request]
 
 
-def stand_in(tokens: int) -> str:
+def stand_in(tokens: int, author: str = "") -> str:
     """Text of about `tokens` tokens in any tokenizer (a common word, one token each) and in
-    `approx_tokens`' 4 characters a token."""
-    return " ".join(["the"] * tokens)
+    `approx_tokens`' 4 characters a token; `author` (the model that would write it) ends it, so
+    that two models' stand-ins differ as their replies would (two targets' minimum_change drafts
+    lead to two corrections to pay for, not one)."""
+    words = ["the"] * tokens
+    return " ".join(words[:-1] + [author] if author and words else words)
 
 
 def study_a(cfg: dict, backend: dict, mmlu_train: str | Path,
@@ -132,7 +135,7 @@ class _Recorder:
             cache.close()
         self.stood_in |= len(found) < len(set(keys))
         return [Result(r.id, found[k].text if k in found else stand_in(
-            r.params.get("max_tokens", DEFAULT_MAX_TOKENS)), None, True, None, {}, False)
+            r.params.get("max_tokens", DEFAULT_MAX_TOKENS), model), None, True, None, {}, False)
             for r, k in zip(requests, keys)]
 
     def totals(self) -> dict:
@@ -141,20 +144,23 @@ class _Recorder:
 
 def study_b(cfg: dict, backends: dict[str, dict], names: dict[str, dict[str, str]],
             task_files: dict[str, str | Path], cache: str | Path) -> list[Planned]:
-    """What study B asks (config `study_b`): `backends`/`names` map each variant to its roles'
-    backend dicts and teacher keys, as the study_b_variant rule's params do."""
+    """What study B asks (config `study_b`): `backends`/`names` map each set label
+    (restyle.study_b.label: a variant, with `@{model}` for a per-model one) to its roles' backend
+    dicts and teacher keys, as the study_b_variant rule's params do. A per-model set's stages are
+    named after it, so each target model's requests are counted apart."""
     out = []
     for name in cfg["tasks"]:
         task = tasks.get(name, "study_b.tasks")
         items = variants.load_items(task, task_files[name], cfg["items"])
-        for variant in cfg["variants"]:
-            recorder = _Recorder(variants.sft_set_name(name, variant), cache)
+        for label in backends:
+            variant, model = parse_label(label)
+            recorder = _Recorder(variants.sft_set_name(name, variant, model), cache)
             # no target model is loaded: stand-in perplexities, and stand-in replies are not
             # judged (no request depends on either)
             variants.build(variants.Context(task, variant, cfg, items, recorder,
                                             scorer=lambda records: [0.0] * len(records),
-                                            source_records=[], backends=backends[variant],
-                                            names=names[variant], judge=False))
+                                            source_records=[], backends=backends[label],
+                                            names=names[label], judge=False, model=model))
             out += recorder.planned
     return out
 
@@ -171,7 +177,18 @@ def table(planned: list[Planned], cache: str | Path, prices: dict | None) -> lis
     names = list(dict.fromkeys(r["teacher"] for r in rows))
     per_teacher = ([_total(f"{TOTAL} {name}", [r for r in rows if r["teacher"] == name])
                     for name in names] if len(names) > 1 else [])
-    return [*rows, *per_teacher, _total(TOTAL, rows)]
+    # with several target models, each one's own study B sets (every teacher they ask)
+    models = {r["stage"]: _set_model(r["stage"]) for r in rows}
+    targets = list(dict.fromkeys(m for m in models.values() if m))
+    per_target = ([_total(f"{TOTAL} for {m}", [r for r in rows if models[r["stage"]] == m])
+                   for m in targets] if len(targets) > 1 else [])
+    return [*rows, *per_teacher, *per_target, _total(TOTAL, rows)]
+
+
+def _set_model(stage: str) -> str | None:
+    """The model of a per-model study B set's stage (`studyB-{task}-{variant}@{model}:{step}`)."""
+    name = stage.split(":")[0]
+    return parse_set_name(name)[2] if name.startswith(PREFIX) else None
 
 
 def _total(stage: str, rows: list[dict]) -> dict:

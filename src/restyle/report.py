@@ -4,12 +4,14 @@ Study A: accuracy change per rule and MMLU subject against the base model and ag
 on the original items, averaged over seeds per question, with paired bootstrap intervals; roll-
 ups per MMLU category and overall (micro-averaged over questions); how consistently different
 rules move the same subject. Study B: per response variant, the untrained model's familiarity
-with the set, in-task and cross-task accuracy change, and familiarity after training.
+with the set, in-task and cross-task accuracy change, and familiarity after training; and the
+familiarity matrix, every target model's perplexity on every set (who wrote x who reads). Each
+table is made per target model (`per_target`), with a `target` column.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -35,6 +37,22 @@ STUDY_B_DROPS = ("teacher_failed", "no_answer", "wrong_answer", "other_dropped")
 def read_csvs(paths: Iterable[str | Path]) -> pd.DataFrame:
     frames = [pd.read_csv(p) for p in paths]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def per_target(table: Callable[..., pd.DataFrame], items: pd.DataFrame, **kwargs
+               ) -> pd.DataFrame:
+    """`table(items, **kwargs)` for each target model's rows of `items` (column `model`), a
+    table among `kwargs` cut to the same model, concatenated with a `target` column first: one
+    target's questions are never compared with another's."""
+    def one(target: str | None) -> pd.DataFrame:
+        rows = items if target is None else items[items.model == target]
+        cut = {k: v[v.model == target] if target is not None and isinstance(v, pd.DataFrame)
+               and "model" in v else v for k, v in kwargs.items()}
+        got = table(rows, **cut)
+        return got.assign(target=target)[["target", *got.columns]]
+
+    targets = sorted(items.model.unique()) if len(items) else []
+    return pd.concat([one(t) for t in targets], ignore_index=True) if targets else one(None)
 
 
 def question_scores(items: pd.DataFrame, sft_set: str, task: str) -> pd.Series:
@@ -86,9 +104,21 @@ def study_a_table(items: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.
 
 
 def rule_effects(table: pd.DataFrame) -> pd.DataFrame:
-    """Subjects x rules: accuracy change against the base model, rules only (no baselines)."""
+    """Subjects x rules: accuracy change against the base model, rules only (no baselines); a
+    rule's column is `{set} ({target})` where the table holds several target models."""
     rules = table[(table.scope == "subject") & ~table.sft_set.isin(STUDY_A_BASELINES)]
+    if "target" in rules and rules.target.nunique() > 1:
+        rules = rules.assign(sft_set=rules.sft_set + " (" + rules.target + ")")
     return rules.pivot(index="name", columns="sft_set", values="delta_vs_base")
+
+
+def consistency_per_target(table: pd.DataFrame) -> pd.DataFrame:
+    """`consistency` of each target model's rules (a `per_target` study A table)."""
+    rows = [consistency(rule_effects(g)).assign(target=t)
+            for t, g in table.groupby("target", sort=True)] or [
+        consistency(rule_effects(table)).assign(target=None)]
+    out = pd.concat(rows, ignore_index=True)
+    return out[["target", *out.columns.drop("target")]]
 
 
 def consistency(effects: pd.DataFrame) -> pd.DataFrame:
@@ -116,7 +146,7 @@ def study_b_table(items: pd.DataFrame, familiarity: pd.DataFrame, n_boot: int = 
                                             "mean_perplexity"])
     rows = []
     for sft_set in sets:
-        source_task, variant = sft_set.removeprefix(STUDY_B_PREFIX).split("-", 1)
+        source_task, variant, _ = study_b.parse_set_name(sft_set)
         before = familiarity[(familiarity.run == BASE) & (familiarity.dataset == sft_set)]
         after = familiarity[(familiarity.run.map(lambda run: parse_run(run)[0]) == sft_set)
                             & (familiarity.dataset == sft_set)]
@@ -154,16 +184,119 @@ def study_b_familiarity(per_example: pd.DataFrame, n_boot: int = 2000, seed: int
         return (pd.DataFrame(columns=["variant", *familiarity.SET_STATISTICS_COLUMNS]),
                 pd.DataFrame(columns=["task", "variant", *familiarity.PAIRED_PERPLEXITY_KEYS]))
     sets = familiarity.set_statistics(base, n_boot, seed)
-    sets.insert(0, "variant", sets.dataset.str.split("-", n=2).str[2])
+    sets.insert(0, "variant", sets.dataset.map(lambda d: study_b.parse_set_name(d)[1]))
     paired = []
-    for dataset in sorted(base.dataset.unique()):
-        _, task, variant = dataset.split("-", 2)
-        human = f"{STUDY_B_PREFIX}{task}-human"
-        if variant != "human" and (row := familiarity.paired_perplexity(
-                base, human, dataset, BASE, n_boot, seed)) is not None:
+    for (model, dataset), _ in base.groupby(["model", "dataset"], sort=True):
+        task, variant, _ = study_b.parse_set_name(dataset)
+        human = study_b.sft_set_name(task, "human")
+        if dataset != human and (row := familiarity.paired_perplexity(
+                base, human, dataset, BASE, n_boot, seed, model=model)) is not None:
             paired.append({"task": task, "variant": variant, **row})
     return sets, pd.DataFrame(paired, columns=["task", "variant",
                                                *familiarity.PAIRED_PERPLEXITY_KEYS])
+
+
+MATRIX_COLUMNS = ["task", "set", "variant", "writer", "reader", "examples", "corpus_perplexity",
+                  "corpus_ppl_low", "corpus_ppl_high", "own", "n_shared", "ratio_vs_own",
+                  "ratio_low", "ratio_high", "excludes_one"]
+
+
+def familiarity_matrix(summary: pd.DataFrame, per_example: pd.DataFrame, n_boot: int = 2000,
+                       seed: int = 0) -> pd.DataFrame:
+    """Who wrote x who reads: one row per (study B set, target model) among the untrained models'
+    familiarity summaries (`summary`, one row per set even when it is empty), with the reader's
+    corpus perplexity on the set and its bootstrap interval over examples, and against the
+    reader's own rewrite (`self_rewrite@{reader}`) on the questions both answer: the ratio of
+    per-token perplexities (set / own) with a paired bootstrap interval over questions."""
+    cells = summary[(summary.run == BASE) & summary.dataset.str.startswith(STUDY_B_PREFIX)] \
+        if len(summary) else pd.DataFrame(columns=["model", "dataset", "count"])
+    base = per_example[per_example.run == BASE] if len(per_example) else per_example
+    ci = (familiarity.set_statistics(base, n_boot, seed).set_index(["model", "dataset"])
+          if len(base) else pd.DataFrame())
+    rows = []
+    for cell in cells.sort_values(["dataset", "model"]).itertuples():
+        task, variant, writer = study_b.parse_set_name(cell.dataset)
+        own = study_b.sft_set_name(task, study_b.SELF_REWRITE, cell.model)
+        stat = ci.loc[(cell.model, cell.dataset)] if (cell.model, cell.dataset) in ci.index \
+            else None
+        paired = familiarity.paired_perplexity(base, own, cell.dataset, BASE, n_boot, seed,
+                                               model=cell.model) if len(base) else None
+        rows.append({
+            "task": task, "set": cell.dataset, "variant": variant, "writer": writer,
+            "reader": cell.model, "examples": int(cell.count),
+            **{k: np.nan if stat is None else stat[k]
+               for k in ("corpus_perplexity", "corpus_ppl_low", "corpus_ppl_high")},
+            "own": own, "n_shared": 0 if paired is None else paired["n"],
+            **{k: np.nan if paired is None else paired[p] for k, p in (
+                ("ratio_vs_own", "ratio"), ("ratio_low", "ratio_low"),
+                ("ratio_high", "ratio_high"), ("excludes_one", "excludes_one"))}})
+    return pd.DataFrame(rows, columns=MATRIX_COLUMNS)
+
+
+def own_rewrite_lines(matrix: pd.DataFrame) -> list[str]:
+    """Per target model and task: is its own rewrite the set it finds most familiar? Among the
+    sets it scored that its own perplexity did not pick (best_of_n, low_ppl, high_ppl are chosen
+    for it by perplexity). Nothing when no model rewrote in its own words."""
+    lines = []
+    if not (matrix.variant == study_b.SELF_REWRITE).any():
+        return lines
+    for (reader, task), g in matrix.groupby(["reader", "task"], sort=True):
+        fair = g[~g.variant.isin(study_b.SCORED_VARIANTS) & g.corpus_perplexity.notna()]
+        own_name = study_b.sft_set_name(task, study_b.SELF_REWRITE, reader)
+        own = fair[fair.set == own_name]
+        head = f"familiarity of target {reader} ({task}): its own rewrite `{own_name}`"
+        if own.empty:
+            lines.append(f"{head} was not scored (not configured, not written or empty)")
+            continue
+        others = fair[fair.set != own_name].sort_values("corpus_perplexity")
+        own_ppl = own.corpus_perplexity.iloc[0]
+        if others.empty:
+            lines.append(f"{head} is the only set it scored (corpus perplexity {own_ppl:.2f})")
+            continue
+        best = others.iloc[0]
+        verdict = "is" if own_ppl < best.corpus_perplexity else "is NOT"
+        ratio = ("" if pd.isna(best.ratio_vs_own) else
+                 f"; `{best.set}` / own {best.ratio_vs_own:.2f} (95 % CI [{best.ratio_low:.2f}, "
+                 f"{best.ratio_high:.2f}]) on the {int(best.n_shared)} questions both answer")
+        lines.append(f"{head} {verdict} its most familiar set: corpus perplexity {own_ppl:.2f}, "
+                     f"next `{best.set}` {best.corpus_perplexity:.2f}{ratio}")
+    return lines
+
+
+def plot_familiarity_matrix(matrix: pd.DataFrame, path: str | Path) -> None:
+    """One panel per task: sets (rows) x target models (columns), the untrained reader's corpus
+    perplexity on the set; each reader's own rewrite is framed."""
+    matrix = matrix.dropna(subset=["corpus_perplexity"])
+    if matrix.empty:
+        return _empty_figure(path, "no study B familiarity in this run")
+    tasks_ = sorted(matrix.task.unique())
+    readers = sorted(matrix.reader.unique())
+    height = max(len(matrix[matrix.task == t].set.unique()) for t in tasks_)
+    fig, axes = plt.subplots(1, len(tasks_), squeeze=False,
+                             figsize=(max(5.0, (3 + 1.1 * len(readers)) * len(tasks_)),
+                                      1.8 + 0.4 * height))
+    for ax, task in zip(axes[0], tasks_):
+        grid = matrix[matrix.task == task].pivot(index="set", columns="reader",
+                                                 values="corpus_perplexity").reindex(
+            columns=readers)
+        values = grid.to_numpy(dtype=float)
+        image = ax.imshow(np.log(values), cmap="viridis_r", aspect="auto")
+        ax.set_xticks(range(len(readers)), readers, rotation=30, ha="right")
+        ax.set_yticks(range(len(grid)), [s.removeprefix(f"{STUDY_B_PREFIX}{task}-")
+                                         for s in grid.index])
+        for (r, c), v in np.ndenumerate(values):
+            if not np.isnan(v):
+                ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white")
+            if grid.index[r] == study_b.sft_set_name(task, study_b.SELF_REWRITE, readers[c]):
+                ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, lw=2,
+                                           edgecolor="red"))
+        ax.set_xlabel("reader (untrained target model)")
+        ax.set_title(f"{task}: corpus perplexity", fontsize=9)
+        fig.colorbar(image, ax=ax, label="log perplexity (lower = more familiar)")
+    fig.suptitle("Study B: who wrote x who reads (framed: the reader's own rewrite)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _empty_figure(path: str | Path, message: str) -> None:
@@ -193,6 +326,12 @@ def plot_heatmap(effects: pd.DataFrame, path: str | Path) -> None:
     plt.close(fig)
 
 
+def _bar_label(row, rows: pd.DataFrame) -> str:
+    """A study B row's variant, with its target model where `rows` holds several."""
+    several = "target" in rows and rows.target.nunique() > 1
+    return f"{row.variant} ({row.target})" if several else row.variant
+
+
 def plot_familiarity_vs_accuracy(table: pd.DataFrame, path: str | Path) -> None:
     rows = table[table.relation == "in-task"].dropna(subset=["corpus_ppl_before"])
     if rows.empty:
@@ -201,7 +340,7 @@ def plot_familiarity_vs_accuracy(table: pd.DataFrame, path: str | Path) -> None:
     err = np.vstack([rows.delta_vs_base - rows.low_vs_base, rows.high_vs_base - rows.delta_vs_base])
     ax.errorbar(rows.corpus_ppl_before, rows.delta_vs_base * 100, yerr=err * 100, fmt="o", capsize=3)
     for _, r in rows.iterrows():
-        ax.annotate(r.variant, (r.corpus_ppl_before, r.delta_vs_base * 100), fontsize=8,
+        ax.annotate(_bar_label(r, rows), (r.corpus_ppl_before, r.delta_vs_base * 100), fontsize=8,
                     xytext=(4, 4), textcoords="offset points")
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xlabel("corpus perplexity of the untrained model on the set")
@@ -213,14 +352,15 @@ def plot_familiarity_vs_accuracy(table: pd.DataFrame, path: str | Path) -> None:
 
 
 def plot_familiarity_shift(table: pd.DataFrame, path: str | Path) -> None:
-    rows = table.drop_duplicates("sft_set").dropna(subset=["corpus_ppl_before"])
+    rows = table.drop_duplicates([c for c in ("target", "sft_set") if c in table]).dropna(
+        subset=["corpus_ppl_before"])
     if rows.empty:
         return _empty_figure(path, "no study B familiarity in this run")
     fig, ax = plt.subplots(figsize=(max(6.0, 2 + 0.9 * len(rows)), 4))
     x = np.arange(len(rows))
     ax.bar(x - 0.2, rows.corpus_ppl_before, 0.4, label="before fine-tuning")
     ax.bar(x + 0.2, rows.corpus_ppl_after, 0.4, label="after fine-tuning on the set")
-    ax.set_xticks(x, rows.variant, rotation=30, ha="right")
+    ax.set_xticks(x, [_bar_label(r, rows) for _, r in rows.iterrows()], rotation=30, ha="right")
     ax.set_ylabel("corpus perplexity on the set")
     ax.set_title("Study B: familiarity before and after training", fontsize=10)
     ax.set_ylim(0, 1.3 * np.nanmax([rows.corpus_ppl_before.max(), rows.corpus_ppl_after.max()]))
@@ -308,34 +448,45 @@ def _points(delta: float, low: float, high: float) -> str:
     return f"{100 * delta:+.1f} points (95 % CI [{100 * low:+.1f}, {100 * high:+.1f}])"
 
 
+def _of(row, table: pd.DataFrame, column: str = "target") -> str:
+    """", target X" where `table` holds several target models, else nothing (the settings name
+    the one)."""
+    several = column in table and table[column].nunique() > 1
+    return f", target {getattr(row, column)}" if several else ""
+
+
 def summary_lines(missing: pd.DataFrame, control_rows: pd.DataFrame, study_a: pd.DataFrame,
-                  study_b: pd.DataFrame, settings: dict, paired: pd.DataFrame | None = None
-                  ) -> list[tuple[str, list[str]]]:
+                  study_b_rows: pd.DataFrame, settings: dict, paired: pd.DataFrame | None = None,
+                  matrix: pd.DataFrame | None = None) -> list[tuple[str, list[str]]]:
     """The first page of the report, as (heading, bullet lines); `code` in single backticks."""
     if not settings.get("controls"):
         checks = ["none configured (config `controls`): nothing here shows that this run could "
                   "detect an effect"]
     else:
-        checks = [f"{r.kind} control ({r.task}, `{r.sft_set}`): "
+        checks = [f"{r.kind} control ({r.task}, `{r.sft_set}`{_of(r, control_rows)}): "
                   f"{_points(r.delta, r.low, r.high)} - {r.verdict}"
                   for r in control_rows.itertuples()]
     lost = ([f"study {r.study}, `{r.arm}` (seeds {r.seeds}): {r.reason}"
              for r in missing.itertuples()]
             or ["none: every arm the config asked for was trained and evaluated"])
     overall = study_a[study_a.scope == "overall"] if len(study_a) else study_a
-    findings = [f"study A `{r.sft_set}`: accuracy {r.accuracy:.3f}, vs base "
+    findings = [f"study A `{r.sft_set}`{_of(r, overall)}: accuracy {r.accuracy:.3f}, vs base "
                 f"{_points(r.delta_vs_base, r.low_vs_base, r.high_vs_base)}"
                 + ("" if pd.isna(r.delta_vs_original) else ", vs original "
                    + _points(r.delta_vs_original, r.low_vs_original, r.high_vs_original))
                 for r in overall.itertuples()]
-    in_task = study_b[study_b.relation == "in-task"] if len(study_b) else study_b
-    findings += [f"study B `{r.sft_set}` on {r.task}: accuracy {r.accuracy:.3f}, vs base "
+    in_task = study_b_rows[study_b_rows.relation == "in-task"] if len(study_b_rows) \
+        else study_b_rows
+    findings += [f"study B `{r.sft_set}` on {r.task}{_of(r, in_task)}: accuracy {r.accuracy:.3f}, vs base "
                  f"{_points(r.delta_vs_base, r.low_vs_base, r.high_vs_base)}"
                  for r in in_task.itertuples()]
-    findings += [f"study B familiarity ({r.task}): `{r.variant}` vs `human` on the {r.n} questions "
-                 f"both answer: per-token perplexity {r.corpus_ppl_b:.2f} vs {r.corpus_ppl_a:.2f} "
-                 f"(ratio {r.ratio:.2f}, 95 % CI [{r.ratio_low:.2f}, {r.ratio_high:.2f}])"
-                 for r in (paired if paired is not None else pd.DataFrame()).itertuples()]
+    paired = paired if paired is not None else pd.DataFrame()
+    findings += [f"study B familiarity ({r.task}{_of(r, paired, 'model')}): `{study_b.label(*study_b.parse_set_name(r.b)[1:])}` vs `human` "
+                 f"on the {r.n} questions both answer: per-token perplexity {r.corpus_ppl_b:.2f} "
+                 f"vs {r.corpus_ppl_a:.2f} (ratio {r.ratio:.2f}, 95 % CI [{r.ratio_low:.2f}, "
+                 f"{r.ratio_high:.2f}])"
+                 for r in paired.itertuples()]
+    findings += own_rewrite_lines(matrix) if matrix is not None and len(matrix) else []
     return [("Controls", checks), (f"Missing arms ({len(missing)})", lost),
             ("Main findings (95 % paired bootstrap intervals over questions)",
              findings or ["no study arm was trained"]),

@@ -5,6 +5,11 @@ the target model's perplexity on them (`familiarity`).
 sends and how its answers are kept; the rules, the config check and `variants` read it. Its
 tasks are restyle.tasks'. This package imports nothing of restyle, so config checks and the
 rules read it at parse time cheaply.
+
+A variant made by or for one model (`PER_MODEL`: written by a model of `models`, or selected by a
+target model's perplexity) gets one set per model, `{variant}@{model}` (`label`), so that
+several target models never share or overwrite one; the other variants are one set each, shared
+by every target.
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ PREFIX = "studyB-"
 
 @dataclass(frozen=True)
 class Variant:
-    """roles: the teachers it asks, "teacher" (config study_b.teacher) and "target"
-    (study_b.target_teacher, serving the target model), in the order its params list them;
+    """roles: the teachers it asks, "teacher" (config study_b.teacher) and "target" (the teacher
+    entry serving the set's model, study_b.target_teachers), in the order its params list them;
     templates: the variants.TEMPLATES it sends (restyle.versions hashes them into its job's
     params; tests/test_versions.py checks them against real requests); filter: "correct" keeps an answer when it is
     right, "best_of_n" the right sample the target finds least perplexing, "ppl_split" half of
@@ -42,19 +47,60 @@ VARIANTS = {
 }
 PPL_SPLITS = tuple(v for v, t in VARIANTS.items() if t.filter == "ppl_split")
 SCORED_VARIANTS = tuple(v for v, t in VARIANTS.items() if t.filter != "correct")  # need perplexity
-TARGET_VARIANTS = tuple(v for v, t in VARIANTS.items() if "target" in t.roles)
-_ROLE_KEYS = {"teacher": "teacher", "target": "target_teacher"}  # role -> key of config study_b
+# written by a model (study_b.writers: one set per writer) / picked by a target's perplexity (one
+# set per target model)
+WRITTEN_VARIANTS = tuple(v for v, t in VARIANTS.items() if "target" in t.roles)
+PER_MODEL = (*WRITTEN_VARIANTS, *SCORED_VARIANTS)
+SEPARATOR = "@"  # never in a model name (config/schema.yaml models)
+SELF_REWRITE = "self_rewrite"  # a model's own words: the familiarity matrix reads each reader's
 
 
-def teacher_roles(variant: str, cfg: dict) -> dict[str, str]:
-    """Role -> name (a key of config teachers) of each teacher `variant` asks; `cfg` is config
-    study_b."""
-    return {role: cfg[_ROLE_KEYS[role]] for role in VARIANTS[variant].roles}
+def label(variant: str, model: str | None = None) -> str:
+    """What names a set within its task: the variant, and `@{model}` for a PER_MODEL one."""
+    return f"{variant}{SEPARATOR}{model}" if model else variant
 
 
-def sft_set_name(task: str, variant: str) -> str:
-    return f"{PREFIX}{task}-{variant}"
+def parse_label(text: str) -> tuple[str, str | None]:
+    """(variant, model or None) of a label."""
+    variant, _, model = text.partition(SEPARATOR)
+    return variant, model or None
 
 
-def sft_path(task: str, variant: str) -> str:
-    return f"results/sft/{sft_set_name(task, variant)}.jsonl"
+def teacher_roles(variant: str, cfg: dict, model: str | None = None) -> dict[str, str]:
+    """Role -> name (a key of config teachers) of each teacher the set `variant` (of `model`, for
+    a PER_MODEL variant) asks; `cfg` is config study_b."""
+    names = {"teacher": cfg["teacher"],
+             "target": (cfg["target_teachers"] or {}).get(model) if model else None}
+    return {role: names[role] for role in VARIANTS[variant].roles}
+
+
+def set_models(variant: str, cfg: dict, targets: list[str]) -> list[str | None]:
+    """The models a variant has a set for: study_b.writers (default: the targets) for a written
+    variant, the targets for one picked by perplexity, [None] (one shared set) otherwise."""
+    if variant in WRITTEN_VARIANTS:
+        return list(targets if cfg["writers"] is None else cfg["writers"])
+    return list(targets) if variant in SCORED_VARIANTS else [None]
+
+
+def labels(cfg: dict, targets: list[str]) -> list[str]:
+    """Every set label of config study_b `cfg` for target models `targets`, in variant order."""
+    return [label(v, m) for v in cfg["variants"] for m in set_models(v, cfg, targets)]
+
+
+def sft_set_name(task: str, variant: str, model: str | None = None) -> str:
+    return f"{PREFIX}{task}-{label(variant, model)}"
+
+
+def parse_set_name(name: str) -> tuple[str, str, str | None]:
+    """(task, variant, model or None) of a study B set name."""
+    task, _, rest = name.removeprefix(PREFIX).partition("-")
+    return (task, *parse_label(rest))
+
+
+def sft_path(task: str, variant: str, model: str | None = None) -> str:
+    return f"results/sft/{sft_set_name(task, variant, model)}.jsonl"
+
+
+def trained_by(set_label: str, target: str) -> bool:
+    """Whether `target` trains on the set: a shared one, or one made by or for it."""
+    return parse_label(set_label)[1] in (None, target)

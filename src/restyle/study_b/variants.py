@@ -1,7 +1,8 @@
 """Study B's response variants: the same training questions, answered in different styles.
 
-One SFT set per (task, variant), `studyB-{task}-{variant}` (`results/sft/{set}.jsonl`); every
-set holds the same prompt for a question (the question plus `study_b.instructions[task]`), only
+One SFT set per (task, variant), `studyB-{task}-{variant}` (`results/sft/{set}.jsonl`), or per
+(task, variant, model), `studyB-{task}-{variant}@{model}`, for a variant made by or for one model
+(restyle.study_b.PER_MODEL); every set holds the same prompt for a question (the question plus `study_b.instructions[task]`), only
 the completion differs:
 
 - human: the ground truth as people wrote it (the task's `human_answer`: GSM8K's worked
@@ -9,7 +10,7 @@ the completion differs:
 - teacher: the teacher's own answer to the prompt.
 - teacher_rewrite: the teacher rewrites the human answer in its own words, keeping its content.
 - teacher_steps / teacher_detailed_steps: the teacher answers step by step / in detailed steps.
-- self_rewrite: the target model (a teacher entry serving it) rewrites the human answer (SDFT).
+- self_rewrite: the set's model (a teacher entry serving it) rewrites the human answer (SDFT).
 - minimum_change: the target model answers; the teacher corrects that answer with the smallest
   edits that make it right, keeping the target's wording.
 - best_of_n: n sampled teacher answers (distinct seeds); the correct one the target model finds
@@ -106,26 +107,26 @@ class Built:
 
 
 class Context:
-    """What building one set needs: task, variant, config section, items, and the teachers: the
-    job's teacher session (whose steps' failures and accounting go to the job's two side files
-    as soon as each step ends) with a backend dict and a config name per role ("teacher",
-    "target")."""
+    """What building one set needs: task, variant (and the model of a per-model set), config
+    section, items, and the teachers: the job's teacher session (whose steps' failures and
+    accounting go to the job's two side files as soon as each step ends) with a backend dict and
+    a config name per role ("teacher", "target")."""
 
     def __init__(self, task: Task, variant: str, cfg: dict, items: Sequence,
                  session: teacher_mod.Session | None = None,
                  scorer: Callable[[list[SFTRecord]], list[float]] | None = None,
                  source_records: Sequence[SFTRecord] | None = None, *,
                  backends: dict[str, dict] | None = None, names: dict[str, str] | None = None,
-                 jobs: int = 1, judge: bool = True):
+                 jobs: int = 1, judge: bool = True, model: str | None = None):
         self.task, self.variant, self.cfg, self.items = task, variant, cfg, list(items)
         self.session, self.scorer, self.source_records = session, scorer, source_records
         self.backends, self.names = backends or {}, names or {}
         self.jobs = jobs  # checks run at once (a code task's programs)
         self.judge = judge  # False: every reply is kept unchecked (the estimate's stand-ins)
         self.instruction = cfg["instructions"][task.name]
-        self.sft_set = sft_set_name(task.name, variant)
+        self.sft_set = sft_set_name(task.name, variant, model)
         self.base_provenance = {"study": "B", "task": task.name, "variant": variant,
-                                "sft_set": self.sft_set}
+                                "sft_set": self.sft_set, **({"set_model": model} if model else {})}
         self._sent: dict[str, list[dict]] = {}  # request id -> messages, for the prompt hash
 
     def prompt(self, item) -> list[dict]:
@@ -380,14 +381,15 @@ def make_scorer(manifest: str | Path, batch_size: int | str, max_length: int | N
 def run(task_name: str, variant: str, cfg: dict, items_path: str | Path, out: dict,
         backends: dict[str, dict], names: dict[str, str], cache_path: str | Path,
         prices: dict | None, target_manifest: str | Path | None = None,
-        source_path: str | Path | None = None, jobs: int = 1) -> dict:
-    """Build one set and write its files. `out` names the paths: sft, dropped, stats, failures,
-    accounting. `backends`/`names` map the roles "teacher" and "target" to a backend dict for
-    restyle.teacher.Session.ask and the config name of that teacher; `jobs`: checks run at once.
-    Returns the stats row."""
+        source_path: str | Path | None = None, jobs: int = 1, model: str | None = None) -> dict:
+    """Build one set (of `model`, for a per-model variant) and write its files. `out` names the
+    paths: sft, dropped, stats, failures, accounting. `backends`/`names` map the roles "teacher"
+    and "target" to a backend dict for restyle.teacher.Session.ask and the config name of that
+    teacher; `jobs`: checks run at once. Returns the stats row."""
     task = tasks.get(task_name, "study_b.tasks")
     items = load_items(task, items_path, cfg["items"])
-    session = teacher_mod.Session(cache_path, sft_set_name(task.name, variant), prices=prices,
+    session = teacher_mod.Session(cache_path, sft_set_name(task.name, variant, model),
+                                  prices=prices,
                                   failures_path=out["failures"],
                                   accounting_path=out["accounting"])
     session.write()  # a variant that asks no teacher still has (empty) side files
@@ -398,7 +400,7 @@ def run(task_name: str, variant: str, cfg: dict, items_path: str | Path, out: di
                              fam["max_batch_tokens"])
     source = (read_jsonl(source_path, SFTRecord.from_dict) if variant in PPL_SPLITS else None)
     ctx = Context(task, variant, cfg, items, session, scorer, source, backends=backends,
-                  names=names, jobs=jobs)
+                  names=names, jobs=jobs, model=model)
     built = build(ctx)
     # said here, not in build: the estimate (restyle.estimate) builds sets from stand-in replies
     log.info("%s: %d of %d kept (%s)", ctx.sft_set, len(built.records), built.stats["questions"],
