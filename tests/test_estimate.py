@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from chat_server import ChatServer  # noqa: E402
 from conftest import REPO  # noqa: E402
 from test_teacher import closed_port  # noqa: E402
-from test_workflow import DATA_TARGETS, snakemake  # noqa: E402
+from test_workflow import DATA_TARGETS, SNAKEMAKE, snakemake  # noqa: E402
 
 from restyle import accounting, estimate, teacher  # noqa: E402
 from restyle.records import RuozhibaItem  # noqa: E402
@@ -201,16 +201,26 @@ def test_schema_requests_are_estimated_at_their_retry_bound_and_the_run_bills_wi
     assert bill["run_prompt_tokens"] == once(reqs[0]) + 3 * once(reqs[1]) < est["prompt_tokens"]
 
 
-def test_estimating_another_config_leaves_the_finished_run_as_it_is(tiny):
-    """`make estimate` with the paper's config in the folder of a finished run (a tiny one)
-    prepares the paper-scale data in a scratch folder of its own: the run stays up to date. A
-    second estimate of the same config reuses that folder's data."""
+def test_the_paper_config_plans_and_prices_its_five_tasks_beside_a_finished_run(tiny):
+    """`make estimate` with the paper's config (MATH, ECQA and MBPP from local mirrors in the hub
+    layout: no hub here) in the folder of a finished run (a tiny one): the plan has every study B
+    set of the five tasks and both targets, the estimate prices each at the paper's sizes, and
+    it prepares the paper-scale data in a scratch folder of its own, so the run stays up to
+    date. A second estimate of the same config reuses that folder's data."""
+    import yaml
+
     workdir, config = tiny
     assert snakemake(workdir, *DATA_TARGETS, config=config).returncode == 0
     run_files = {p: p.stat().st_mtime_ns for p in (workdir / "resources").rglob("*.jsonl")}
-    # the paper's MATH, ECQA and MBPP from local mirrors: no hub here
     mirrors = workdir.parent / "mirrors.yaml"
     mirrors.write_text(json.dumps({"data": paper_mirrors(workdir.parent / "mirrors")}))
+    paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())
+    plan = subprocess.run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), "-n",
+                           "--configfile", str(REPO / "config/paper.yaml"), str(mirrors)],
+                          capture_output=True, text=True, timeout=600)
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    # 5 tasks x (5 shared variants + 5 made by or for each of the 2 targets)
+    assert re.search(r"^study_b_variant\s+75$", plan.stdout, re.M), plan.stdout[-2000:]
 
     for _ in range(2):
         made = subprocess.run(
@@ -224,7 +234,13 @@ def test_estimating_another_config_leaves_the_finished_run_as_it_is(tiny):
     # the second time, only the estimate itself ran
     assert "prepare_mmlu" not in made.stderr and "rule estimate" in made.stderr
     rows = read_estimate(scratch)
-    assert int(rows["TOTAL"]["requests"]) > 10_000  # the paper's size, not the tiny run's
+    sizes = {"gsm8k": 1000, "math": 1000, "ecqa": 1000, "mbpp": 374, "humaneval": 82}
+    for task, n in sizes.items():  # the paper's sizes, not the tiny run's
+        assert rows[f"studyB-{task}-teacher:teacher"]["requests"] == str(n), task
+        for target in paper["target_models"]:
+            assert rows[f"studyB-{task}-best_of_n@{target}:samples"]["requests"] == str(2 * n)
+    # GPT-4o's bill is priced; the self-hosted targets' is unknown, so the total is too
+    assert float(rows["TOTAL gpt4o"]["cost"]) > 0 and rows["TOTAL"]["cost"] == ""
     assert {p: p.stat().st_mtime_ns for p in (workdir / "resources").rglob("*.jsonl")} == run_files
     assert not (workdir / "results").exists()
     assert "Nothing to be done" in snakemake(workdir, "-n", *DATA_TARGETS, config=config).stdout
@@ -260,33 +276,6 @@ def paper_mirrors(root: Path) -> dict:
         "mbpp": {"hf_id": str(write_hf_dataset(root / "mbpp", "full", {
             "train": [mbpp(i) for i in range(374)], "test": [mbpp(i) for i in range(500)]}))},
     }
-
-
-def test_the_paper_config_plans_and_prices_its_five_tasks_offline(tmp_path):
-    """config/paper.yaml with local mirrors of the three hub-only tasks: the plan has every
-    study B set of the five tasks, and the estimate prices each at the paper's sizes."""
-    import yaml
-
-    from conftest import REPO
-
-    config = yaml.safe_load((REPO / "config/paper.yaml").read_text())
-    for task, mirror in paper_mirrors(tmp_path / "mirrors").items():
-        config["data"][task] = {**config["data"][task], **mirror}
-    workdir = tmp_path / "work"
-    plan = snakemake(workdir, "-n", config=config)
-    assert plan.returncode == 0, plan.stderr[-3000:]
-    # 5 tasks x (5 shared variants + 5 made by or for each of the 2 targets)
-    assert re.search(r"^study_b_variant\s+75$", plan.stdout, re.M), plan.stdout[-2000:]
-    result = snakemake(workdir, "-f", "estimate", config=config)
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = read_estimate(workdir)
-    sizes = {"gsm8k": 1000, "math": 1000, "ecqa": 1000, "mbpp": 374, "humaneval": 82}
-    for task, n in sizes.items():
-        assert rows[f"studyB-{task}-teacher:teacher"]["requests"] == str(n), task
-        for target in config["target_models"]:
-            assert rows[f"studyB-{task}-best_of_n@{target}:samples"]["requests"] == str(2 * n)
-    # GPT-4o's bill is priced; the self-hosted targets' is unknown, so the total is too
-    assert float(rows["TOTAL gpt4o"]["cost"]) > 0 and rows["TOTAL"]["cost"] == ""
 
 
 def test_each_target_model_is_counted_apart(tmp_path):
