@@ -96,7 +96,7 @@ def workdir(tmp: Path, manifest: Path, settings: dict, resources: dict, examples
     train = {k: v for k, v in settings.items() if k not in ("per_model", "deepspeed")}
     train["resources"] = {**settings["resources"], **resources}
     config = {"models": {"tiny": {"source": str(manifest.parent / "hf")}},
-              "target_model": "tiny", "train": train}
+              "target_models": ["tiny"], "train": train}
     (work / "test-config.yaml").write_text(yaml.safe_dump(config))
     return work
 
