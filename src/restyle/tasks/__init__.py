@@ -52,6 +52,18 @@ def wrong(extracted: str | None, detail: str, status: str = "failed") -> Check:
     return Check(extracted, status, f"wrong_answer: {detail}")
 
 
+def choice_check(answer: int, text: str, letters: str) -> Check:
+    """The verdict on a multiple-choice reply: the option letter it names (of `letters`) against
+    the index of the right one."""
+    from restyle.answers import extract_choice
+
+    choice = extract_choice(text, letters=letters)
+    if choice is None:
+        return no_answer("no option letter found")
+    got = letters[choice]
+    return right(got) if choice == answer else wrong(got, f"{got} != {letters[answer]}")
+
+
 class Task:
     """One task. Subclasses set the class attributes and implement the methods that raise."""
 

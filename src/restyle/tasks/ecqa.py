@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from restyle.answers import extract_choice
 from restyle.data.hub import load_split
 from restyle.io import DataError
 from restyle.records import CHOICE_LETTERS, ExplainedMCItem
-from restyle.tasks import Check, Task, hub_splits, no_answer, right, wrong
+from restyle.tasks import Check, Task, choice_check, hub_splits
 from restyle.tasks.mmlu import format_options
 
 OPTIONS = tuple(f"q_op{i}" for i in range(1, 6))
@@ -57,13 +56,7 @@ class ECQA(Task):
         return f"({item.answer_letter}) {item.choices[item.answer]}"
 
     def check(self, item: ExplainedMCItem, text: str) -> Check:
-        letters = CHOICE_LETTERS[:len(item.choices)]
-        choice = extract_choice(text, letters=letters)
-        if choice is None:
-            return no_answer("no option letter found")
-        got = letters[choice]
-        return right(got) if choice == item.answer else \
-            wrong(got, f"{got} != {item.answer_letter}")
+        return choice_check(item.answer, text, CHOICE_LETTERS[:len(item.choices)])
 
 
 TASK = ECQA()

