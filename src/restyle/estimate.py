@@ -47,7 +47,7 @@ from restyle.records import MCItem, RuozhibaItem, SFTRecord
 from restyle.study_a import extraction, rewrite
 from restyle.study_a import TASK as STUDY_A_TASK
 from restyle.study_a import sft_set_name as study_a_sft_set
-from restyle.study_b import PER_MODEL, PREFIX, parse_label, parse_set_name, variants
+from restyle.study_b import PER_MODEL, PPL_SPLITS, PREFIX, parse_label, parse_set_name, variants
 from restyle.teacher import DEFAULT_MAX_TOKENS, Request, Result
 
 log = logging.getLogger(__name__)
@@ -162,15 +162,18 @@ def study_b(cfg: dict, backends: dict[str, dict], names: dict[str, dict[str, str
         for label in backends:
             variant, model = parse_label(label)
             sft_set = variants.sft_set_name(name, variant, model)
-            source = cfg["ppl_split_of"]
             recorder = _Recorder(sft_set, cache)
+            source = []  # a perplexity split halves its source set
+            if variant in PPL_SPLITS:
+                of = cfg["ppl_split_of"]
+                source = built.get(variants.sft_set_name(name, of, model if of in PER_MODEL
+                                                         else None), [])
             # no target model is loaded: stand-in perplexities, and stand-in replies are not
-            # judged (no request depends on either); a perplexity split halves its source set
+            # judged (no request depends on either)
             records = variants.build(variants.Context(
                 task, variant, cfg, items, recorder, scorer=lambda rows: [0.0] * len(rows),
-                source_records=built.get(variants.sft_set_name(
-                    name, source, model if source in PER_MODEL else None), []),
-                backends=backends[label], names=names[label], judge=False, model=model)).records
+                source_records=source, backends=backends[label], names=names[label],
+                judge=False, model=model)).records
             built[sft_set] = records
             if sets is not None:
                 sets[sft_set] = Arm(sft_set, records, FROM_CONFIG if recorder.stood_in else EXACT)
