@@ -189,9 +189,17 @@ def test_two_node_job_trains_what_one_node_of_two_does_and_scancel_ends_it_on_bo
     saved = sorted(int(p.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*"))
     assert saved and saved[-1] < 4, saved
 
+    # the rerun's time limit sized from its set (restyle.sizing): seconds of computing on an
+    # H100 at the stated MFU, x1.5, plus 5 min start-up and 5 min for the last checkpoint; a
+    # scheduling key changed, yet the job resumes (no setting it computes from changed)
+    config = yaml.safe_load((work / "test-config.yaml").read_text())
+    config["train"]["resources"].update(runtime="auto", device="H100", startup_s=300,
+                                        stop_before_end=300)
+    (work / "test-config.yaml").write_text(yaml.safe_dump(config))
     rerun = snakemake(work, "--retries", "0")
     log = finish(rerun, work, 400)
     assert rerun.returncode == 0, log
+    assert re.search(r"resources: .*\bruntime=11\b", log), log
     metrics = json.loads((work / TARGET).read_text())
     assert (metrics["processes"], metrics["nodes"]) == (2, 2)
     assert metrics["resumed_from_step"] == saved[-1]
