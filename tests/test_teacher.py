@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from chat_server import ChatServer  # noqa: E402
 
 from restyle import teacher  # noqa: E402
+from restyle.teacher import openai_backend  # noqa: E402
 from restyle.teacher import (BatchPending, FailureBudgetExceeded, Request,  # noqa: E402
                              TeacherError, estimate, template_hash)
 
@@ -125,7 +126,7 @@ def test_provenance_estimate_and_duplicates(tmp_path):
 
 
 def test_rate_limits_space_requests(tmp_path, monkeypatch):
-    monkeypatch.setattr(teacher, "WINDOW_S", 0.4)  # a short "minute"
+    monkeypatch.setattr(openai_backend, "WINDOW_S", 0.4)  # a short "minute"
     with ChatServer() as server:
         start = time.monotonic()
         generate(requests(["a", "b", "c", "d", "e"]), config(server, requests_per_minute=2),
