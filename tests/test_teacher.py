@@ -377,3 +377,15 @@ def test_failed_and_expired_batches_are_resubmitted_then_obey_the_budget(tmp_pat
         assert len(failed) == expect and f"{expect} of 4 items failed" in str(raised.value)
         why = "scripted batch failure" if ending == "failed" else "This request expired"
         assert all(why in f["error"] and "(submitted 2 times)" in f["error"] for f in failed)
+
+
+def test_a_dict_never_validated_gets_the_schema_defaults():
+    """The teacher restates no default: config/schema.yaml's are the ones a bare dict gets."""
+    import yaml
+
+    schema = yaml.safe_load((Path(__file__).parents[1] / "config/schema.yaml").read_text())
+    keys = schema["properties"]["teachers"]["additionalProperties"]["properties"]
+    got = teacher.settings({"backend": "openai", "model": "m", "timeout_s": 3})
+    assert got == {**{k: v["default"] for k, v in keys.items()}, "backend": "openai",
+                   "model": "m", "timeout_s": 3}
+    assert teacher.schema_tries({"backend": "local"}) == 1 + keys["schema_retries"]["default"]
