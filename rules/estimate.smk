@@ -1,17 +1,21 @@
-# The teacher bill of the configured run before anything is sent: `snakemake -f estimate`
-# (`make estimate`) prints it and writes results/estimate.csv (restyle.estimate). It needs the
-# prepared data and a local teacher's tokenizer, never a teacher's output, so it can run first.
+# The teacher bill and the compute of the configured run before anything is sent or trained:
+# `snakemake -f estimate` (`make estimate`) prints them and writes results/estimate.csv
+# (restyle.estimate) and results/compute.csv (restyle.sizing). It needs the prepared data, a
+# local teacher's tokenizer and a bundled target's folder, never a teacher's output or a
+# trained model, so it can run first.
 include: "estimate_common.smk"
 
 
 rule estimate:
     """Requests, cached, to send, tokens and cost (list and Batch API price) per teacher stage
-    and in total; sends nothing. The cache changes between runs without Snakemake knowing:
+    and in total; tokens and GPU-hours per training and evaluation job and in total, and the
+    sbatch -t of train.resources.runtime auto; sends nothing. The cache changes between runs without Snakemake knowing:
     run it with -f (force) to count again."""
     input:
         unpack(estimate_inputs),
     output:
-        "results/estimate.csv",
+        teacher="results/estimate.csv",
+        compute="results/compute.csv",
     params:
         code=code_version("estimate.py"),
         study_a=STUDY_A,
@@ -25,6 +29,12 @@ rule estimate:
         variant_names={l: study_b_roles(l) for l in study_b_labels()},
         cache=config["teacher_cache"],
         prices=config["prices"],
+        # the compute (restyle.sizing): what each target trains on and is evaluated on
+        train={t: restyle_config.settings_for(config["train"], t) for t in TARGETS},
+        seeds=config["train"]["seeds"],
+        sources={t: config["models"][t]["source"] for t in TARGETS},
+        controls=config["controls"],
+        eval=config["eval"],
     log:
         "logs/estimate.log",
     threads: 1

@@ -1,4 +1,5 @@
 # Input functions of the estimate (rules/estimate.smk includes this file).
+from restyle.models import BUNDLED_PREFIX
 
 
 def estimate_teachers():
@@ -17,4 +18,9 @@ def estimate_inputs(wildcards):
     }
     if not STUDY_A["rules"]["fixed"]:
         inputs["ruozhiba"] = "resources/data/ruozhiba.jsonl"
+    for target in TARGETS:  # a bundled model's architecture is in its prepared folder
+        if config["models"][target]["source"].startswith(BUNDLED_PREFIX):
+            inputs[f"model_{target}"] = model_manifest(target)
+    for task in config["eval"]["tasks"]:  # what evaluation and the controls read
+        inputs |= {f"{key}_{task}": path for key, path in task_eval_data(task).items()}
     return inputs

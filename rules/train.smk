@@ -27,7 +27,8 @@ rule train:
         metrics="results/train/{model}/{sft_set}/seed{seed}/train_metrics.json",
     params:
         code=code_version("train.py"),
-        settings=lambda wc: restyle_config.settings_for(config["train"], wc.model),
+        # without the keys that only schedule the job: changing those reruns no training
+        settings=lambda wc: restyle_config.training_settings(config["train"], wc.model),
         checkpoints=lambda wc: f"results/train/{wc.model}/{wc.sft_set}/seed{wc.seed}/checkpoints",
     log:
         "logs/train/{model}/{sft_set}/seed{seed}.log",
@@ -44,7 +45,7 @@ rule train:
         tasks=lambda wc: restyle_config.resource(config, wc.model, "tasks"),
         cpus_per_gpu=lambda wc: restyle_config.resource(config, wc.model, "cpus_per_gpu"),
         mem_mb=lambda wc: restyle_config.resource(config, wc.model, "mem_mb"),
-        runtime=lambda wc: restyle_config.resource(config, wc.model, "runtime"),
+        runtime=train_runtime,
         slurm_partition=lambda wc: restyle_config.resource(config, wc.model, "slurm_partition"),
         slurm_account=lambda wc: restyle_config.resource(config, wc.model, "slurm_account"),
         slurm_extra=lambda wc: restyle_config.resource(config, wc.model, "slurm_extra"),

@@ -1,6 +1,8 @@
 # Input functions of training (rules/train.smk includes this file).
 from snakemake.logging import logger
 
+from restyle import sizing as restyle_sizing
+
 _ANNOUNCED_EMPTY = set()
 
 
@@ -24,3 +26,13 @@ def trained_runs(target):
     """The run name (restyle.runs) of every checkpoint the studies train for `target`."""
     seeds = config["train"]["seeds"]
     return [restyle_runs.run_name(s, seed) for s in trained_sets(target) for seed in seeds]
+
+
+def train_runtime(wildcards, input):
+    """sbatch -t of a train job (minutes): config train.resources.runtime, or for `auto` sized
+    from its SFT set (restyle.sizing.train_runtime). Snakemake evaluates it when the job is ready
+    to submit; before the set exists a dry run shows <TBD>."""
+    settings = restyle_config.settings_for(config["train"], wildcards.model)
+    if settings["resources"]["runtime"] != "auto":
+        return settings["resources"]["runtime"]
+    return restyle_sizing.train_runtime(input.sft, input.manifest, settings, wildcards.model)

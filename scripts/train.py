@@ -4,6 +4,7 @@ restyle.train."""
 import signal
 
 from restyle import logs
+from restyle.config import settings_for
 from restyle.launch import die_with_parent
 from restyle.train import Job, launch_job
 
@@ -21,7 +22,8 @@ job = Job(manifest=snakemake.input.manifest, sft=snakemake.input.sft,
           checkpoint_dir=snakemake.params.checkpoints, seed=int(snakemake.wildcards.seed),
           settings=settings,
           labels={"model": snakemake.wildcards.model, "sft_set": snakemake.wildcards.sft_set})
-# per node, from config (the job's `gpu` resource is unset on several nodes, see rules/train.smk)
-resources = settings["resources"]
+# per node, from config (the job's `gpu` resource is unset on several nodes, see rules/train.smk);
+# stop_before_end schedules only, so it is not among the params (restyle.config.SCHEDULING)
+resources = settings_for(snakemake.config["train"], snakemake.wildcards.model)["resources"]
 launch_job(job, gpus=resources["gpu"], cpus=snakemake.threads, log_path=snakemake.log[0],
            nodes=resources["nodes"], stop_before_end=resources["stop_before_end"])

@@ -212,9 +212,15 @@ def test_the_paper_config_plans_and_prices_its_five_tasks_beside_a_finished_run(
     workdir, config = tiny
     assert snakemake(workdir, *DATA_TARGETS, config=config).returncode == 0
     run_files = {p: p.stat().st_mtime_ns for p in (workdir / "resources").rglob("*.jsonl")}
-    mirrors = workdir.parent / "mirrors.yaml"
-    mirrors.write_text(json.dumps({"data": paper_mirrors(workdir.parent / "mirrors")}))
+    from test_sizing import LLAMA2_13B, MISTRAL_7B, write_config
+
     paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())
+    # the targets' architectures (config.json alone, no weights): the compute is sized offline
+    models = {name: {"source": str(write_config(workdir.parent / name, arch))} for name, arch
+              in zip(paper["target_models"], [LLAMA2_13B, MISTRAL_7B])}
+    mirrors = workdir.parent / "mirrors.yaml"
+    mirrors.write_text(json.dumps({"data": paper_mirrors(workdir.parent / "mirrors"),
+                                   "models": models}))
     plan = subprocess.run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), "-n",
                            "--configfile", str(REPO / "config/paper.yaml"), str(mirrors)],
                           capture_output=True, text=True, timeout=600)
@@ -241,6 +247,29 @@ def test_the_paper_config_plans_and_prices_its_five_tasks_beside_a_finished_run(
             assert rows[f"studyB-{task}-best_of_n@{target}:samples"]["requests"] == str(2 * n)
     # GPT-4o's bill is priced; the self-hosted targets' is unknown, so the total is too
     assert float(rows["TOTAL gpt4o"]["cost"]) > 0 and rows["TOTAL"]["cost"] == ""
+
+    # the compute: each target's train jobs (3 seeds each) and evaluation jobs, on an H100
+    compute = list(csv.DictReader((scratch / "results/compute.csv").open()))
+    assert "GPU-h" in made.stdout and "expected_mfu 0.35 x H100 peak 989 TFLOP/s" in made.stdout
+    for target, other in zip(paper["target_models"], paper["target_models"][::-1]):
+        train = {r["name"]: r for r in compute if r["model"] == target and r["job"] == "train"}
+        # study A's 10 sets, 25 shared and 25 own study B sets, 12 controls (6 tasks x 2)
+        assert len(train) == 10 + 25 + 25 + 12 and not any(other in n for n in train)
+        assert all(r["jobs"] == "3" and float(r["gpu_hours"]) > 0 and int(r["runtime_auto"]) > 5
+                   for r in train.values())
+        # 1,000 GSM8K answers of up to 512 tokens, 32 a step: 32 steps, at most 1,000 x 1,024
+        gsm8k = train["studyB-gsm8k-teacher"]
+        assert gsm8k["rows"] == "1000" and gsm8k["steps"] == "32"
+        assert 200_000 < int(gsm8k["tokens"]) <= 1_024_000
+        evaluate = [r for r in compute if r["model"] == target and r["job"] == "evaluate"]
+        assert [r["name"] for r in evaluate] == paper["eval"]["tasks"]
+        [total] = [r for r in compute if r["job"] == f"TOTAL {target}"]
+        assert float(total["total_gpu_hours"]) == pytest.approx(sum(
+            float(r["total_gpu_hours"]) for r in [*train.values(), *evaluate]))
+    # Llama-2-13B costs more per token than Mistral-7B on the same sets
+    hours = {r["job"]: float(r["total_gpu_hours"]) for r in compute if r["job"].startswith("TOTAL")}
+    assert hours["TOTAL llama2-13b-chat"] > hours["TOTAL mistral-7b-instruct"]
+    assert hours["TOTAL"] == pytest.approx(sum(hours[f"TOTAL {t}"] for t in paper["target_models"]))
     assert {p: p.stat().st_mtime_ns for p in (workdir / "resources").rglob("*.jsonl")} == run_files
     assert not (workdir / "results").exists()
     assert "Nothing to be done" in snakemake(workdir, "-n", *DATA_TARGETS, config=config).stdout
@@ -259,8 +288,8 @@ def paper_mirrors(root: Path) -> dict:
 
     def ecqa(i):
         return {"q_no": f"q{i}", "q_text": f"Where would you most likely keep item number {i}?",
-                **{f"q_op{j}": f"place {j}" for j in range(1, 6)}, "q_ans": "place 3",
-                "taskB": "Items like that are usually kept in place 3, since it is dry."}
+                **{f"q_op{j}": f"place {j}" for j in range(1, 6)}, "q_ans": f"place {1 + i % 5}",
+                "taskB": f"Items like that are usually kept in place {1 + i % 5}, since it is dry."}
 
     def mbpp(i):
         return {"task_id": i, "text": f"Write a function to add {i} to a number.",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -356,11 +357,15 @@ TARGET = "results/train/smollm2-135m/toy/seed1/train_metrics.json"
 
 
 def test_rule_trains_with_two_cpu_processes_through_the_launcher(workdir):
+    """A real train job, then `runtime: auto` sized by its measured throughput: the next seed's
+    sbatch -t is its measured time x runtime_margin (restyle.sizing), and switching the runtime
+    (or any scheduling key) reruns no training."""
     work, config = workdir
+    config["train"]["max_steps"] = 8  # 3 steps after the warm-up: a measured throughput
     result = snakemake(work, config, TARGET)
     assert result.returncode == 0, result.stdout + result.stderr
     metrics = json.loads((work / TARGET).read_text())
-    assert metrics["seed"] == 1 and metrics["processes"] == 2 and metrics["steps"] == 2
+    assert metrics["seed"] == 1 and metrics["processes"] == 2 and metrics["steps"] == 8
     assert metrics["gradient_accumulation_steps"] == 1  # 2 per device x 2 processes = batch 4
     log = (work / "logs/train/smollm2-135m/toy/seed1.log").read_text()
     assert "launching 2 process(es) on CPU (gloo)" in log and "--nproc-per-node=2" in log
@@ -369,6 +374,17 @@ def test_rule_trains_with_two_cpu_processes_through_the_launcher(workdir):
     assert not (work / "results/train/smollm2-135m/toy/seed1/checkpoints").exists()
     assert (work / "logs/benchmarks/train/smollm2-135m/toy/seed1.tsv").is_file()
     assert "Nothing to be done" in snakemake(work, config, TARGET, "-n").stdout
+
+    margin = 60  # minutes of the estimate = its seconds
+    config["train"]["resources"] = {"runtime": "auto", "runtime_margin": margin,
+                                    "startup_s": 0, "stop_before_end": 0, "mem_mb": 3000}
+    assert "Nothing to be done" in snakemake(work, config, TARGET, "-n").stdout
+    plan = snakemake(work, config, TARGET.replace("seed1", "seed0"), "-n")
+    assert plan.returncode == 0, plan.stderr
+    [minutes] = re.findall(r"\bruntime=(\d+)", plan.stdout)
+    steady = metrics["steady_tokens_per_second"] / metrics["tokens_per_second"]
+    measured = metrics["train_seconds_this_run"] / steady  # the whole run at the steady pace
+    assert 0.5 * measured <= int(minutes) <= 2 * measured + 1, (minutes, measured)
 
 
 def test_rule_resources_per_model_and_gpu_check(workdir):

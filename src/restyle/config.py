@@ -55,6 +55,21 @@ def _train_per_model(config: dict, schema: dict, models) -> list[str]:
     return problems
 
 
+def _devices(config: dict) -> list[str]:
+    """`train.resources.device`, also per model, is a GPU whose peak restyle knows."""
+    from restyle.train import DEVICE_PEAK_FLOPS, device_peak_flops
+
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    places = {"train.resources.device": train.get("resources")}
+    for model, override in (train.get("per_model") or {}).items():
+        if isinstance(override, dict):
+            places[f"train.per_model.{model}.resources.device"] = override.get("resources")
+    return [f"config {key}: '{res['device']}' is not a GPU restyle knows the peak FLOP/s of "
+            f"(known: {', '.join(name for name, _ in DEVICE_PEAK_FLOPS)})"
+            for key, res in places.items() if isinstance(res, dict)
+            and isinstance(res.get("device"), str) and device_peak_flops(res["device"]) is None]
+
+
 def _with_study_names(schema: dict) -> dict:
     """The schema with study A's baseline, the task names (restyle.tasks) and study B's variant
     names as enums, from the one list of each (the schema file has none)."""
@@ -200,11 +215,28 @@ def check(config: dict, schema_path: str | Path) -> None:
             problems.append(f"config teachers.{name}.model: required for the {backend.name} "
                             f"backend")
     problems += _train_per_model(config, schema, models)
+    problems += _devices(config)
     problems += _teacher_keys(config, schema)
     if isinstance(models, dict):
         problems += _study_b_models(config, schema, models)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+
+
+# Keys of config `train` and `train.resources` that say only how a job is scheduled and sized:
+# left out of rule train's params (`training_settings`), so changing them reruns no training
+SIZING = ("expected_mfu",)
+SCHEDULING = ("cpus_per_gpu", "mem_mb", "runtime", "runtime_margin", "startup_s", "max_runtime",
+              "device", "stop_before_end", "slurm_partition", "slurm_account", "slurm_extra")
+
+
+def training_settings(train_cfg: dict, model: str) -> dict:
+    """`settings_for` without the SIZING and SCHEDULING keys: what rule train computes from
+    (its params, and train_metrics.json's `settings`)."""
+    settings = {k: v for k, v in settings_for(train_cfg, model).items() if k not in SIZING}
+    settings["resources"] = {k: v for k, v in settings["resources"].items()
+                             if k not in SCHEDULING}
+    return settings
 
 
 def settings_for(train_cfg: dict, model: str) -> dict:

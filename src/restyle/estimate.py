@@ -33,19 +33,24 @@ results/estimate.csv (the report's teacher bill reads it).
 from __future__ import annotations
 
 import hashlib
+import logging
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from restyle import tasks, teacher
+from restyle import controls, sizing, tasks, teacher
 from restyle.accounting import RULE_REWRITES, RULES_STAGE, TOTAL
 from restyle.cache import Cache
 from restyle.io import read_jsonl
-from restyle.records import MCItem, RuozhibaItem
+from restyle.records import MCItem, RuozhibaItem, SFTRecord
 from restyle.study_a import extraction, rewrite
-from restyle.study_b import PREFIX, parse_label, parse_set_name, variants
+from restyle.study_a import TASK as STUDY_A_TASK
+from restyle.study_a import sft_set_name as study_a_sft_set
+from restyle.study_b import PER_MODEL, PPL_SPLITS, PREFIX, parse_label, parse_set_name, variants
 from restyle.teacher import DEFAULT_MAX_TOKENS, Request, Result
+
+log = logging.getLogger(__name__)
 
 EXACT, FROM_CONFIG = "exact", "from config"
 # results/estimate.csv; tokens and costs as in the accounting CSVs: prompt_tokens,
@@ -143,26 +148,139 @@ class _Recorder:
 
 
 def study_b(cfg: dict, backends: dict[str, dict], names: dict[str, dict[str, str]],
-            task_files: dict[str, str | Path], cache: str | Path) -> list[Planned]:
+            task_files: dict[str, str | Path], cache: str | Path,
+            sets: dict[str, Arm] | None = None) -> list[Planned]:
     """What study B asks (config `study_b`): `backends`/`names` map each set label
     (restyle.study_b.label: a variant, with `@{model}` for a per-model one) to its roles' backend
     dicts and teacher keys, as the study_b_variant rule's params do. A per-model set's stages are
-    named after it, so each target model's requests are counted apart."""
-    out = []
+    named after it, so each target model's requests are counted apart. `sets`, when given, gets
+    each set's records as the run would make them from these replies (`Arm`, for sizing)."""
+    out, built = [], {}
     for name in cfg["tasks"]:
         task = tasks.get(name, "study_b.tasks")
         items = variants.load_items(task, task_files[name], cfg["items"])
         for label in backends:
             variant, model = parse_label(label)
-            recorder = _Recorder(variants.sft_set_name(name, variant, model), cache)
+            sft_set = variants.sft_set_name(name, variant, model)
+            recorder = _Recorder(sft_set, cache)
+            source = []  # a perplexity split halves its source set
+            if variant in PPL_SPLITS:
+                of = cfg["ppl_split_of"]
+                source = built.get(variants.sft_set_name(name, of, model if of in PER_MODEL
+                                                         else None), [])
             # no target model is loaded: stand-in perplexities, and stand-in replies are not
             # judged (no request depends on either)
-            variants.build(variants.Context(task, variant, cfg, items, recorder,
-                                            scorer=lambda records: [0.0] * len(records),
-                                            source_records=[], backends=backends[label],
-                                            names=names[label], judge=False, model=model))
+            records = variants.build(variants.Context(
+                task, variant, cfg, items, recorder, scorer=lambda rows: [0.0] * len(rows),
+                source_records=source, backends=backends[label], names=names[label],
+                judge=False, model=model)).records
+            built[sft_set] = records
+            if sets is not None:
+                sets[sft_set] = Arm(sft_set, records, FROM_CONFIG if recorder.stood_in else EXACT)
             out += recorder.planned
     return out
+
+
+@dataclass
+class Arm:
+    """An SFT set as the run will make it, for sizing its training (restyle.sizing): its records,
+    exact, or with every teacher reply not in the cache standing in at its max_tokens bound."""
+
+    name: str
+    records: list[SFTRecord]
+    basis: str
+
+
+def study_a_sets(cfg: dict, mmlu_train: str | Path) -> list[Arm]:
+    """Study A's SFT sets (config `study_a`): the original items exact; each rule's and the
+    plain teacher's with a reply of its max_tokens bound."""
+    items = rewrite.select_items(read_jsonl(mmlu_train, MCItem.from_dict),
+                                 cfg["rewrite"]["items_per_set"])
+    original = study_a_sft_set("original")
+    rules = len(cfg["rules"]["fixed"]) or cfg["rules"]["count"]
+    written = [study_a_sft_set(f"rule-{i}") for i in range(1, rules + 1)]
+    if "teacher_plain" in cfg["baselines"]:
+        written.append(study_a_sft_set("teacher_plain"))
+    reply = stand_in(cfg["rewrite"]["max_tokens"])  # the rewrite's bound, teacher_plain's too
+    out = [Arm(original, rewrite.original_set(original, items), EXACT)] if (
+        "original" in cfg["baselines"]) else []
+    return out + [Arm(name, [replace(r, completion=f"{reply}\n\n{r.completion}")
+                             for r in rewrite.original_set(name, items)], FROM_CONFIG)
+                  for name in written]
+
+
+def task_prompts(name: str, eval_cfg: dict, questions: str | Path, dev: str | Path | None,
+                 kind: str = "positive") -> list[SFTRecord]:
+    """Task `name`'s evaluated questions as evaluation prompts them (config eval.{name}),
+    answered as control arm `kind` (restyle.controls): what a control trains on, and the
+    prompts an evaluation job reads."""
+    task = tasks.get(name)
+    items = read_jsonl(questions, task.record.from_dict)
+    if task.evaluation == tasks.LOGLIK:
+        return controls.choice_set(task, kind, items, read_jsonl(dev, task.record.from_dict),
+                                   eval_cfg["k_shot"])
+    return controls.generation_set(task, kind, items, eval_cfg["instruction"])
+
+
+def compute(targets: dict[str, dict], seeds: int, study_a_arms: list[Arm],
+            study_b_arms: dict[str, Arm], control_kinds: list[str], eval_cfg: dict,
+            eval_files: dict[str, dict], results: str | Path) -> list[dict]:
+    """results/compute.csv (restyle.sizing): each target's training and evaluation jobs, then
+    the TOTAL. `targets` maps a model to its `settings` (config train for it) and `source` (a
+    folder with its config.json, or a hub id); `eval_files` each evaluated task to its questions
+    and dev files (rules/common.smk task_eval_data); `results` holds finished train jobs whose
+    throughput is measured."""
+    prompts = {t: task_prompts(t, eval_cfg[t], f["questions"], f.get("dev"))
+               for t, f in eval_files.items()}
+    controlled = [t for t in eval_cfg["tasks"] if t in {STUDY_A_TASK, *{
+        parse_set_name(n)[0] for n in study_b_arms}}]
+    control_arms = [Arm(controls.sft_set_name(t, kind), task_prompts(
+        t, eval_cfg[t], eval_files[t]["questions"], eval_files[t].get("dev"), kind), EXACT)
+        for t in controlled for kind in control_kinds]
+    rows, memo = [], {}
+    for model, target in targets.items():
+        settings = target["settings"]
+        arms = [*study_a_arms, *(arm for name, arm in study_b_arms.items()
+                                 if parse_set_name(name)[2] in (None, model)), *control_arms]
+        studies = seeds * (len(arms) - len(control_arms))
+        evaluations = [sizing.Evaluation(t, prompts[t], 0 if tasks.get(t).evaluation ==
+                                         tasks.LOGLIK else eval_cfg[t]["max_new_tokens"]
+                                         * eval_cfg[t].get("samples", 1),
+                                         1 + studies + seeds * sum(
+                                             controls.parse_name(a.name)[0] == t
+                                             for a in control_arms))
+                       for t in eval_cfg["tasks"]]
+        try:
+            flops = sizing.model_flops(target["source"], settings)
+        except sizing.SizingError as e:
+            log.warning("GPU-hours of %s unknown: %s", model, e)
+            flops = None
+        count, counter = _counter(target["source"], memo)
+        rows += sizing.table(model, settings, seeds, arms, evaluations, flops,
+                             sizing.rate(settings, results, model), count, counter)
+    jobs = [r for r in rows if r["job"] in ("train", "evaluate")]
+    return rows + ([sizing.total(sizing.TOTAL, jobs)] if len(targets) > 1 else [])
+
+
+def _counter(source: str | Path, memo: dict):
+    """(count, its name): the model's own tokenizer and chat template where the folder or hub
+    id has one at hand, else tiktoken's o200k_base, an approximation. Targets that count alike
+    count each text once (`memo`: the records live as long as it does, so their ids hold)."""
+    from transformers import AutoTokenizer
+
+    try:
+        name, count = f"tokenizer of {source}", sizing.chat_counter(
+            AutoTokenizer.from_pretrained(str(source)))
+    except (OSError, ValueError):
+        name = "o200k_base (approx.)"
+        count = sizing.text_counter(teacher.tiktoken_encoding("gpt-4o"))
+
+    def counted(prompt: list[dict], completion: str) -> int:
+        key = (name, id(prompt), completion)
+        if key not in memo:
+            memo[key] = count(prompt, completion)
+        return memo[key]
+    return counted, "model tokenizer" if name != "o200k_base (approx.)" else name
 
 
 def table(planned: list[Planned], cache: str | Path, prices: dict | None) -> list[dict]:
@@ -250,8 +368,11 @@ def scratch_command(command: list[str]) -> tuple[list[str], Path]:
     shared = [p for p in work.iterdir() if p.name not in RUN_ENTRIES]
     if (work / "resources" / "teacher").is_dir():  # the run's teacher cache: what is cached
         shared.append(work / "resources" / "teacher")
+    if (work / "results" / "train").is_dir():  # the run's train jobs: the throughput measured
+        shared.append(work / "results" / "train")
     for entry in shared:
         link = scratch / entry.relative_to(work)
+        link.parent.mkdir(parents=True, exist_ok=True)
         if not link.is_symlink():
             link.symlink_to(entry)
     return [*args, "-d", str(scratch), "-f", "estimate"], scratch

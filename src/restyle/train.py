@@ -571,6 +571,16 @@ def track_progress(trainer):
     return progress
 
 
+def lora_config(lora: dict):
+    """PEFT's LoraConfig of config `train.lora`."""
+    from peft import LoraConfig
+
+    targets = list(lora["target_modules"])
+    return LoraConfig(r=lora["rank"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                      target_modules="all-linear" if targets == ["all-linear"] else targets,
+                      task_type="CAUSAL_LM")
+
+
 def build_trainer(job: Job):
     """The SFTTrainer of a job (model loaded, data tokenized), ready to `train()`."""
     import torch
@@ -648,16 +658,7 @@ def build_trainer(job: Job):
     if plan["attn_implementation"]:
         model_kwargs["attn_implementation"] = plan["attn_implementation"]
     model = AutoModelForCausalLM.from_pretrained(model_path, **model_kwargs)
-    peft_config = None
-    if s["method"] == "lora":
-        from peft import LoraConfig
-
-        lora = s["lora"]
-        targets = list(lora["target_modules"])
-        targets = "all-linear" if targets == ["all-linear"] else targets
-        peft_config = LoraConfig(r=lora["rank"], lora_alpha=lora["alpha"],
-                                 lora_dropout=lora["dropout"],
-                                 target_modules=targets, task_type="CAUSAL_LM")
+    peft_config = lora_config(s["lora"]) if s["method"] == "lora" else None
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=peft_config)
     track_progress(trainer)
