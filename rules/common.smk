@@ -13,6 +13,7 @@ from restyle import runs as restyle_runs
 from restyle import study_a as restyle_study_a
 from restyle import tasks as restyle_tasks
 from restyle import versions as restyle_versions
+from restyle.teacher import backends as restyle_backends
 from restyle.config import check
 
 # check() names each wrong key in one line; validate() then fills in the schema's defaults,
@@ -62,15 +63,17 @@ def model_job_resource(name):
 
 
 def teacher_inputs(name):
-    """Files a stage asking teacher `name` depends on: the model manifest of a local teacher."""
+    """Files a stage asking teacher `name` depends on: the model manifest of a teacher whose
+    backend runs a model of `models` (a local one)."""
     teacher = config["teachers"][name]
-    return [model_manifest(teacher["model_key"])] if teacher["backend"] == "local" else []
+    runs_a_model = restyle_backends.get(teacher["backend"]).needs_model
+    return [model_manifest(teacher["model_key"])] if runs_a_model else []
 
 
 def teacher_backend(name):
     """The backend dict restyle.teacher.generate takes, for teacher `name` in config."""
     teacher = {k: v for k, v in config["teachers"][name].items() if v is not None}
     teacher["name"] = name  # for messages that must say which teacher failed
-    if teacher["backend"] == "local":
+    if restyle_backends.get(teacher["backend"]).needs_model:
         teacher["manifest"] = model_manifest(teacher.pop("model_key"))
     return teacher

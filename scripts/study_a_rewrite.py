@@ -11,10 +11,7 @@ if p.rule is None:
     requests = rewrite.plain_requests(items, {**p.cfg, **p.plain})
 else:
     requests = rewrite.rewrite_requests(p.rule, items, p.cfg)
-if p.backend["backend"] == "local":
-    import torch
-
-    torch.set_num_threads(snakemake.threads)
+teacher.backends.get(p.backend["backend"]).use_threads(snakemake.threads)
 session = teacher.Session(p.cache, p.sft_set, prices=p.prices,
                           failures_path=snakemake.log.failures, accounting_path=out.accounting)
 session.write()  # its side files exist even when there is nothing to ask

@@ -12,10 +12,7 @@ if p.cfg["fixed"]:
     found = {"rules": extraction.fixed(p.cfg["fixed"]), "candidates": [], "dropped": []}
     doc = extraction.document(found["rules"], "fixed", p.cfg, None, None, None)
 else:
-    if p.backend["backend"] == "local":
-        import torch
-
-        torch.set_num_threads(snakemake.threads)
+    teacher.backends.get(p.backend["backend"]).use_threads(snakemake.threads)
     questions = read_jsonl(snakemake.input.questions, RuozhibaItem.from_dict)
     found = extraction.extract(questions, p.cfg, p.backend, session)
     doc = extraction.document(found["rules"], "extracted", p.cfg, p.teacher, p.backend,

@@ -49,8 +49,8 @@ def test_the_architecture_page_names_every_file_with_code():
     assert [str(p.relative_to(REPO)) for p in files if f"`{p.relative_to(REPO)}`" not in text] == []
 
 
-def _compared_task_names(tree, names) -> list[str]:
-    """Task names a comparison (==, !=, in) of a syntax tree makes with a string literal."""
+def _compared_names(tree, names) -> list[str]:
+    """Names a comparison (==, !=, in) of a syntax tree makes with a string literal."""
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Compare):
@@ -62,24 +62,46 @@ def _compared_task_names(tree, names) -> list[str]:
     return found
 
 
-def test_no_task_name_is_compared_in_a_string_outside_the_task_registry():
-    """Code that asks "is this gsm8k?" is code a new task must edit; the registry's `Task`
-    says what differs instead (restyle.tasks)."""
-    from restyle import tasks
-
-    names = tasks.NAMES
+def _name_comparisons(names, package: str) -> list[str]:
+    """Where code outside `package` (src/restyle/...) compares one of `names` with a string."""
     pattern = re.compile(rf"""(?:[=!]=|\bin)\s*[(\[{{]?\s*["'](?:{'|'.join(names)})["']"""
                          rf"""|["'](?:{'|'.join(names)})["']\s*(?:[=!]=|\bin\b)"""
                          rf"""|["'](?:{'|'.join(names)})\|""")
     offenders = []
     for path in [*REPO.glob("src/restyle/**/*.py"), *REPO.glob("scripts/*.py"),
                  *REPO.glob("benchmarks/*.py")]:
-        if path.is_relative_to(REPO / "src/restyle/tasks"):
+        if path.is_relative_to(REPO / package):
             continue
-        found = _compared_task_names(ast.parse(path.read_text(encoding="utf-8")), names)
+        found = _compared_names(ast.parse(path.read_text(encoding="utf-8")), names)
         offenders += [f"{path.relative_to(REPO)}: {v!r}" for v in found]
     for path in [REPO / "Snakefile", *REPO.glob("rules/*.smk")]:
         for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if pattern.search(line):
                 offenders.append(f"{path.relative_to(REPO)}:{lineno}: {line.strip()}")
-    assert offenders == []
+    return offenders
+
+
+def test_no_task_name_is_compared_in_a_string_outside_the_task_registry():
+    """Code that asks "is this gsm8k?" is code a new task must edit; the registry's `Task`
+    says what differs instead (restyle.tasks)."""
+    from restyle import tasks
+
+    assert _name_comparisons(tasks.NAMES, "src/restyle/tasks") == []
+
+
+def test_no_backend_name_is_compared_in_a_string_outside_the_teacher_package():
+    """Code that asks "is this teacher local?" is code a new backend must edit; the registry's
+    `Backend` says what differs instead (restyle.teacher.backends)."""
+    from restyle.teacher import backends
+
+    assert _name_comparisons(backends.NAMES, "src/restyle/teacher") == []
+
+
+def test_the_schema_lists_the_registered_teacher_backends():
+    import yaml
+
+    from restyle.teacher import backends
+
+    schema = yaml.safe_load((REPO / "config/schema.yaml").read_text(encoding="utf-8"))
+    teacher = schema["properties"]["teachers"]["additionalProperties"]["properties"]
+    assert teacher["backend"]["enum"] == list(backends.NAMES)

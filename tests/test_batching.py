@@ -157,12 +157,12 @@ def test_local_teacher_halves_to_a_size_that_fits_and_records_it(tmp_path, smoll
     # a CUDA device whose memory holds two prompts at a time
     monkeypatch.setattr(batching, "resolve",
                         lambda device, rows, **_: Limits(rows=8, auto=frozenset({"rows"})))
-    generate_batch = teacher._local_batch
+    generate_batch = teacher.local._local_batch
 
     def oom_above_two(model, tokenizer, seqs, prefix, params, seed):
         if len(seqs) > 2:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (test stand-in)")
         return generate_batch(model, tokenizer, seqs, prefix, params, seed)
 
-    monkeypatch.setattr(teacher, "_local_batch", oom_above_two)
+    monkeypatch.setattr(teacher.local, "_local_batch", oom_above_two)
     assert run("gpu_auto", AUTO) == fixed

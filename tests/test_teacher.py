@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from chat_server import ChatServer  # noqa: E402
 
 from restyle import teacher  # noqa: E402
+from restyle.teacher import openai_backend  # noqa: E402
 from restyle.teacher import (BatchPending, FailureBudgetExceeded, Request,  # noqa: E402
                              TeacherError, estimate, template_hash)
 
@@ -125,7 +126,7 @@ def test_provenance_estimate_and_duplicates(tmp_path):
 
 
 def test_rate_limits_space_requests(tmp_path, monkeypatch):
-    monkeypatch.setattr(teacher, "WINDOW_S", 0.4)  # a short "minute"
+    monkeypatch.setattr(openai_backend, "WINDOW_S", 0.4)  # a short "minute"
     with ChatServer() as server:
         start = time.monotonic()
         generate(requests(["a", "b", "c", "d", "e"]), config(server, requests_per_minute=2),
@@ -376,3 +377,15 @@ def test_failed_and_expired_batches_are_resubmitted_then_obey_the_budget(tmp_pat
         assert len(failed) == expect and f"{expect} of 4 items failed" in str(raised.value)
         why = "scripted batch failure" if ending == "failed" else "This request expired"
         assert all(why in f["error"] and "(submitted 2 times)" in f["error"] for f in failed)
+
+
+def test_a_dict_never_validated_gets_the_schema_defaults():
+    """The teacher restates no default: config/schema.yaml's are the ones a bare dict gets."""
+    import yaml
+
+    schema = yaml.safe_load((Path(__file__).parents[1] / "config/schema.yaml").read_text())
+    keys = schema["properties"]["teachers"]["additionalProperties"]["properties"]
+    got = teacher.settings({"backend": "openai", "model": "m", "timeout_s": 3})
+    assert got == {**{k: v["default"] for k, v in keys.items()}, "backend": "openai",
+                   "model": "m", "timeout_s": 3}
+    assert teacher.schema_tries({"backend": "local"}) == 1 + keys["schema_retries"]["default"]

@@ -23,7 +23,6 @@ LETTERS = "ABCD"
 # a number: optional sign, digits with optional comma groups, optional decimals, or ".5"
 _NUM = r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+"
 _NUM_RE = re.compile(_NUM)
-_HASH_RE = re.compile(r"####\s*(.*)")
 _FINAL_RE = re.compile(r"(?:final\s+answer|the\s+answer)\s*(?:is|:|=)?\s*:?\s*(.*)",
                        re.IGNORECASE)
 

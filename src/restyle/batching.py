@@ -29,6 +29,9 @@ AUTO = "auto"
 # limit here, and 512 prompts keep a GPU busy while decoding.
 GPU_START_ROWS = 512
 GPU_START_TOKENS = 2 ** 16
+# What `auto` max_batch_tokens is off CUDA (scoring: evaluation, familiarity): the config
+# default from before `auto`.
+CPU_MAX_BATCH_TOKENS = 8192
 # Scoring under `auto` on CUDA also starts a new batch where a row would be padded to more than
 # this many times its length: a batch big enough for everything otherwise pads the shortest rows
 # to the longest (MMLU 0-shot, 823M model on an H200: 970 questions/s in batches of up to

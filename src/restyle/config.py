@@ -15,6 +15,7 @@ import jsonschema
 import yaml
 
 from restyle import study_a, study_b, tasks
+from restyle.teacher import backends
 
 
 class ConfigError(ValueError):
@@ -162,10 +163,16 @@ def _study_b_models(config: dict, schema: dict, models: dict) -> list[str]:
         if not isinstance(teachers.get(name), dict):
             problems.append(f"{key}: '{name}' is not a key of teachers "
                             f"(known: {', '.join(teachers)})")
-        elif teachers[name].get("backend") == "local" and teachers[name].get("model_key") != model:
+        elif _runs_a_model(teachers[name]) and teachers[name].get("model_key") != model:
             problems.append(f"{key}: teacher '{name}' runs model "
                             f"'{teachers[name].get('model_key')}', not '{model}'")
     return problems
+
+
+def _runs_a_model(teacher: dict) -> bool:
+    """Whether a teacher config's backend runs a model of `models` (its `model_key`)."""
+    backend = backends.find(teacher.get("backend"))
+    return backend is not None and backend.needs_model
 
 
 OWN_TEACHER = "self:{model}"  # the teachers key of a writer's own local teacher
@@ -186,7 +193,7 @@ def add_own_teachers(config: dict, schema_path: str | Path) -> None:
         config["teachers"] = copy.deepcopy(teachers)
     for model in missing:
         name = OWN_TEACHER.format(model=model)
-        config["teachers"][name] = {"backend": "local", "model_key": model}
+        config["teachers"][name] = {"backend": backends.OWN_MODEL, "model_key": model}
         serving[model] = name
 
 
@@ -200,11 +207,13 @@ def check(config: dict, schema_path: str | Path) -> None:
     for name, teacher in (config.get("teachers") or {}).items():
         if not isinstance(teacher, dict) or not isinstance(models, dict):
             continue
-        if teacher.get("backend") == "local" and teacher.get("model_key") not in models:
+        if _runs_a_model(teacher) and teacher.get("model_key") not in models:
             problems.append(f"config teachers.{name}.model_key: '{teacher.get('model_key')}' is "
                             f"not a key of models (known: {', '.join(models)})")
-        if teacher.get("backend") == "openai" and not teacher.get("model"):
-            problems.append(f"config teachers.{name}.model: required for the openai backend")
+        backend = backends.find(teacher.get("backend"))
+        if backend is not None and backend.requires_model and not teacher.get("model"):
+            problems.append(f"config teachers.{name}.model: required for the {backend.name} "
+                            f"backend")
     problems += _train_per_model(config, schema, models)
     problems += _devices(config)
     problems += _teacher_keys(config, schema)

@@ -36,7 +36,7 @@ SUBJECT_LINE = "The following are multiple choice questions (with answers) about
 ALL_SUBJECTS = "ALL"  # the summary row that averages over every question (not over subjects)
 SUMMARY_COLUMNS = ["model", "run", "sft_set", "seed", "task", "subject", "n", "accuracy", "stderr"]
 # What `auto` batch limits are off CUDA: the config defaults from before `auto`.
-CPU_MAX_BATCH_TOKENS = 8192
+CPU_MAX_BATCH_TOKENS = batching.CPU_MAX_BATCH_TOKENS
 CPU_GENERATION_BATCH_SIZE = 16
 
 

@@ -12,7 +12,6 @@ from restyle.data.hub import load_split
 from restyle.io import DataError, iter_jsonl, read_jsonl, utf8_lines
 from restyle.records import RuozhibaItem
 
-SAMPLE_SOURCE = "restyle-sample"
 JSON_BLANKS = re.compile(r"[ \t\n\r]*")
 
 

@@ -147,9 +147,11 @@ def extraction_requests(questions: Sequence[RuozhibaItem], cfg: dict,
 
 
 def structured_output(cfg: dict, backend: dict) -> bool:
-    """Whether replies are asked for as JSON (config `structured_output`)."""
+    """Whether replies are asked for as JSON (config `structured_output`; `auto`: where the
+    teacher's backend takes a JSON schema, restyle.teacher.backends)."""
     return cfg["structured_output"] == "always" or (
-        cfg["structured_output"] == "auto" and backend["backend"] == "openai")
+        cfg["structured_output"] == "auto"
+        and teacher.backends.get(backend["backend"]).structured_output)
 
 
 def consolidation_request(ranked: Sequence[dict], cfg: dict, structured: bool) -> Request:

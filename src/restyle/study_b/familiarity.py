@@ -53,7 +53,7 @@ SET_STATISTICS_COLUMNS = ["model", "run", "dataset", "examples", "mean_response_
                           "mean_perplexity", "mean_ppl_low", "mean_ppl_high"]
 # What `auto` batch limits are off CUDA: the config defaults from before `auto`.
 CPU_BATCH_SIZE = 16
-CPU_MAX_BATCH_TOKENS = 8192
+CPU_MAX_BATCH_TOKENS = batching.CPU_MAX_BATCH_TOKENS
 PAIRED_PERPLEXITY_KEYS = ["model", "run", "a", "b", "n", "tokens_a", "tokens_b", "corpus_ppl_a",
                           "corpus_ppl_b", "ratio", "ratio_low", "ratio_high", "excludes_one"]
 
