@@ -30,7 +30,10 @@ rule estimate:
         cache=config["teacher_cache"],
         prices=config["prices"],
         # the compute (restyle.sizing): what each target trains on and is evaluated on
-        train={t: restyle_config.settings_for(config["train"], t) for t in TARGETS},
+        train={
+            t: restyle_sizing.sized_settings(restyle_config.settings_for(config["train"], t))
+            for t in TARGETS
+        },
         seeds=config["train"]["seeds"],
         sources={t: config["models"][t]["source"] for t in TARGETS},
         controls=config["controls"],

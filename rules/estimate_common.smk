@@ -1,4 +1,5 @@
 # Input functions of the estimate (rules/estimate.smk includes this file).
+from restyle import sizing as restyle_sizing
 from restyle.models import BUNDLED_PREFIX
 
 

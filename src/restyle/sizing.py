@@ -32,6 +32,18 @@ from pathlib import Path
 from restyle import train
 
 MEASURED, STATED = "measured", "expected_mfu"
+# the keys of config `train` (resolved for one model) and of its `resources` that sizing reads;
+# the estimate's params hold only these, so that another (the learning rate) does not redo it
+TRAIN_KEYS = ("method", "lora", "max_length", "epochs", "max_steps", "batch_size", "save_steps",
+              "expected_mfu", "cpu_processes")
+RESOURCE_KEYS = ("gpu", "nodes", "device", "runtime_margin", "startup_s", "max_runtime",
+                 "stop_before_end")
+
+
+def sized_settings(settings: dict) -> dict:
+    """What sizing reads of `settings` (config train for one model)."""
+    return {**{k: settings[k] for k in TRAIN_KEYS},
+            "resources": {k: settings["resources"][k] for k in RESOURCE_KEYS}}
 
 
 class SizingError(ValueError):
