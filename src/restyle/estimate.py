@@ -230,26 +230,33 @@ def compute(targets: dict[str, dict], seeds: int, study_a_arms: list[Arm],
     folder with its config.json, or a hub id); `eval_files` each evaluated task to its questions
     and dev files (rules/common.smk task_eval_data); `results` holds finished train jobs whose
     throughput is measured."""
-    prompts = {t: task_prompts(t, eval_cfg[t], f["questions"], f.get("dev"))
-               for t, f in eval_files.items()}
+    made = {}
+
+    def answered(task: str, kind: str = "positive") -> list[SFTRecord]:
+        """The task's prompts answered as `kind`: the positive ones are also what evaluation
+        reads, so each is made (and counted) once."""
+        if (task, kind) not in made:
+            made[task, kind] = task_prompts(task, eval_cfg[task], eval_files[task]["questions"],
+                                            eval_files[task].get("dev"), kind)
+        return made[task, kind]
+
     controlled = [t for t in eval_cfg["tasks"] if t in {STUDY_A_TASK, *{
         parse_set_name(n)[0] for n in study_b_arms}}]
-    control_arms = [Arm(controls.sft_set_name(t, kind), task_prompts(
-        t, eval_cfg[t], eval_files[t]["questions"], eval_files[t].get("dev"), kind), EXACT)
-        for t in controlled for kind in control_kinds]
+    control_arms = [Arm(controls.sft_set_name(t, kind), answered(t, kind), EXACT)
+                    for t in controlled for kind in control_kinds]
     rows, memo = [], {}
     for model, target in targets.items():
         settings = target["settings"]
         arms = [*study_a_arms, *(arm for name, arm in study_b_arms.items()
                                  if parse_set_name(name)[2] in (None, model)), *control_arms]
         studies = seeds * (len(arms) - len(control_arms))
-        evaluations = [sizing.Evaluation(t, prompts[t], 0 if tasks.get(t).evaluation ==
-                                         tasks.LOGLIK else eval_cfg[t]["max_new_tokens"]
-                                         * eval_cfg[t].get("samples", 1),
-                                         1 + studies + seeds * sum(
-                                             controls.parse_name(a.name)[0] == t
-                                             for a in control_arms))
-                       for t in eval_cfg["tasks"]]
+        evaluations = []
+        for t in eval_cfg["tasks"]:
+            generated = (0 if tasks.get(t).evaluation == tasks.LOGLIK
+                         else eval_cfg[t]["max_new_tokens"] * eval_cfg[t].get("samples", 1))
+            own_controls = sum(controls.parse_name(a.name)[0] == t for a in control_arms)
+            evaluations.append(sizing.Evaluation(t, answered(t), generated,
+                                                 1 + studies + seeds * own_controls))
         try:
             flops = sizing.model_flops(target["source"], settings)
         except sizing.SizingError as e:
@@ -269,18 +276,18 @@ def _counter(source: str | Path, memo: dict):
     from transformers import AutoTokenizer
 
     try:
-        name, count = f"tokenizer of {source}", sizing.chat_counter(
-            AutoTokenizer.from_pretrained(str(source)))
+        count = sizing.chat_counter(AutoTokenizer.from_pretrained(str(source)))
+        label, key = "model tokenizer", str(source)
     except (OSError, ValueError):
-        name = "o200k_base (approx.)"
         count = sizing.text_counter(teacher.tiktoken_encoding("gpt-4o"))
+        label = key = "o200k_base (approx.)"
 
     def counted(prompt: list[dict], completion: str) -> int:
-        key = (name, id(prompt), completion)
-        if key not in memo:
-            memo[key] = count(prompt, completion)
-        return memo[key]
-    return counted, "model tokenizer" if name != "o200k_base (approx.)" else name
+        text = (key, id(prompt), completion)
+        if text not in memo:
+            memo[text] = count(prompt, completion)
+        return memo[text]
+    return counted, label
 
 
 def table(planned: list[Planned], cache: str | Path, prices: dict | None) -> list[dict]:

@@ -69,7 +69,7 @@ class Flops:
 @dataclass(frozen=True)
 class Rate:
     flops_per_second: float | None  # per process; None: unknown
-    source: str  # MEASURED ("measured: N train jobs"), STATED, or why it is unknown
+    source: str  # MEASURED ("measured by N train job(s)"), STATED, or why it is unknown
 
 
 @functools.lru_cache(maxsize=32)
@@ -99,13 +99,19 @@ def model_flops(config_source: str | Path, settings: dict) -> Flops:
         raise SizingError(f"the architecture of {config_source} is not at hand ({e})") from e
 
 
+@functools.lru_cache(maxsize=4096)
+def _process_rate(path: Path, modified: int) -> float | None:
+    metrics = json.loads(path.read_text(encoding="utf-8"))
+    if metrics.get("achieved_flops_per_second") and metrics.get("processes"):
+        return metrics["achieved_flops_per_second"] / metrics["processes"]
+    return None
+
+
 def measured_rate(results: str | Path, model: str) -> Rate | None:
-    """The median FLOP/s per process of `model`'s finished train jobs under `results`."""
-    rates = []
-    for path in sorted(Path(results, "train", model).glob("*/seed*/train_metrics.json")):
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-        if metrics.get("achieved_flops_per_second") and metrics.get("processes"):
-            rates.append(metrics["achieved_flops_per_second"] / metrics["processes"])
+    """The median FLOP/s per process of `model`'s finished train jobs under `results`. Each
+    train_metrics.json is read once per version: `runtime: auto` asks this at every submission."""
+    rates = [r for path in sorted(Path(results, "train", model).glob(
+        "*/seed*/train_metrics.json")) if (r := _process_rate(path, path.stat().st_mtime_ns))]
     if not rates:
         return None
     return Rate(statistics.median(rates), f"{MEASURED} by {len(rates)} train job(s)")
@@ -190,16 +196,20 @@ def runtime_minutes(seconds: float, steps: int, settings: dict) -> int:
     return res["max_runtime"]
 
 
-@functools.lru_cache(maxsize=64)
-def _set_lengths(sft: str, modified: int, model_path: str, max_length: int) -> tuple[int, ...]:
+@functools.lru_cache(maxsize=8)
+def _tokenizer(model_path: str):
     from transformers import AutoTokenizer
 
+    return AutoTokenizer.from_pretrained(model_path)
+
+
+@functools.lru_cache(maxsize=64)
+def _set_lengths(sft: str, modified: int, model_path: str, max_length: int) -> tuple[int, ...]:
     from restyle.io import read_jsonl
     from restyle.records import SFTRecord
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    return tuple(row_lengths(read_jsonl(sft, SFTRecord.from_dict), chat_counter(tokenizer),
-                             max_length))
+    return tuple(row_lengths(read_jsonl(sft, SFTRecord.from_dict),
+                             chat_counter(_tokenizer(model_path)), max_length))
 
 
 def train_runtime(sft: str, manifest: str, settings: dict, model: str,
