@@ -43,7 +43,7 @@ from timing import load_average  # noqa: E402
 
 from restyle import study_b, tasks  # noqa: E402
 from restyle.io import read_jsonl  # noqa: E402
-from restyle.study_a import extraction  # noqa: E402
+from restyle.study_a import rules  # noqa: E402
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 PAPER = yaml.safe_load((REPO / "config/paper.yaml").read_text())
@@ -155,7 +155,7 @@ def run_scale(scale: float, latency: float, root: Path) -> dict:
         server.learn(workdir)
         estimate_s, _, _ = snakemake(workdir, config, "-f", "estimate")
         sets = [f"results/sft/studyA-{s}.jsonl"
-                for s in [*(r["slug"] for r in extraction.fixed(RULES)), "teacher_plain"]]
+                for s in [*(r["slug"] for r in rules.fixed(RULES)), "teacher_plain"]]
         sets += [f"results/sft/{study_b.sft_set_name(t, *study_b.parse_label(label))}.jsonl"
                  for t in PAPER["study_b"]["tasks"] for label in study_b.labels(
                      {**PAPER["study_b"], "variants": VARIANTS, "writers": None},

@@ -20,7 +20,7 @@ checkpoint study_a_rules:
     params:
         code=code_version("study_a_rules.py", restyle_study_a.TASK),
         cfg=STUDY_A["rules"],
-        templates={k: restyle_extraction.template_hash(v) for k, v in restyle_extraction.TEMPLATES.items()},
+        templates=restyle_study_a_rules.template_hashes(),
         **(
             dict(teacher=None, backend=None, cache=None, prices=None)
             if STUDY_A["rules"]["fixed"]
@@ -58,7 +58,7 @@ checkpoint study_a_rewrite:
         cfg=STUDY_A["rewrite"],
         plain=None,
         gate=STUDY_A["gate"],
-        template_hash=restyle_versions.study_a_rewrite_template(STUDY_A["rewrite"]["options"]),
+        template_hash=restyle_rewrite.sent_template_hash(STUDY_A["rewrite"]["options"]),
         **study_a_teacher_params(),
     wildcard_constraints:
         slug=STUDY_A_SLUG_RE,
@@ -93,7 +93,7 @@ checkpoint study_a_teacher_plain:
         cfg=STUDY_A["rewrite"],
         plain=STUDY_A["teacher_plain"],
         gate=STUDY_A["gate"],
-        template_hash=restyle_extraction.template_hash(restyle_rewrite.PLAIN_TEMPLATE),
+        template_hash=restyle_rewrite.sent_template_hash(None),
         **study_a_teacher_params(),
     log:
         main="logs/study_a/rewrite/teacher_plain.log",

@@ -3,7 +3,7 @@ import json
 import os
 
 from restyle import study_a as restyle_study_a
-from restyle.study_a import extraction as restyle_extraction
+from restyle.study_a import rules as restyle_study_a_rules
 from restyle.study_a import rewrite as restyle_rewrite
 
 STUDY_A = config["study_a"]
@@ -12,10 +12,10 @@ STUDY_A = config["study_a"]
 def study_a_rules():
     """Wording ({slug, name, description, instructions}) of every study A rule."""
     if STUDY_A["rules"]["fixed"]:
-        return [restyle_extraction.wording(r) for r in restyle_extraction.fixed(STUDY_A["rules"]["fixed"])]
+        return [restyle_study_a_rules.wording(r) for r in restyle_study_a_rules.fixed(STUDY_A["rules"]["fixed"])]
     path = checkpoints.study_a_rules.get().output.rules
     with open(path, encoding="utf-8") as f:
-        return [restyle_extraction.wording(r) for r in json.load(f)["rules"]]
+        return [restyle_study_a_rules.wording(r) for r in json.load(f)["rules"]]
 
 
 def study_a_rule(slug):
@@ -90,4 +90,4 @@ def study_a_teacher_params():
 
 
 # a rule's slug; never "original" (a baseline set; "teacher_plain" cannot match: no "_")
-STUDY_A_SLUG_RE = f"(?!original(?:\\.|$)){restyle_extraction.SLUG_RE}"
+STUDY_A_SLUG_RE = f"(?!original(?:\\.|$)){restyle_study_a_rules.SLUG_RE}"

@@ -19,7 +19,7 @@ checkpoint study_b_variant:
         accounting="results/studyB/{task}/{label}/accounting.csv",
     params:
         code=lambda wc: code_version("study_b_variant.py", wc.task),
-        templates=lambda wc: restyle_versions.study_b_templates(
+        templates=lambda wc: study_b_variants.template_hashes(
             wc.task, restyle_study_b.parse_label(wc.label)[0]
         ),
         cfg=study_b_variant_cfg,

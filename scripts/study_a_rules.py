@@ -1,7 +1,7 @@
 from restyle import logs, teacher
 from restyle.io import read_jsonl, write_json, write_jsonl
 from restyle.records import RuozhibaItem
-from restyle.study_a import extraction
+from restyle.study_a import rules
 
 log = logs.to_file(snakemake.log.main, snakemake.rule)
 p, out = snakemake.params, snakemake.output
@@ -9,13 +9,13 @@ session = teacher.Session(p.cache, snakemake.rule, prices=p.prices,
                           failures_path=snakemake.log.failures, accounting_path=out.accounting)
 session.write()
 if p.cfg["fixed"]:
-    found = {"rules": extraction.fixed(p.cfg["fixed"]), "candidates": [], "dropped": []}
-    doc = extraction.document(found["rules"], "fixed", p.cfg, None, None, None)
+    found = {"rules": rules.fixed(p.cfg["fixed"]), "candidates": [], "dropped": []}
+    doc = rules.document(found["rules"], "fixed", p.cfg, None, None, None)
 else:
     teacher.backends.get(p.backend["backend"]).use_threads(snakemake.threads)
     questions = read_jsonl(snakemake.input.questions, RuozhibaItem.from_dict)
-    found = extraction.extract(questions, p.cfg, p.backend, session)
-    doc = extraction.document(found["rules"], "extracted", p.cfg, p.teacher, p.backend,
+    found = rules.extract(questions, p.cfg, p.backend, session)
+    doc = rules.document(found["rules"], "extracted", p.cfg, p.teacher, p.backend,
                          snakemake.input.questions)
 write_jsonl(out.candidates, found["candidates"])
 write_jsonl(out.dropped, found["dropped"])

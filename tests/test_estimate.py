@@ -158,11 +158,11 @@ def test_chinese_prompts_are_counted_with_the_models_tokenizer_and_the_schema_bi
     undercounts Chinese text several times over; the JSON schema sent as response_format is
     billed as input too."""
     from restyle.data import ruozhiba
-    from restyle.study_a import extraction
+    from restyle.study_a import rules
 
     rcfg = {"perspectives": ["education"], "questions_per_batch": 1000, "max_batches": 1,
             "extract": {"max_tokens": 48, "temperature": 0.0}}
-    [(request, _)] = extraction.extraction_requests(ruozhiba.bundled_sample(), rcfg, True)
+    [(request, _)] = rules.extraction_requests(ruozhiba.bundled_sample(), rcfg, True)
     assert request.schema is not None
     how, count = teacher.token_counter({"backend": "openai", "model": "gpt-4o"})
     encoding = teacher.tiktoken_encoding("gpt-4o")

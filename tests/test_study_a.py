@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from chat_server import ChatServer  # noqa: E402
 from test_workflow import snakemake  # noqa: E402
 
-from restyle.study_a import extraction, replies, rewrite  # noqa: E402
+from restyle.study_a import replies, rewrite, rules  # noqa: E402
 from restyle.io import read_jsonl  # noqa: E402
 from restyle.records import MCItem, SFTRecord  # noqa: E402
 
@@ -71,12 +71,12 @@ def test_rule_blocks_and_instructions():
 
 
 def test_slugs_are_unique_and_never_a_baseline_name():
-    assert extraction.slugify("Blurring the Conceptual Boundaries") == "blurring-the-conceptual-boundaries"
-    assert extraction.slugify("Original") == "original-rule"
-    assert extraction.slugify("Exaggeration", taken=["exaggeration"]) == "exaggeration-2"
-    assert re.fullmatch(extraction.SLUG_RE, extraction.slugify("幽默"))
+    assert rules.slugify("Blurring the Conceptual Boundaries") == "blurring-the-conceptual-boundaries"
+    assert rules.slugify("Original") == "original-rule"
+    assert rules.slugify("Exaggeration", taken=["exaggeration"]) == "exaggeration-2"
+    assert re.fullmatch(rules.SLUG_RE, rules.slugify("幽默"))
     with pytest.raises(ValueError, match="reserved, repeated"):
-        extraction.fixed([{"name": "a b", "description": "d"}, {"name": "A-B", "description": "e",
+        rules.fixed([{"name": "a b", "description": "d"}, {"name": "A-B", "description": "e",
                                                            "slug": "a-b"}])
 
 
@@ -88,7 +88,7 @@ def test_ranking_drops_near_duplicates_and_alternates_perspectives():
                  (None, "humour keeps attention on the lesson and makes it stick", "education"),
                  ("Z", "surprise opens a knowledge gap that curiosity wants to close", "psychology"),
              ])]
-    ranked, dupes = extraction.rank_candidates(cands)
+    ranked, dupes = rules.rank_candidates(cands)
     assert [c["id"] for c in ranked] == ["c0", "c3", "c2"]
     assert [(d["id"], d["duplicate_of"]) for d in dupes] == [("c1", "c0")]
 

@@ -20,7 +20,7 @@ FILES = {
     "b.py": '"""Module b."""\n\nfrom restyle.io import read\n\n\ndef f():\n'
             '    """Docstring."""\n    return read("sample.jsonl")\n',
     "io.py": "def read(name):\n    return name\n",
-    "study_b/variants.py": 'TEMPLATES = {"answer": "{prompt}"}\nLIMIT = 3\n',
+    "study_b/variants.py": 'TEMPLATES: dict[str, Prompt] = {"answer": "{prompt}"}\nLIMIT = 3\n',
     # a registry of two tasks (restyle.tasks): a job of one counts that task's module only
     "tasks/__init__.py": "def registry():\n    from restyle.tasks import gsm8k, mmlu\n",
     "tasks/gsm8k.py": "FORMAT = 'End.'\n",
@@ -82,12 +82,29 @@ def test_a_relative_import_is_refused(tmp_path):
         versions.code_version(script, src=tmp_path)
 
 
-def test_every_prompt_name_left_out_is_a_module_level_assignment():
-    for module, names in versions.PROMPT_TEXT.items():
-        tree = ast.parse((versions.SRC / f"{module.replace('.', '/')}.py").read_text())
-        assigned = {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets
-                    if isinstance(t, ast.Name)}
-        assert names <= assigned, (module, names - assigned)
+def test_every_module_level_template_is_marked_as_prompt_text():
+    """A template left unmarked stays in the code version: editing it would rerun every job
+    importing its module, not just the jobs sending it. The convention: its name ends in TEMPLATE
+    or TEMPLATES, or starts with OPTIONS_ (study A's option wording)."""
+    unmarked, marked = [], 0
+    for path in sorted(versions.SRC.glob("restyle/**/*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            names = [t.id for t in (node.targets if isinstance(node, ast.Assign)
+                                    else [node.target] if isinstance(node, ast.AnnAssign) else [])
+                     if isinstance(t, ast.Name)]
+            if any(re.search(r"TEMPLATES?$|^OPTIONS_", n) for n in names):
+                if versions._is_prompt(node):
+                    marked += 1
+                elif not _only_names(node.value):
+                    unmarked.append(f"{path.relative_to(versions.SRC)}: {names}")
+    assert unmarked == [] and marked >= 8
+
+
+def _only_names(value) -> bool:
+    """A dict or list of other names (study_a.rules.TEMPLATES, the generators of tasks.gsm8k's
+    synthetic problems): it holds no text of its own."""
+    values = value.values if isinstance(value, ast.Dict) else getattr(value, "elts", [None])
+    return all(isinstance(v, ast.Name) for v in values)
 
 
 class RecordingSession:
@@ -123,7 +140,7 @@ def test_study_b_templates_are_exactly_the_prompt_text_a_variant_sends(task, var
                            backends={"teacher": {}, "target": {}},
                            names={"teacher": "t", "target": "s"})
     variants.build(ctx)
-    hashes = versions.study_b_templates(task, variant)
+    hashes = variants.template_hashes(task, variant)
     format_sent = any(tasks.get(task).answer_format in m["content"] for r in session.sent
                       for m in r.messages)
     assert ("format" in hashes) == format_sent
@@ -131,9 +148,9 @@ def test_study_b_templates_are_exactly_the_prompt_text_a_variant_sends(task, var
 
 
 def test_a_template_edit_changes_the_hashes_of_the_variants_sending_it(monkeypatch):
-    before = {v: versions.study_b_templates("gsm8k", v) for v in variants.VARIANTS}
+    before = {v: variants.template_hashes("gsm8k", v) for v in variants.VARIANTS}
     monkeypatch.setitem(variants.TEMPLATES, "rewrite", "Rewrite it. {format}")
-    changed = {v for v in variants.VARIANTS if versions.study_b_templates("gsm8k", v) != before[v]}
+    changed = {v for v in variants.VARIANTS if variants.template_hashes("gsm8k", v) != before[v]}
     assert changed == {"teacher_rewrite", "self_rewrite"}
 
 
@@ -142,7 +159,7 @@ def test_study_a_rewrite_template_is_the_hash_its_requests_carry(mode):
     rule = {"name": "N", "description": "D.", "instructions": "I."}
     [request] = rewrite.rewrite_requests(rule, ITEMS["mmlu"],
                                          {"options": mode, "max_tokens": 8, "temperature": 0.0})
-    assert versions.study_a_rewrite_template(mode) == request.template_hash
+    assert rewrite.sent_template_hash(mode) == request.template_hash
 
 
 def test_every_script_rule_carries_the_code_version_of_its_script():

@@ -1,6 +1,6 @@
 """The teacher bill of the configured run, before anything is sent (`snakemake -f estimate`).
 
-Every stage's requests are built by the stage's own code (`restyle.study_a.extraction`,
+Every stage's requests are built by the stage's own code (`restyle.study_a.rules`,
 `restyle.study_a.rewrite`, `restyle.study_b.variants`) and counted by
 `restyle.teacher.estimate`, so the estimate asks exactly what the run will ask. A request whose
 prompt holds an earlier teacher reply cannot be known yet; it is built from a stand-in reply as
@@ -44,7 +44,7 @@ from restyle.accounting import RULE_REWRITES, RULES_STAGE, TOTAL
 from restyle.cache import Cache
 from restyle.io import read_jsonl
 from restyle.records import MCItem, RuozhibaItem, SFTRecord
-from restyle.study_a import extraction, rewrite
+from restyle.study_a import rewrite, rules
 from restyle.study_a import TASK as STUDY_A_TASK
 from restyle.study_a import sft_set_name as study_a_sft_set
 from restyle.study_b import PER_MODEL, PPL_SPLITS, PREFIX, parse_label, parse_set_name, variants
@@ -86,11 +86,11 @@ def study_a(cfg: dict, backend: dict, mmlu_train: str | Path,
     name, out = cfg["teacher"], []
     rcfg = cfg["rules"]
     if rcfg["fixed"]:
-        rule_list = [extraction.wording(r) for r in extraction.fixed(rcfg["fixed"])]
+        rule_list = [rules.wording(r) for r in rules.fixed(rcfg["fixed"])]
         basis = EXACT
     else:
-        structured = extraction.structured_output(rcfg, backend)
-        extract_requests = [req for req, _ in extraction.extraction_requests(
+        structured = rules.structured_output(rcfg, backend)
+        extract_requests = [req for req, _ in rules.extraction_requests(
             read_jsonl(ruozhiba, RuozhibaItem.from_dict), rcfg, structured)]
         candidates = [{"name": None, "description": stand_in(rcfg["extract"]["max_tokens"])}
                       for _ in extract_requests]
@@ -100,9 +100,9 @@ def study_a(cfg: dict, backend: dict, mmlu_train: str | Path,
                      for i in range(1, rcfg["count"] + 1)]
         out += [Planned(f"{RULES_STAGE}:extract", EXACT, name, backend, extract_requests),
                 Planned(f"{RULES_STAGE}:consolidate", FROM_CONFIG, name, backend,
-                        [extraction.consolidation_request(candidates, rcfg, structured)]),
+                        [rules.consolidation_request(candidates, rcfg, structured)]),
                 Planned(f"{RULES_STAGE}:instructions", FROM_CONFIG, name, backend,
-                        extraction.instructions_requests(rule_list, rcfg))]
+                        rules.instructions_requests(rule_list, rcfg))]
         basis = FROM_CONFIG
     items = rewrite.select_items(read_jsonl(mmlu_train, MCItem.from_dict),
                                  cfg["rewrite"]["items_per_set"])
@@ -197,8 +197,8 @@ def study_a_sets(cfg: dict, mmlu_train: str | Path) -> list[Arm]:
     items = rewrite.select_items(read_jsonl(mmlu_train, MCItem.from_dict),
                                  cfg["rewrite"]["items_per_set"])
     original = study_a_sft_set("original")
-    rules = len(cfg["rules"]["fixed"]) or cfg["rules"]["count"]
-    written = [study_a_sft_set(f"rule-{i}") for i in range(1, rules + 1)]
+    count = len(cfg["rules"]["fixed"]) or cfg["rules"]["count"]
+    written = [study_a_sft_set(f"rule-{i}") for i in range(1, count + 1)]
     if "teacher_plain" in cfg["baselines"]:
         written.append(study_a_sft_set("teacher_plain"))
     reply = stand_in(cfg["rewrite"]["max_tokens"])  # the rewrite's bound, teacher_plain's too

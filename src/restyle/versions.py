@@ -4,9 +4,9 @@ Snakemake reruns a script rule when its script changes, not when the library the
 does; a param that changes with that library lets the params trigger do it. `code_version`
 hashes the syntax tree of a script and of every restyle module it imports, directly or through
 other restyle modules, so comments, docstrings and formatting change nothing while any other edit
-reruns exactly the rules that run it. Prompt text is left out of that hash (PROMPT_TEXT): each
-job carries the hashes of just the templates it sends (`study_b_templates`,
-`study_a_rewrite_template`, rules/study_a.smk), so editing one template reruns only its jobs.
+reruns exactly the rules that run it. Prompt text is left out of that hash: a module-level
+assignment annotated `Prompt` (restyle.teacher), whose jobs carry the hashes of just the templates
+they send instead (each stage's `template_hashes`), so editing one template reruns only its jobs.
 """
 
 from __future__ import annotations
@@ -16,42 +16,13 @@ import hashlib
 from functools import lru_cache
 from pathlib import Path
 
-from restyle import study_b, tasks
-from restyle.study_a import rewrite
-from restyle.study_b import variants
-from restyle.teacher import template_hash
+from restyle import tasks
 
 PACKAGE = __name__.partition(".")[0]
 SRC = Path(__file__).resolve().parents[1]  # the folder holding the package
-
-# Module-level prompt text, covered by per-job params instead. A template missing here stays in
-# the code version: editing it reruns every job importing its module (safe, not selective).
-PROMPT_TEXT = {
-    "restyle.study_a.extraction": {"EXTRACT_TEMPLATE", "CONSOLIDATE_TEMPLATE",
-                                   "INSTRUCTIONS_TEMPLATE", "TEMPLATES"},
-    "restyle.study_a.rewrite": {"REWRITE_TEMPLATE", "PLAIN_TEMPLATE", "OPTIONS_ASK",
-                                "OPTIONS_FORMAT"},
-    "restyle.study_b.variants": {"TEMPLATES"},
-}
+PROMPT = "Prompt"  # restyle.teacher.Prompt, the annotation of prompt text
 
 _DOCSTRING_OWNERS = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
-
-
-def study_b_templates(task: str, variant: str) -> dict[str, str]:
-    """Hashes of the prompt text study B's `variant` sends for `task`: each template it uses
-    and, when one asks for it, the task's answer format (restyle.tasks)."""
-    names = study_b.VARIANTS[variant].templates
-    out = {name: template_hash(variants.TEMPLATES[name]) for name in names}
-    if any("{format}" in variants.TEMPLATES[name] for name in names):
-        out["format"] = template_hash(tasks.get(task).answer_format)
-    return out
-
-
-def study_a_rewrite_template(mode: str) -> str:
-    """The template hash study A's rule rewrites carry in options mode `mode`
-    (rewrite.rewrite_requests)."""
-    return template_hash(rewrite.REWRITE_TEMPLATE + rewrite.OPTIONS_ASK[mode]
-                         + rewrite.OPTIONS_FORMAT[mode])
 
 
 @lru_cache(maxsize=None)
@@ -63,7 +34,7 @@ def code_version(script: str | Path, task: str | None = None, src: Path = SRC) -
     tree = ast.parse(Path(script).read_text(encoding="utf-8"))
     others = {f"{tasks.__name__}.{name}" for name in tasks.NAMES if name != task} if task else set()
     todo = sorted(_imports(tree, str(script), src) - others)
-    parts, seen = [_normalised(tree, set())], set(todo)
+    parts, seen = [_normalised(tree)], set(todo)
     while todo:
         dump, imports = _module(todo.pop(), src)
         parts.append(dump)
@@ -79,7 +50,7 @@ def _module(name: str, src: Path) -> tuple[str, frozenset[str]]:
     """(normalised source with its data files' hashes, restyle modules imported) of a module."""
     tree = ast.parse(_file(name, src).read_text(encoding="utf-8"))
     imports = frozenset(_imports(tree, name, src))
-    dump = _normalised(tree, PROMPT_TEXT.get(name, set()))
+    dump = _normalised(tree)
     strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)}
     data = [f"{f.name} {hashlib.sha256(f.read_bytes()).hexdigest()}"
             for f in sorted((src / PACKAGE / "data").glob("*"))
@@ -108,17 +79,18 @@ def _imports(tree: ast.AST, where: str, src: Path) -> set[str]:
     return {n for n in packages if n.split(".")[0] == PACKAGE and _file(n, src)}
 
 
-def _normalised(tree: ast.Module, prompts: set[str]) -> str:
-    """ast.dump of `tree` without docstrings and without module-level assignments to a name in
-    `prompts` (a comment or a layout change never reaches the tree)."""
-    tree.body = [n for n in tree.body if not _assigns_only(n, prompts)]
+def _normalised(tree: ast.Module) -> str:
+    """ast.dump of `tree` without docstrings and without module-level prompt text (`_is_prompt`);
+    a comment or a layout change never reaches the tree."""
+    tree.body = [n for n in tree.body if not _is_prompt(n)]
     for node in ast.walk(tree):
         if isinstance(node, _DOCSTRING_OWNERS) and ast.get_docstring(node, clean=False) is not None:
             node.body = node.body[1:]
     return ast.dump(tree)
 
 
-def _assigns_only(node: ast.stmt, names: set[str]) -> bool:
-    targets = (node.targets if isinstance(node, ast.Assign)
-               else [node.target] if isinstance(node, ast.AnnAssign) else [])
-    return bool(targets) and all(isinstance(t, ast.Name) and t.id in names for t in targets)
+def _is_prompt(node: ast.stmt) -> bool:
+    """An assignment annotated with `Prompt`: `X: Prompt = ...`, `X: dict[str, Prompt] = ...`."""
+    return isinstance(node, ast.AnnAssign) and any(
+        isinstance(n, ast.Name) and n.id == PROMPT or isinstance(n, ast.Attribute) and n.attr == PROMPT
+        for n in ast.walk(node.annotation))

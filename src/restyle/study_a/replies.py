@@ -1,5 +1,5 @@
 """Reading study A's teacher replies: rule lines and blocks, rewriting instructions
-(`extraction`), and a rewrite's question, options, reasoning and final letter (`rewrite`).
+(`rules`), and a rewrite's question, options, reasoning and final letter (`rewrite`).
 
 Replies are read leniently, because the offline default teacher (SmolLM2-135M) rarely keeps a
 format: list markers, bold and lead-ins like "The reason is that" are stripped, and a reply that

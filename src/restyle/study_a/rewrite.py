@@ -30,27 +30,35 @@ from difflib import SequenceMatcher
 from restyle.tasks.mmlu import format_mc, format_options, round_robin
 from restyle.io import write_csv
 from restyle.records import LETTERS, MCItem, SFTRecord
-from restyle.study_a.extraction import wording_hash
+from restyle.study_a.rules import wording_hash
 from restyle.study_a.replies import Parsed, Rejected, parse_reply
-from restyle.teacher import Request, Result, json_hash, template_hash
+from restyle.teacher import Prompt, Request, Result, json_hash, template_hash
 
-REWRITE_TEMPLATE = (
+REWRITE_TEMPLATE: Prompt = (
     "Rule: {name}: {description}\n{instructions}\n"
     "Rewrite the multiple-choice question below so that it follows the rule. {options_ask}"
     "Then explain the answer in the spirit of the rule.\n\n"
     "Question: {question}\n{options}\nCorrect answer: {letter}\n\n"
     "Reply in this format:\nQuestion: <rewritten question>\n{options_format}"
     "Reasoning: <two or three sentences>\nAnswer: {letter}")
-PLAIN_TEMPLATE = (
+PLAIN_TEMPLATE: Prompt = (
     "{question}\n{options}\n\n{hint}Explain the reasoning in two or three sentences, then end "
     "with the line\nAnswer: <letter>")
-OPTIONS_ASK = {"teacher": "Keep the four options and their meaning. ", "keep": ""}
-OPTIONS_FORMAT = {"teacher": "A. <option>\nB. <option>\nC. <option>\nD. <option>\n", "keep": ""}
+OPTIONS_ASK: dict[str, Prompt] = {"teacher": "Keep the four options and their meaning. ", "keep": ""}
+OPTIONS_FORMAT: dict[str, Prompt] = {"teacher": "A. <option>\nB. <option>\nC. <option>\nD. <option>\n", "keep": ""}
 
 STAGES = ("teacher", "parse", "options", "answer", "duplicate")
 STATS_FIELDS = ["sft_set", "rule", "subject", "total", "kept", "dropped",
                 *(f"dropped_{s}" for s in STAGES)]
 
+
+
+def sent_template_hash(options_mode: str | None) -> str:
+    """The template hash every request of a rule's set (options mode `options_mode`), or of the
+    teacher_plain set (None), carries: a param of its job, so editing the template reruns them."""
+    if options_mode is None:
+        return template_hash(PLAIN_TEMPLATE)
+    return template_hash(REWRITE_TEMPLATE + OPTIONS_ASK[options_mode] + OPTIONS_FORMAT[options_mode])
 
 
 def final_line(item: MCItem) -> str:
@@ -76,8 +84,7 @@ def rewrite_requests(rule: dict, items: Sequence[MCItem], cfg: dict) -> list[Req
             options_format=OPTIONS_FORMAT[mode])
         reqs.append(Request(id=item.id, messages=[{"role": "user", "content": content}],
                             template=f"study_a_rewrite_{mode}",
-                            template_hash=template_hash(REWRITE_TEMPLATE + OPTIONS_ASK[mode]
-                                                        + OPTIONS_FORMAT[mode]),
+                            template_hash=sent_template_hash(mode),
                             params=params))
     return reqs
 
@@ -91,7 +98,7 @@ def plain_requests(items: Sequence[MCItem], cfg: dict) -> list[Request]:
                                         options=format_options(item.choices), hint=hint)
         reqs.append(Request(id=item.id, messages=[{"role": "user", "content": content}],
                             template="study_a_teacher_plain" + ("_hint" if hint else ""),
-                            template_hash=template_hash(PLAIN_TEMPLATE), params=params))
+                            template_hash=sent_template_hash(None), params=params))
     return reqs
 
 

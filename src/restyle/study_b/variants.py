@@ -40,7 +40,7 @@ from restyle.io import DataError, read_jsonl, write_csv, write_jsonl
 from restyle.records import SFTRecord
 from restyle.study_b import PPL_SPLITS, SCORED_VARIANTS, VARIANTS, sft_set_name
 from restyle.tasks import Check, Task
-from restyle.teacher import Request, Result, json_hash, template_hash
+from restyle.teacher import Prompt, Request, Result, json_hash, template_hash
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ STATS_COLUMNS = ["task", "variant", "sft_set", "questions", "candidates", "kept"
                  "teacher_failed", "no_answer", "wrong_answer", "other_dropped",
                  "mean_completion_chars", "prompt_tokens", "completion_tokens", "cost"]
 
-TEMPLATES = {
+TEMPLATES: dict[str, Prompt] = {
     "answer": "{prompt}",
     "steps": "{prompt}\n\nAnswer step by step: write one short step per line, then the final "
              "answer. {format}",
@@ -64,6 +64,16 @@ TEMPLATES = {
                       "Question:\n{question}\n\nCorrect final answer: {gold}\n\n"
                       "Student's answer:\n{draft}\n\nWrite only the corrected answer.",
 }
+
+
+def template_hashes(task: str, variant: str) -> dict[str, str]:
+    """Hashes of the prompt text `variant` sends for `task` (a param of its job): each template it
+    uses and, when one asks for it, the task's answer format (restyle.tasks)."""
+    names = VARIANTS[variant].templates
+    out = {name: template_hash(TEMPLATES[name]) for name in names}
+    if any("{format}" in TEMPLATES[name] for name in names):
+        out["format"] = template_hash(tasks.get(task).answer_format)
+    return out
 
 
 # ---------------------------------------------------------------- items of a task

@@ -31,8 +31,8 @@ passes them to `chat.completions.create` as they are. Prices are per million tok
 
 from restyle.teacher.backends import NAMES, REGISTRY, model_name
 from restyle.teacher.base import (BATCH_DISCOUNT, DEFAULT_MAX_TOKENS, Backend, BatchPending,
-                                  FailureBudgetExceeded, Request, Result, TeacherError,
-                                  approx_tokens, check_reply, json_hash, schema_tries, settings,
+                                  FailureBudgetExceeded, Prompt, Request, Result,
+                                  TeacherError, approx_tokens, check_reply, json_hash, schema_tries, settings,
                                   template_hash)
 from restyle.teacher.cached import cache_key
 from restyle.teacher.estimation import estimate, token_counter
@@ -41,7 +41,7 @@ from restyle.teacher.openai_backend import tiktoken_encoding
 from restyle.teacher.session import ACCOUNTING_FIELDS, Session, generate
 
 __all__ = ["ACCOUNTING_FIELDS", "BATCH_DISCOUNT", "DEFAULT_MAX_TOKENS", "LOCAL_BATCH_SIZE",
-           "NAMES", "REGISTRY", "Backend", "BatchPending", "FailureBudgetExceeded", "Request",
+           "NAMES", "REGISTRY", "Backend", "BatchPending", "FailureBudgetExceeded", "Prompt", "Request",
            "Result", "Session", "TeacherError", "approx_tokens", "cache_key", "check_reply",
            "estimate", "generate", "json_hash", "model_name", "schema_tries", "settings",
            "template_hash", "tiktoken_encoding", "token_counter"]

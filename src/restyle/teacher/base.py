@@ -75,6 +75,12 @@ class Answer:
     batch: bool = False
 
 
+# Module-level prompt text is annotated `Prompt` (`X: Prompt = "..."`, `dict[str, Prompt]`):
+# restyle.versions leaves such an assignment out of a module's code version, and each job carries
+# the hashes of just the templates it sends, so editing one template reruns only its jobs.
+Prompt = str
+
+
 def template_hash(template_text: str) -> str:
     return hashlib.sha256(template_text.encode()).hexdigest()[:16]
 

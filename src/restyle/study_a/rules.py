@@ -32,27 +32,32 @@ from restyle.records import RuozhibaItem
 from restyle.study_a import BASELINES
 from restyle.study_a.replies import (MIN_DESCRIPTION_WORDS, clean, parse_instructions,
                                     parse_rule_blocks, parse_rule_lines, words)
-from restyle.teacher import Request, template_hash
+from restyle.teacher import Prompt, Request, template_hash
 
 log = logging.getLogger(__name__)
 
 SLUG_RE = r"[a-z0-9]+(?:-[a-z0-9]+)*"
 
-EXTRACT_TEMPLATE = (
+EXTRACT_TEMPLATE: Prompt = (
     "Trick questions:\n{questions}\n\n"
     "Why are trick questions like these good teaching material? Answer from the view of "
     "{perspective}, one reason per line, each line in the form  Name: explanation")
-CONSOLIDATE_TEMPLATE = (
+CONSOLIDATE_TEMPLATE: Prompt = (
     "Here are rules that explain why trick questions teach well:\n{candidates}\n\n"
     "Merge rules that say the same thing and write the {n} most useful rules. For each rule "
     "write three lines:\nName: <short name>\nDescription: <one paragraph>\n"
     "Instructions: <how to rewrite an exam question so that it follows the rule>")
-INSTRUCTIONS_TEMPLATE = (
+INSTRUCTIONS_TEMPLATE: Prompt = (
     "Rule: {name}: {description}\n\n"
     "In two sentences, tell a teacher how to rewrite a multiple-choice exam question so that it "
     "follows this rule.\nInstructions:")
 TEMPLATES = {"extract": EXTRACT_TEMPLATE, "consolidate": CONSOLIDATE_TEMPLATE,
              "instructions": INSTRUCTIONS_TEMPLATE}
+
+
+def template_hashes() -> dict[str, str]:
+    """The hash of each template the rules job sends (a param of rule study_a_rules)."""
+    return {name: template_hash(text) for name, text in TEMPLATES.items()}
 
 _RULE_ITEM = {"type": "object", "required": ["name", "description"],
               "properties": {"name": {"type": "string"}, "description": {"type": "string"},
