@@ -54,7 +54,7 @@ INSTRUCTIONS = [f"\n\n{p['default']}" for p in yaml.safe_load(
 VARIANTS = [v for v in PAPER["study_b"]["variants"] if v not in study_b.PPL_SPLITS]
 RULES = [{"name": f"Rule {i}", "description": f"Rule number {i}, said in a memorable way.",
           "instructions": "Say the question so that it sticks."} for i in range(1, 9)]
-TEACHER_RULES = ["study_a_rewrite", "study_a_teacher_plain", "study_b_variant"]
+TEACHER_RULES = ["study_a_rewrite", "study_b_variant"]
 _REWRITE = re.compile(r"\n\nQuestion: (.*?)\n(A\. .*?\nB\. .*?\nC\. .*?\nD\. .*?)\n"
                       r"Correct answer: ([A-D])\n", re.S)
 _PLAIN = re.compile(r"The correct answer is ([A-D])\. Explain")

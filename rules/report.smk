@@ -8,9 +8,9 @@ rule report:
         familiarity=lambda wc: report_familiarity(),
         familiarity_examples=report_familiarity_examples(),
         # what each set kept, to name the arms with no checkpoint and why
-        rules="results/rules/rules.json",
-        study_a_stats="results/study_a/gate_stats.csv",
-        study_b_stats=["results/studyB/stats.csv"] if study_b_sft_sets() else [],
+        rules=STUDY_A_RULES,
+        study_a_stats=STUDY_A_STATS,
+        study_b_stats=[STUDY_B_STATS] if study_b_sft_sets() else [],
         # the teacher bill: estimated before the run, accounted by every teacher stage
         estimate="results/estimate.csv",
         accounting=lambda wc: teacher_accounting(),

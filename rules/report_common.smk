@@ -36,14 +36,17 @@ def teacher_accounting():
     """The accounting CSV of every teacher stage (restyle.teacher.Session), which the report
     sums beside results/estimate.csv; waits for study A's checkpoints, so call it from an input
     function only."""
-    original = restyle_study_a.sft_set_name("original")  # asks no teacher
-    study_a = [f"results/sft/{s}.accounting.csv" for s in study_a_sft_sets() if s != original]
+    study_a = [
+        f"{STUDY_A_SETS}/{name}/accounting.csv"
+        for name in study_a_names()
+        if name != restyle_study_a.ORIGINAL  # asks no teacher
+    ]
     study_b = expand(
-        "results/studyB/{task}/{label}/accounting.csv",
+        f"{STUDY_B_SETS}/{{label}}/accounting.csv",
         task=STUDY_B["tasks"],
         label=study_b_labels(),
     )
-    return ["results/rules/accounting.csv", *study_a, *study_b]
+    return ["results/study_a/rules/accounting.csv", *study_a, *study_b]
 
 
 def teacher_label(name):

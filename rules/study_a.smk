@@ -1,8 +1,10 @@
 # Study A (arXiv 2411.14121): rules from Ruozhiba questions, one rule-guided SFT set per rule,
 # and two baselines. SFT sets are results/sft/{sft_set}.jsonl with sft_set one of
-# studyA-original, studyA-teacher_plain and studyA-{slug} for each rule; other stages fan out
-# over them with study_a_sft_sets() (call it inside an input function: with extracted rules it
-# waits for the study_a_rules checkpoint).
+# studyA-original, studyA-teacher_plain and studyA-{slug} for each rule; each set's side files
+# are in results/study_a/mmlu/{name}/ (name: original, teacher_plain or the rule's slug), the
+# rules step's in results/study_a/rules/. Other stages fan out over the sets with
+# study_a_sft_sets() (call it inside an input function: with extracted rules it waits for the
+# study_a_rules checkpoint).
 include: "study_a_common.smk"
 
 
@@ -13,10 +15,10 @@ checkpoint study_a_rules:
     input:
         unpack(study_a_rules_inputs),
     output:
-        rules="results/rules/rules.json",
-        candidates="results/rules/candidates.jsonl",
-        dropped="results/rules/dropped.jsonl",
-        accounting="results/rules/accounting.csv",
+        rules=STUDY_A_RULES,
+        candidates="results/study_a/rules/candidates.jsonl",
+        dropped="results/study_a/rules/dropped.jsonl",
+        accounting="results/study_a/rules/accounting.csv",
     params:
         code=code_version("study_a_rules.py", restyle_study_a.TASK),
         cfg=STUDY_A["rules"],
@@ -42,64 +44,32 @@ checkpoint study_a_rules:
 
 
 checkpoint study_a_rewrite:
-    """The teacher rewrites MMLU training items following one rule; the quality gate keeps
-    rewrites that stay answerable, keep their options and end with the gold option."""
+    """A teacher-written set: the teacher rewrites MMLU training items following one rule, or
+    (teacher_plain) answers them with its own reasoning, no rule; the quality gate keeps rewrites
+    that stay answerable, keep their options and end with the gold option."""
     input:
         unpack(study_a_set_inputs),
     output:
-        sft="results/sft/studyA-{slug}.jsonl",
-        dropped="results/sft/studyA-{slug}.dropped.jsonl",
-        accounting="results/sft/studyA-{slug}.accounting.csv",
-        stats="results/sft/studyA-{slug}.stats.csv",
+        sft="results/sft/studyA-{name}.jsonl",
+        dropped=f"{STUDY_A_SETS}/{{name}}/dropped.jsonl",
+        accounting=f"{STUDY_A_SETS}/{{name}}/accounting.csv",
+        stats=f"{STUDY_A_SETS}/{{name}}/stats.csv",
     params:
         code=code_version("study_a_rewrite.py", restyle_study_a.TASK),
-        rule=lambda wc: study_a_rule(wc.slug),
-        sft_set=lambda wc: f"studyA-{wc.slug}",
+        rule=study_a_set_rule,
+        sft_set=lambda wc: restyle_study_a.sft_set_name(wc.name),
         cfg=STUDY_A["rewrite"],
-        plain=None,
+        plain=study_a_set_plain,
         gate=STUDY_A["gate"],
-        template_hash=restyle_rewrite.sent_template_hash(STUDY_A["rewrite"]["options"]),
+        template_hash=study_a_set_template_hash,
         **study_a_teacher_params(),
     wildcard_constraints:
-        slug=STUDY_A_SLUG_RE,
+        name=STUDY_A_WRITTEN_RE,
     log:
-        main="logs/study_a/rewrite/{slug}.log",
-        failures="logs/study_a/rewrite/{slug}.failures.jsonl",
+        main="logs/study_a/rewrite/{name}.log",
+        failures="logs/study_a/rewrite/{name}.failures.jsonl",
     benchmark:
-        "logs/benchmarks/study_a/rewrite/{slug}.tsv"
-    threads: 2
-    resources:
-        mem_mb=8000,
-        runtime=240,
-    conda:
-        "../envs/restyle.yaml"
-    script:
-        "../scripts/study_a_rewrite.py"
-
-
-checkpoint study_a_teacher_plain:
-    """Baseline: the teacher answers each original question with its own reasoning, no rule."""
-    input:
-        unpack(study_a_set_inputs),
-    output:
-        sft="results/sft/studyA-teacher_plain.jsonl",
-        dropped="results/sft/studyA-teacher_plain.dropped.jsonl",
-        accounting="results/sft/studyA-teacher_plain.accounting.csv",
-        stats="results/sft/studyA-teacher_plain.stats.csv",
-    params:
-        code=code_version("study_a_rewrite.py", restyle_study_a.TASK),
-        rule=None,
-        sft_set="studyA-teacher_plain",
-        cfg=STUDY_A["rewrite"],
-        plain=STUDY_A["teacher_plain"],
-        gate=STUDY_A["gate"],
-        template_hash=restyle_rewrite.sent_template_hash(None),
-        **study_a_teacher_params(),
-    log:
-        main="logs/study_a/rewrite/teacher_plain.log",
-        failures="logs/study_a/rewrite/teacher_plain.failures.jsonl",
-    benchmark:
-        "logs/benchmarks/study_a/rewrite/teacher_plain.tsv"
+        "logs/benchmarks/study_a/rewrite/{name}.tsv"
     threads: 2
     resources:
         mem_mb=8000,
@@ -115,11 +85,11 @@ rule study_a_original:
     input:
         mmlu=restyle_tasks.get(restyle_study_a.TASK).path("train"),
     output:
-        sft="results/sft/studyA-original.jsonl",
-        stats="results/sft/studyA-original.stats.csv",
+        sft=f"results/sft/studyA-{restyle_study_a.ORIGINAL}.jsonl",
+        stats=f"{STUDY_A_SETS}/{restyle_study_a.ORIGINAL}/stats.csv",
     params:
         code=code_version("study_a_original.py", restyle_study_a.TASK),
-        sft_set="studyA-original",
+        sft_set=restyle_study_a.sft_set_name(restyle_study_a.ORIGINAL),
         items_per_set=STUDY_A["rewrite"]["items_per_set"],
     log:
         "logs/study_a/original.log",
@@ -136,9 +106,9 @@ rule study_a_original:
 rule study_a_stats:
     """Kept and dropped counts of the quality gate, per SFT set and subject, in one table."""
     input:
-        stats=lambda wc: [f"results/sft/{name}.stats.csv" for name in study_a_sft_sets()],
+        stats=lambda wc: [f"{STUDY_A_SETS}/{name}/stats.csv" for name in study_a_names()],
     output:
-        "results/study_a/gate_stats.csv",
+        STUDY_A_STATS,
     params:
         code=code_version("study_a_stats.py", restyle_study_a.TASK),
     log:

@@ -7,6 +7,9 @@ from restyle.study_a import rules as restyle_study_a_rules
 from restyle.study_a import rewrite as restyle_rewrite
 
 STUDY_A = config["study_a"]
+STUDY_A_RULES = "results/study_a/rules/rules.json"
+STUDY_A_SETS = f"results/study_a/{restyle_study_a.TASK}"  # a folder per set: {name}/
+STUDY_A_STATS = "results/study_a/stats.csv"
 
 
 def study_a_rules():
@@ -25,28 +28,26 @@ def study_a_rule(slug):
     return found[slug]
 
 
+def study_a_names():
+    """Study A's sets by name: the baselines in config, then each rule's slug."""
+    return [*STUDY_A["baselines"], *(r["slug"] for r in study_a_rules())]
+
+
 def study_a_sft_sets():
-    """Names of study A's SFT sets: the baselines in config, then studyA-{slug} per rule."""
-    return [restyle_study_a.sft_set_name(b) for b in STUDY_A["baselines"]] + [
-        restyle_study_a.sft_set_name(r["slug"]) for r in study_a_rules()
-    ]
+    """Names of study A's SFT sets: studyA-{name} for each of study_a_names()."""
+    return [restyle_study_a.sft_set_name(name) for name in study_a_names()]
 
 
 def study_a_trainable_sets():
-    """study_a_sft_sets() without the sets the quality gate left empty (a rewrite set is a
+    """study_a_sft_sets() without the sets the quality gate left empty (a teacher-written set is a
     checkpoint: this waits for it)."""
     out = []
-    for name in study_a_sft_sets():
-        if name == restyle_study_a.sft_set_name("teacher_plain"):
-            path = checkpoints.study_a_teacher_plain.get().output.sft
-        elif name != restyle_study_a.sft_set_name("original"):
-            slug = name.removeprefix(restyle_study_a.PREFIX)
-            path = checkpoints.study_a_rewrite.get(slug=slug).output.sft
-        else:
-            out.append(name)
-            continue
-        if os.path.getsize(path) > 0:
-            out.append(name)
+    for name in study_a_names():
+        if name != restyle_study_a.ORIGINAL:
+            path = checkpoints.study_a_rewrite.get(name=name).output.sft
+            if os.path.getsize(path) == 0:
+                continue
+        out.append(restyle_study_a.sft_set_name(name))
     return out
 
 
@@ -56,7 +57,7 @@ def study_a_sft_files(wildcards=None):
 
 def study_a_outputs(wildcards=None):
     """Everything the study A stage makes: rules.json, every SFT set, the gate statistics."""
-    return ["results/rules/rules.json", *study_a_sft_files(), "results/study_a/gate_stats.csv"]
+    return [STUDY_A_RULES, *study_a_sft_files(), STUDY_A_STATS]
 
 
 def study_a_rules_inputs(wildcards):
@@ -72,12 +73,33 @@ def study_a_set_inputs(wildcards):
     """MMLU train items and the teacher's model; waits for the rules checkpoint when the rule
     list is extracted. rules.json itself is not an input: a rewrite reruns when its own rule's
     wording (a param) changes, not whenever another rule does."""
-    if getattr(wildcards, "slug", None) and not STUDY_A["rules"]["fixed"]:
+    if wildcards.name != restyle_study_a.TEACHER_PLAIN and not STUDY_A["rules"]["fixed"]:
         checkpoints.study_a_rules.get()
     return {
         "mmlu": restyle_tasks.get(restyle_study_a.TASK).path("train"),
         "teacher": teacher_inputs(STUDY_A["teacher"]),
     }
+
+
+def study_a_set_rule(wildcards):
+    """The rule a teacher-written set follows; None for teacher_plain."""
+    if wildcards.name == restyle_study_a.TEACHER_PLAIN:
+        return None
+    return study_a_rule(wildcards.name)
+
+
+def study_a_set_plain(wildcards):
+    """Config study_a.teacher_plain for the teacher_plain set; None for a rule's."""
+    if wildcards.name == restyle_study_a.TEACHER_PLAIN:
+        return STUDY_A["teacher_plain"]
+    return None
+
+
+def study_a_set_template_hash(wildcards):
+    """The hash of the template a teacher-written set's requests carry."""
+    if wildcards.name == restyle_study_a.TEACHER_PLAIN:
+        return restyle_rewrite.sent_template_hash(None)
+    return restyle_rewrite.sent_template_hash(STUDY_A["rewrite"]["options"])
 
 
 def study_a_teacher_params():
@@ -89,5 +111,8 @@ def study_a_teacher_params():
     )
 
 
-# a rule's slug; never "original" (a baseline set; "teacher_plain" cannot match: no "_")
-STUDY_A_SLUG_RE = f"(?!original(?:\\.|$)){restyle_study_a_rules.SLUG_RE}"
+# a set the teacher writes, teacher_plain or a rule's slug (never a slug, having "_"); never
+# original, which study_a_original makes
+STUDY_A_WRITTEN_RE = (
+    f"{restyle_study_a.TEACHER_PLAIN}|(?!{restyle_study_a.ORIGINAL}(?:[./]|$)){restyle_study_a_rules.SLUG_RE}"
+)

@@ -1,7 +1,8 @@
 # Study B (familiarity): response variants of the same training questions, one SFT set per
 # (task, variant) or, for a variant made by or for a model, per (task, variant, model): the
 # {label} "variant@model" (restyle.study_b.label). Every target model's perplexity on every set
-# before training, and on its own sets after training.
+# before training, and on its own sets after training. Each set's side files are in
+# results/study_b/{task}/{label}/.
 
 
 include: "study_b_common.smk"
@@ -14,9 +15,9 @@ checkpoint study_b_variant:
         unpack(study_b_variant_inputs),
     output:
         sft="results/sft/studyB-{task}-{label}.jsonl",
-        dropped="results/studyB/{task}/{label}/dropped.jsonl",
-        stats="results/studyB/{task}/{label}/stats.csv",
-        accounting="results/studyB/{task}/{label}/accounting.csv",
+        dropped=f"{STUDY_B_SETS}/{{label}}/dropped.jsonl",
+        stats=f"{STUDY_B_SETS}/{{label}}/stats.csv",
+        accounting=f"{STUDY_B_SETS}/{{label}}/accounting.csv",
     params:
         code=lambda wc: code_version("study_b_variant.py", wc.task),
         templates=lambda wc: study_b_variants.template_hashes(
@@ -52,12 +53,12 @@ rule study_b_stats:
     """Kept and dropped counts of every study B set in one table."""
     input:
         expand(
-            "results/studyB/{task}/{label}/stats.csv",
+            f"{STUDY_B_SETS}/{{label}}/stats.csv",
             task=STUDY_B["tasks"],
             label=study_b_labels(),
         ),
     output:
-        "results/studyB/stats.csv",
+        STUDY_B_STATS,
     params:
         code=code_version("study_b_stats.py"),
     log:

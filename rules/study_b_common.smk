@@ -3,6 +3,8 @@ from restyle import study_b as restyle_study_b
 from restyle.study_b import variants as study_b_variants
 
 STUDY_B = config["study_b"]
+STUDY_B_SETS = "results/study_b/{task}"  # a folder per set: {label}/
+STUDY_B_STATS = "results/study_b/stats.csv"
 TARGETS = config["target_models"]
 
 
@@ -116,6 +118,6 @@ def study_b_outputs():
         return []
     return [
         *study_b_sft_files(),
-        "results/studyB/stats.csv",
+        STUDY_B_STATS,
         *familiarity_outputs(TARGETS, [restyle_runs.BASE]),
     ]

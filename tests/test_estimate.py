@@ -73,7 +73,7 @@ def test_estimate_sends_nothing_and_counts_by_hand(tiny):
     assert abs(float(total["cost"]) - cost) < 1e-9
     assert abs(float(total["batch_cost"]) - cost / 2) < 1e-9
     assert "TOTAL" in result.stdout and "to send" in result.stdout  # the table, on the console
-    assert not (workdir / "results/sft").exists() and not (workdir / "results/rules").exists()
+    assert not (workdir / "results/sft").exists() and not (workdir / "results/study_a/rules").exists()
 
     # an unpriced model's cost is unknown, never 0, in its stage and in the total
     unpriced = {**small_config(tiny, url), "prices": {}}
@@ -98,8 +98,9 @@ def test_estimated_requests_are_the_requests_sent_and_the_report_sums_them(tiny)
     assert after["studyB-gsm8k-minimum_change@tiny:correct"]["basis"] == "exact"
 
     # the report's teacher bill: the accounting CSVs summed per stage beside the estimate
-    paths = [workdir / f"results/sft/{s}.accounting.csv" for s in SETS[:3]] + [
-        workdir / f"results/studyB/gsm8k/{v}/accounting.csv" for v in ("teacher", "minimum_change@tiny")]
+    paths = [workdir / "results/study_a/mmlu" / s.removeprefix("studyA-") / "accounting.csv"
+             for s in SETS[:3]] + [workdir / f"results/study_b/gsm8k/{v}/accounting.csv"
+                                   for v in ("teacher", "minimum_change@tiny")]
     bill = accounting.compare(pd.read_csv(workdir / "results/estimate.csv"),
                               pd.concat(map(pd.read_csv, paths))).set_index("stage")
     assert (bill.requests == bill.requests_estimated).all()

@@ -116,7 +116,7 @@ def test_missing_arms_name_empty_sets_and_rules_never_extracted():
     missing = report.missing_arms(gate, variants, doc, [0, 1])
     assert missing.values.tolist() == [
         ["A", "6 of 8 rules", "0 1", "rule extraction found only 2 usable rules "
-         "(results/rules/dropped.jsonl says why each candidate was dropped)"],
+         "(results/study_a/rules/dropped.jsonl says why each candidate was dropped)"],
         ["A", "studyA-r1", "0 1", "empty set: the quality gate dropped all 8 items (parse 5, "
          "answer 3)"],
         ["B", "studyB-gsm8k-teacher", "0 1", "empty set: the filters dropped all 4 questions "

@@ -22,7 +22,7 @@ from conftest import REPO  # noqa: E402
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 PROJECT = ("Snakefile", "rules", "scripts", "config", "src", "report", "envs")
 VARIANTS = ["human", "teacher", "teacher_rewrite"]
-TARGETS = [*(f"results/sft/studyB-gsm8k-{v}.jsonl" for v in VARIANTS), "results/studyB/stats.csv",
+TARGETS = [*(f"results/sft/studyB-gsm8k-{v}.jsonl" for v in VARIANTS), "results/study_b/stats.csv",
            "results/familiarity/tiny/base/summary.csv"]
 DOWNSTREAM = {"study_b_stats": 1, "familiarity": 1}
 

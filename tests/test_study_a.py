@@ -221,12 +221,12 @@ def test_local_teacher_end_to_end(tmp_path, smollm2_manifest):
                             "instructions": {"max_tokens": 24}},
                      rewrite={"items_per_set": 2, "max_tokens": 32})
     start = time.monotonic()
-    result = snakemake(work, "results/study_a/gate_stats.csv", config=config)
+    result = snakemake(work, "results/study_a/stats.csv", config=config)
     assert result.returncode == 0, result.stderr[-3000:]
-    doc = json.loads((work / "results/rules/rules.json").read_text())
+    doc = json.loads((work / "results/study_a/rules/rules.json").read_text())
     assert doc["mode"] == "extracted" and doc["teacher"]["backend"] == "local"
     assert 1 <= doc["count"] <= 1
-    candidates = [json.loads(x) for x in (work / "results/rules/candidates.jsonl").open()]
+    candidates = [json.loads(x) for x in (work / "results/study_a/rules/candidates.jsonl").open()]
     cache = (work / "resources/teacher/cache.sqlite").read_bytes().decode("utf-8", "ignore")
     for rule in doc["rules"]:
         # the teacher's own words: in its cached replies (a candidate or the consolidation)
@@ -234,11 +234,10 @@ def test_local_teacher_end_to_end(tmp_path, smollm2_manifest):
             c["description"] for c in candidates}
         assert rule["instructions"] and rule["provenance"]["cache_key"]
     slug = doc["rules"][0]["slug"]
-    stats = _stats(work / "results/study_a/gate_stats.csv")
+    stats = _stats(work / "results/study_a/stats.csv")
     for name in ("studyA-original", "studyA-teacher_plain", f"studyA-{slug}"):
         rows = _rows(work / f"results/sft/{name}.jsonl")
-        dropped = [json.loads(x) for x in (work / f"results/sft/{name}.dropped.jsonl").open()] \
-            if name != "studyA-original" else []
+        dropped = _dropped(work, name) if name != "studyA-original" else []
         assert len(rows) + len(dropped) == 2 == int(stats[(name, "all")]["total"])
         assert int(stats[(name, "all")]["kept"]) == len(rows)
         assert all(d["reason"] and d["stage"] in rewrite.STAGES for d in dropped)
@@ -247,8 +246,14 @@ def test_local_teacher_end_to_end(tmp_path, smollm2_manifest):
                 next(it for it in read_jsonl(work / "resources/data/mmlu/train.jsonl",
                                              MCItem.from_dict) if it.id == row.source_id)))
             assert row.provenance["subject"] in ("anatomy", "astronomy")
-    assert (work / f"results/sft/studyA-{slug}.accounting.csv").exists()
+    assert (work / f"results/study_a/mmlu/{slug}/accounting.csv").exists()
     print(f"local study A stage: {time.monotonic() - start:.0f} s")
+
+
+def _dropped(work, sft_set):
+    """A study A set's dropped rows (results/study_a/mmlu/{name}/, name without studyA-)."""
+    path = work / "results/study_a/mmlu" / sft_set.removeprefix("studyA-") / "dropped.jsonl"
+    return [json.loads(x) for x in path.open()]
 
 
 class ScriptedServer(ChatServer):
@@ -315,28 +320,28 @@ def test_http_teacher_rules_rewrites_gate_fanout_and_selective_rerun(tmp_path,
         config["teachers"]["api"] = {"backend": "openai", "model": "m", "base_url": server.url,
                                      "max_retries": 0}
         config["prices"] = {"m": {"input": 1.0, "output": 2.0}}
-        result = snakemake(work, "results/study_a/gate_stats.csv", config=config)
+        result = snakemake(work, "results/study_a/stats.csv", config=config)
         assert result.returncode == 0, result.stderr[-3000:]
 
-        doc = json.loads((work / "results/rules/rules.json").read_text())
+        doc = json.loads((work / "results/study_a/rules/rules.json").read_text())
         assert [(r["slug"], r["origin"]) for r in doc["rules"]] == [
             ("counterintuitive-thinking", "consolidation"), ("exaggeration", "consolidation")]
         exaggeration = doc["rules"][1]
         assert exaggeration["instructions"].startswith("Scale one number")
         assert exaggeration["instructions_provenance"]["template"] == "instructions"
-        dropped = [json.loads(x) for x in (work / "results/rules/dropped.jsonl").open()]
+        dropped = [json.loads(x) for x in (work / "results/study_a/rules/dropped.jsonl").open()]
         reasons = {d["reason"].split(" (")[0].split(" '")[0] for d in dropped}
         assert "not among the 2 rules kept" in reasons  # Humor, third in consolidation
         assert any(d["reason"].startswith("explanation under") for d in dropped)  # "It is fun."
         assert any(d["reason"].startswith("near-duplicate of extract/") for d in dropped)
-        accounting = list(csv.DictReader((work / "results/rules/accounting.csv").open()))
+        accounting = list(csv.DictReader((work / "results/study_a/rules/accounting.csv").open()))
         assert [a["stage"] for a in accounting] == [
             "study_a_rules:extract", "study_a_rules:consolidate", "study_a_rules:instructions"]
         assert all(float(a["cost"]) > 0 for a in accounting)
 
         sets = ["studyA-original", "studyA-teacher_plain", "studyA-counterintuitive-thinking",
                 "studyA-exaggeration"]
-        stats = _stats(work / "results/study_a/gate_stats.csv")  # fan-out: every set is in it
+        stats = _stats(work / "results/study_a/stats.csv")  # fan-out: every set is in it
         assert {s for s, _ in stats} == set(sets)
         for name in sets[2:]:
             rows = _rows(work / f"results/sft/{name}.jsonl")
@@ -350,7 +355,7 @@ def test_http_teacher_rules_rewrites_gate_fanout_and_selective_rerun(tmp_path,
             assert prov["rule"] == name.removeprefix("studyA-") and prov["teacher"] == "api"
             assert prov["subject"] in ("anatomy", "astronomy") and prov["model"] == "m"
             assert prov["prompt_hash"] and prov["template_hash"] and prov["completion_tokens"]
-            drops = [json.loads(x) for x in (work / f"results/sft/{name}.dropped.jsonl").open()]
+            drops = _dropped(work, name)
             assert sorted((d["source_id"].rsplit("/", 1)[1], d["stage"]) for d in drops) == [
                 ("1", "answer"), ("1", "answer"), ("2", "options"), ("2", "options"),
                 ("3", "parse"), ("3", "parse")]
@@ -365,14 +370,14 @@ def test_http_teacher_rules_rewrites_gate_fanout_and_selective_rerun(tmp_path,
         assert len(original) == 8 and original[0].provenance["teacher"] is None
         assert re.fullmatch(r"The answer is \([A-D]\) [abcd]", original[0].completion)
 
-        target = "results/study_a/gate_stats.csv"
+        target = "results/study_a/stats.csv"
         assert "Nothing to be done" in snakemake(work, "-n", target, config=config).stdout
         # a changed wording of one rule reruns that rule's rewrite (and what follows) only
         doc["rules"][1]["description"] = "Push one number to an absurd extreme."
-        (work / "results/rules/rules.json").write_text(json.dumps(doc))
+        (work / "results/study_a/rules/rules.json").write_text(json.dumps(doc))
         plan = snakemake(work, "-n", target, config=config).stdout
         assert _jobs(plan) == {"study_a_rewrite": 1, "study_a_stats": 1}
-        assert "slug=exaggeration" in plan and "slug=counterintuitive" not in plan
+        assert "name=exaggeration" in plan and "name=counterintuitive" not in plan
 
 
 def test_fixed_rules_skip_extraction_and_rerun_only_the_changed_rule(tmp_path, smollm2_manifest):
@@ -386,11 +391,11 @@ def test_fixed_rules_skip_extraction_and_rerun_only_the_changed_rule(tmp_path, s
                          rules={"fixed": fixed}, baselines=["teacher_plain"],
                          rewrite={"items_per_set": 2})
         config["teachers"]["api"] = {"backend": "openai", "model": "m", "base_url": server.url}
-        targets = ["results/rules/rules.json", "results/study_a/gate_stats.csv"]
+        targets = ["results/study_a/rules/rules.json", "results/study_a/stats.csv"]
         result = snakemake(work, *targets, config=config)
         assert result.returncode == 0, result.stderr[-3000:]
         assert not any(r.startswith("Trick questions") for r in server.requests)  # no extraction
-        doc = json.loads((work / "results/rules/rules.json").read_text())
+        doc = json.loads((work / "results/study_a/rules/rules.json").read_text())
         assert doc["mode"] == "fixed" and doc["teacher"] is None
         assert [r["slug"] for r in doc["rules"]] == ["counterintuitive-thinking", "exaggeration"]
         assert not (work / "results/sft/studyA-original.jsonl").exists()
@@ -400,7 +405,7 @@ def test_fixed_rules_skip_extraction_and_rerun_only_the_changed_rule(tmp_path, s
         plan = snakemake(work, "-n", *targets, config=config).stdout
         # rules.json is rewritten from config (no teacher); one rewrite reruns
         assert _jobs(plan) == {"study_a_rules": 1, "study_a_rewrite": 1, "study_a_stats": 1}
-        assert "slug=exaggeration" in plan and "slug=counterintuitive" not in plan
+        assert "name=exaggeration" in plan and "name=counterintuitive" not in plan
 
 
 def test_bad_study_a_config_names_the_key(tmp_path):

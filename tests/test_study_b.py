@@ -349,7 +349,7 @@ def test_snakemake_stage_on_tiny_inputs(tmp_path, smollm2_manifest):
         path = workdir / "config.yaml"
         path.parent.mkdir(parents=True)
         path.write_text(yaml.safe_dump(config))
-        cmd = [SNAKEMAKE, "results/studyB/stats.csv", "results/familiarity/tiny/base/summary.csv",
+        cmd = [SNAKEMAKE, "results/study_b/stats.csv", "results/familiarity/tiny/base/summary.csv",
                "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2",
                "--configfile", str(path)]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

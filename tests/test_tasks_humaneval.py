@@ -101,7 +101,7 @@ def test_study_b_on_humaneval_through_training_evaluation_and_the_report(tiny):
     human = (workdir / "results/sft/studyB-humaneval-human.jsonl").read_text().splitlines()
     assert len(human) == 2  # the canonical solutions pass their own tests in the sandbox
     stats = {r["variant"]: r for r in csv.DictReader(
-        (workdir / "results/studyB/stats.csv").open())}
+        (workdir / "results/study_b/stats.csv").open())}
     assert stats["human"]["kept"] == "2"
     assert int(stats["teacher"]["kept"]) + int(stats["teacher"]["dropped"]) == 2
     base = list(csv.DictReader(

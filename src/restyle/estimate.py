@@ -43,9 +43,10 @@ from restyle import controls, sizing, tasks, teacher
 from restyle.accounting import RULE_REWRITES, RULES_STAGE, TOTAL
 from restyle.cache import Cache
 from restyle.io import read_jsonl
-from restyle.records import MCItem, RuozhibaItem, SFTRecord
+from restyle.records import RuozhibaItem, SFTRecord
 from restyle.study_a import rewrite, rules
 from restyle.study_a import TASK as STUDY_A_TASK
+from restyle.study_a import ORIGINAL, TEACHER_PLAIN
 from restyle.study_a import sft_set_name as study_a_sft_set
 from restyle.study_b import PER_MODEL, PPL_SPLITS, PREFIX, parse_label, parse_set_name, variants
 from restyle.teacher import DEFAULT_MAX_TOKENS, Request, Result
@@ -104,15 +105,15 @@ def study_a(cfg: dict, backend: dict, mmlu_train: str | Path,
                 Planned(f"{RULES_STAGE}:instructions", FROM_CONFIG, name, backend,
                         rules.instructions_requests(rule_list, rcfg))]
         basis = FROM_CONFIG
-    items = rewrite.select_items(read_jsonl(mmlu_train, MCItem.from_dict),
-                                 cfg["rewrite"]["items_per_set"])
+    items = rewrite.load_items(mmlu_train, cfg["rewrite"]["items_per_set"])
     if rule_list:
         out.append(Planned(RULE_REWRITES, basis, name, backend,
-                           [req for rule in rule_list
-                            for req in rewrite.rewrite_requests(rule, items, cfg["rewrite"])]))
-    if "teacher_plain" in cfg["baselines"]:
-        out.append(Planned("studyA-teacher_plain", EXACT, name, backend, rewrite.plain_requests(
-            items, {**cfg["rewrite"], **cfg["teacher_plain"]})))
+                           [req for rule in rule_list for req in rewrite.set_requests(
+                               items, cfg["rewrite"], rule, None)]))
+    if TEACHER_PLAIN in cfg["baselines"]:
+        out.append(Planned(study_a_sft_set(TEACHER_PLAIN), EXACT, name, backend,
+                           rewrite.set_requests(items, cfg["rewrite"], None,
+                                                cfg["teacher_plain"])))
     return out
 
 
@@ -194,16 +195,15 @@ class Arm:
 def study_a_sets(cfg: dict, mmlu_train: str | Path) -> list[Arm]:
     """Study A's SFT sets (config `study_a`): the original items exact; each rule's and the
     plain teacher's with a reply of its max_tokens bound."""
-    items = rewrite.select_items(read_jsonl(mmlu_train, MCItem.from_dict),
-                                 cfg["rewrite"]["items_per_set"])
-    original = study_a_sft_set("original")
+    items = rewrite.load_items(mmlu_train, cfg["rewrite"]["items_per_set"])
+    original = study_a_sft_set(ORIGINAL)
     count = len(cfg["rules"]["fixed"]) or cfg["rules"]["count"]
     written = [study_a_sft_set(f"rule-{i}") for i in range(1, count + 1)]
-    if "teacher_plain" in cfg["baselines"]:
-        written.append(study_a_sft_set("teacher_plain"))
+    if TEACHER_PLAIN in cfg["baselines"]:
+        written.append(study_a_sft_set(TEACHER_PLAIN))
     reply = stand_in(cfg["rewrite"]["max_tokens"])  # the rewrite's bound, teacher_plain's too
     out = [Arm(original, rewrite.original_set(original, items), EXACT)] if (
-        "original" in cfg["baselines"]) else []
+        ORIGINAL in cfg["baselines"]) else []
     return out + [Arm(name, [replace(r, completion=f"{reply}\n\n{r.completion}")
                              for r in rewrite.original_set(name, items)], FROM_CONFIG)
                   for name in written]

@@ -390,7 +390,7 @@ def missing_arms(study_a_stats: pd.DataFrame, study_b_stats: pd.DataFrame, rules
                      "seeds": seeds_text,
                      "reason": f"rule extraction found only {rules_doc['count']} usable "
                                f"rule{'' if rules_doc['count'] == 1 else 's'} "
-                               "(results/rules/dropped.jsonl says why each candidate was "
+                               "(results/study_a/rules/dropped.jsonl says why each candidate was "
                                "dropped)"})
     if len(study_a_stats):
         for _, row in study_a_stats[study_a_stats.subject == "all"].iterrows():

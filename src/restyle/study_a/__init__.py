@@ -5,6 +5,7 @@ This package never imports its submodules, so they can import it."""
 PREFIX = "studyA-"
 TASK = "mmlu"  # the restyle.tasks task whose training items the rules rewrite
 BASELINES = ("original", "teacher_plain")  # the baseline sets; no rule may take their slugs
+ORIGINAL, TEACHER_PLAIN = BASELINES
 
 
 def sft_set_name(name: str) -> str:

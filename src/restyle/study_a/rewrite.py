@@ -22,17 +22,21 @@ a near-duplicate of a kept row in the same set ("duplicate").
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
 from collections.abc import Sequence
 from difflib import SequenceMatcher
 
-from restyle.tasks.mmlu import format_mc, format_options, round_robin
-from restyle.io import write_csv
+from restyle import teacher
+from restyle.io import read_jsonl, write_csv, write_jsonl
 from restyle.records import LETTERS, MCItem, SFTRecord
 from restyle.study_a.rules import wording_hash
 from restyle.study_a.replies import Parsed, Rejected, parse_reply
+from restyle.tasks.mmlu import format_mc, format_options, round_robin
 from restyle.teacher import Prompt, Request, Result, json_hash, template_hash
+
+log = logging.getLogger(__name__)
 
 REWRITE_TEMPLATE: Prompt = (
     "Rule: {name}: {description}\n{instructions}\n"
@@ -69,6 +73,21 @@ def select_items(items: Sequence[MCItem], limit: int | None) -> list[MCItem]:
     """At most `limit` items, taken round-robin over subjects (all when None), in file order."""
     chosen = {it.id for it in round_robin(items, limit)}
     return [it for it in items if it.id in chosen]
+
+
+def load_items(path, items_per_set: int | None) -> list[MCItem]:
+    """The MMLU training items every study A set is made of (config
+    study_a.rewrite.items_per_set)."""
+    return select_items(read_jsonl(path, MCItem.from_dict), items_per_set)
+
+
+def set_requests(items: Sequence[MCItem], rewrite_cfg: dict, rule: dict | None,
+                 plain_cfg: dict | None) -> list[Request]:
+    """The teacher requests of one set: `rule`'s rewrites, or (no rule) the teacher_plain answers
+    (config study_a.teacher_plain as `plain_cfg`)."""
+    if rule is None:
+        return plain_requests(items, {**rewrite_cfg, **plain_cfg})
+    return rewrite_requests(rule, items, rewrite_cfg)
 
 
 def rewrite_requests(rule: dict, items: Sequence[MCItem], cfg: dict) -> list[Request]:
@@ -225,3 +244,31 @@ def stats_rows(sft_set: str, rule: str | None, items: Sequence[MCItem],
 
 def write_stats(path, rows: Sequence[dict]) -> None:
     write_csv(path, rows, STATS_FIELDS)
+
+
+def run(sft_set: str, items_path, out: dict, *, rule: dict | None, rewrite_cfg: dict,
+        plain_cfg: dict | None, gate_cfg: dict, backend: dict, teacher_name: str,
+        session: teacher.Session) -> list[SFTRecord]:
+    """Make one teacher-written set (a rule's, or teacher_plain's when `rule` is None) and write
+    its files; `out` names the paths sft, dropped and stats. Returns the records kept."""
+    items = load_items(items_path, rewrite_cfg["items_per_set"])
+    requests = set_requests(items, rewrite_cfg, rule, plain_cfg)
+    results = session.ask(requests, backend)
+    records, dropped = build_set(sft_set, items, requests, results, rule=rule,
+                                 teacher_name=teacher_name, options_mode=rewrite_cfg["options"],
+                                 gate_cfg=gate_cfg)
+    write_jsonl(out["dropped"], dropped)
+    write_stats(out["stats"], stats_rows(sft_set, rule and rule["slug"], items, dropped))
+    write_jsonl(out["sft"], records)  # last: the set appears only when its side files are there
+    log.info("%s: kept %d of %d items, dropped %d (see %s)", out["sft"], len(records), len(items),
+             len(dropped), out["dropped"])
+    if not records:
+        log.warning("%s: no item passed the quality gate", out["sft"])
+    return records
+
+
+def run_original(sft_set: str, items_path, out: dict, items_per_set: int | None) -> int:
+    """Make the original set (no teacher) and write its files (`out`: sft, stats); its size."""
+    items = load_items(items_path, items_per_set)
+    write_stats(out["stats"], stats_rows(sft_set, None, items, []))
+    return write_jsonl(out["sft"], original_set(sft_set, items))

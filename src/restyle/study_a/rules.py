@@ -16,7 +16,7 @@ records as `name_from: description`). When consolidation yields fewer than N usa
 best-formed extracted candidates fill the set. Every candidate that is not kept, and every reply
 line that could not be read, is listed with the reason in the dropped file.
 
-The rules document (results/rules/rules.json) is described in docs/schema.md.
+The rules document (results/study_a/rules/rules.json) is described in docs/schema.md.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import unicodedata
 from collections.abc import Sequence
 
 from restyle import teacher
+from restyle.io import read_jsonl, write_json, write_jsonl
 from restyle.records import RuozhibaItem
 from restyle.study_a import BASELINES
 from restyle.study_a.replies import (MIN_DESCRIPTION_WORDS, clean, parse_instructions,
@@ -417,6 +418,25 @@ def document(rules: list[dict], mode: str, cfg: dict, teacher_name: str | None,
                 "model": teacher.model_name(backend)},
             "perspectives": cfg["perspectives"] if mode == "extracted" else None,
             "questions": questions_path if mode == "extracted" else None,
-            "template_hashes": ({k: template_hash(v) for k, v in TEMPLATES.items()}
-                                if mode == "extracted" else None),
+            "template_hashes": template_hashes() if mode == "extracted" else None,
             "rules": [{**r, "wording_hash": wording_hash(r)} for r in rules]}
+
+
+def run(cfg: dict, questions_path: str | None, out: dict, *, backend: dict | None,
+        teacher_name: str | None, session: teacher.Session) -> dict:
+    """Make study A's rules, config `fixed` ones or extracted by the teacher from the Ruozhiba
+    questions at `questions_path`, and write the files `out` names (rules, candidates,
+    dropped). Returns the rules.json document."""
+    if cfg["fixed"]:
+        found = {"rules": fixed(cfg["fixed"]), "candidates": [], "dropped": []}
+        doc = document(found["rules"], "fixed", cfg, None, None, None)
+    else:
+        found = extract(read_jsonl(questions_path, RuozhibaItem.from_dict), cfg, backend, session)
+        doc = document(found["rules"], "extracted", cfg, teacher_name, backend, questions_path)
+    write_jsonl(out["candidates"], found["candidates"])
+    write_jsonl(out["dropped"], found["dropped"])
+    write_json(out["rules"], doc)  # last: the checkpoint's main output appears when all is written
+    log.info("%s: %d rules (%s): %s; %d candidates, %d dropped", out["rules"], doc["count"],
+             doc["mode"], ", ".join(r["slug"] for r in doc["rules"]), len(found["candidates"]),
+             len(found["dropped"]))
+    return doc
