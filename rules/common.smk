@@ -14,12 +14,12 @@ from restyle import study_a as restyle_study_a
 from restyle import tasks as restyle_tasks
 from restyle import versions as restyle_versions
 from restyle.teacher import backends as restyle_backends
-from restyle.config import check
+from restyle.checks import add_own_teachers, check
 
 # check() names each wrong key in one line; validate() then fills in the schema's defaults,
 # those of the local teachers add_own_teachers gives the writers with no teacher named included.
 check(config, workflow.source_path("../config/schema.yaml"))
-restyle_config.add_own_teachers(config, workflow.source_path("../config/schema.yaml"))
+add_own_teachers(config, workflow.source_path("../config/schema.yaml"))
 validate(config, "../config/schema.yaml")
 
 

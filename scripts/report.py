@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from restyle import accounting, logs, report
+from restyle import logs, report
 from restyle.io import atomic_path, write_csv
 
 log = logs.to_file(snakemake.log[0], snakemake.rule)
@@ -50,6 +50,6 @@ for path, text in ((out.summary, report.summary_markdown(sections)),
         tmp.write_text(text, encoding="utf-8")
 for line in sections[0][1]:
     (log.warning if "WARNING" in line else log.info)("control: %s", line)
-bill = accounting.compare(pd.read_csv(snakemake.input.estimate),
+bill = report.teacher_bill(pd.read_csv(snakemake.input.estimate),
                           report.read_csvs(snakemake.input.accounting))
 bill.to_csv(out.teacher_bill, index=False)

@@ -105,3 +105,38 @@ def test_the_schema_lists_the_registered_teacher_backends():
     schema = yaml.safe_load((REPO / "config/schema.yaml").read_text(encoding="utf-8"))
     teacher = schema["properties"]["teachers"]["additionalProperties"]["properties"]
     assert teacher["backend"]["enum"] == list(backends.NAMES)
+
+
+# docs/architecture.md's shared modules, and the stages' packages and modules; the registries
+# (restyle.tasks, restyle.teacher's backends) are shared: a stage registers there, the shared
+# code asks them. restyle.models is the models stage and every stage's model loader (the local
+# teacher's too), so it counts as neither.
+SHARED = ["config", "versions", "runs", "teacher", "cache", "accounting", "answers", "batching",
+          "chat", "records", "io", "logs", "packaged", "stats", "sandbox", "locks"]
+STAGES = ["study_a", "study_b", "controls", "train", "launch", "evaluate", "report", "estimate",
+          "sizing", "checks"]
+
+
+def _restyle_imports(path: Path) -> set[str]:
+    """The restyle modules a file imports, at module level or inside a function."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+    return {n for n in names if n.startswith("restyle.")}
+
+
+def test_no_shared_module_imports_a_stage():
+    """Shared code that knows a stage is code each new stage must edit (and a cycle waiting to
+    happen); a stage's knowledge goes to the shared code as an argument or a registration
+    (restyle.checks hands config.check the stages' checks)."""
+    src = REPO / "src/restyle"
+    files = [p for name in SHARED for p in [src / f"{name}.py", *(src / name).glob("*.py")]
+             if p.is_file()]
+    assert len(files) > len(SHARED)
+    stage = re.compile(rf"^restyle\.(?:{'|'.join(STAGES)})(?:\.|$)")
+    offenders = [f"{p.relative_to(REPO)}: {m}" for p in files for m in sorted(_restyle_imports(p))
+                 if stage.match(m)]
+    assert offenders == []

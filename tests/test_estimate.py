@@ -19,7 +19,7 @@ from conftest import REPO  # noqa: E402
 from test_teacher import closed_port  # noqa: E402
 from test_workflow import DATA_TARGETS, SNAKEMAKE, snakemake  # noqa: E402
 
-from restyle import accounting, estimate, teacher  # noqa: E402
+from restyle import estimate, report, teacher  # noqa: E402
 from restyle.records import RuozhibaItem  # noqa: E402
 
 PRICES = {"m": {"input": 1.0, "output": 2.0}}
@@ -101,8 +101,8 @@ def test_estimated_requests_are_the_requests_sent_and_the_report_sums_them(tiny)
     paths = [workdir / "results/study_a/mmlu" / s.removeprefix("studyA-") / "accounting.csv"
              for s in SETS[:3]] + [workdir / f"results/study_b/gsm8k/{v}/accounting.csv"
                                    for v in ("teacher", "minimum_change@tiny")]
-    bill = accounting.compare(pd.read_csv(workdir / "results/estimate.csv"),
-                              pd.concat(map(pd.read_csv, paths))).set_index("stage")
+    bill = report.teacher_bill(pd.read_csv(workdir / "results/estimate.csv"),
+                               pd.concat(map(pd.read_csv, paths))).set_index("stage")
     assert (bill.requests == bill.requests_estimated).all()
     assert bill.loc["studyA-{rule}", "requests"] == 8 and bill.loc["TOTAL", "requests"] == 21
     # (the test server echoes the prompt whatever max_tokens says: no bound to check here)

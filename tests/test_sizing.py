@@ -94,7 +94,7 @@ def test_the_rate_is_measured_by_finished_jobs_else_stated(tmp_path):
 
 
 def test_an_unknown_device_or_runtime_is_named_in_the_config_check():
-    from restyle.config import ConfigError, check
+    from restyle.checks import ConfigError, check
 
     repo = Path(__file__).resolve().parents[1]
     bad = {"train": {"resources": {"runtime": "soon"},

@@ -11,7 +11,7 @@ import yaml
 from snakemake.utils import update_config, validate
 
 from conftest import REPO
-from restyle.config import ConfigError, add_own_teachers, check
+from restyle.checks import ConfigError, add_own_teachers, check
 from restyle.io import read_jsonl
 from restyle.records import MathItem, MCItem, RuozhibaItem
 

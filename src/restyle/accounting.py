@@ -8,24 +8,13 @@ empty (unknown) where a price is missing, in a stage and in the total alike.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 
-from restyle import study_a
-
-RULES_STAGE = "study_a_rules"  # its script names its teacher session after the rule
-# every rule's rewrite set: the rules are known only after a run
-RULE_REWRITES = study_a.sft_set_name("{rule}")
-BASELINE_STAGES = tuple(map(study_a.sft_set_name, study_a.BASELINES))
 TOTAL = "TOTAL"
 SUMMED = ["requests", "prompt_tokens", "completion_tokens", "cost"]
 COLUMNS = ["stage", "basis", *(f"{c}{side}" for c in SUMMED for side in ("_estimated", ""))]
-
-
-def stage_group(stage: str) -> str:
-    """The estimate's stage for an accounting stage: one row for all rule rewrites."""
-    if stage.startswith(study_a.PREFIX) and stage not in BASELINE_STAGES:
-        return RULE_REWRITES
-    return stage
 
 
 def _summed(frame: pd.DataFrame, stages: list[str]) -> pd.DataFrame:
@@ -37,9 +26,11 @@ def _summed(frame: pd.DataFrame, stages: list[str]) -> pd.DataFrame:
     return out.reindex(stages, fill_value=0)
 
 
-def compare(estimated: pd.DataFrame, actual: pd.DataFrame) -> pd.DataFrame:
+def compare(estimated: pd.DataFrame, actual: pd.DataFrame,
+            stage_group: Callable[[str], str]) -> pd.DataFrame:
     """COLUMNS per stage (the estimate's order, then stages it did not foresee) and TOTAL;
-    `actual` is the accounting CSVs' rows."""
+    `actual` is the accounting CSVs' rows, each counted under the estimate's stage
+    `stage_group` gives it (`report.teacher_bill` says which)."""
     est = estimated[~estimated.stage.str.startswith(TOTAL)]  # its own totals are left out
     act = actual.reindex(columns=["stage", *SUMMED])  # no accounting file at all: no columns
     act = act.assign(stage=act.stage.map(stage_group))

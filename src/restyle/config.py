@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import jsonschema
 import yaml
 
-from restyle import study_a, study_b, tasks
 from restyle.teacher import backends
 
 
@@ -55,35 +55,6 @@ def _train_per_model(config: dict, schema: dict, models) -> list[str]:
     return problems
 
 
-def _devices(config: dict) -> list[str]:
-    """`train.resources.device`, also per model, is a GPU whose peak restyle knows."""
-    from restyle.train import DEVICE_PEAK_FLOPS, device_peak_flops
-
-    train = config.get("train") if isinstance(config.get("train"), dict) else {}
-    places = {"train.resources.device": train.get("resources")}
-    for model, override in (train.get("per_model") or {}).items():
-        if isinstance(override, dict):
-            places[f"train.per_model.{model}.resources.device"] = override.get("resources")
-    return [f"config {key}: '{res['device']}' is not a GPU restyle knows the peak FLOP/s of "
-            f"(known: {', '.join(name for name, _ in DEVICE_PEAK_FLOPS)})"
-            for key, res in places.items() if isinstance(res, dict)
-            and isinstance(res.get("device"), str) and device_peak_flops(res["device"]) is None]
-
-
-def _with_study_names(schema: dict) -> dict:
-    """The schema with study A's baseline, the task names (restyle.tasks) and study B's variant
-    names as enums, from the one list of each (the schema file has none)."""
-    schema["properties"]["study_a"]["properties"]["baselines"]["items"]["enum"] = list(
-        study_a.BASELINES)
-    schema["properties"]["eval"]["properties"]["tasks"]["items"]["enum"] = list(tasks.NAMES)
-    keys = schema["properties"]["study_b"]["properties"]
-    keys["tasks"]["items"]["enum"] = list(tasks.NAMES)
-    keys["variants"]["items"]["enum"] = list(study_b.VARIANTS)
-    keys["ppl_split_of"]["enum"] = [v for v, t in study_b.VARIANTS.items()
-                                    if t.filter != "ppl_split"]
-    return schema
-
-
 def _teacher_keys(config: dict, schema: dict) -> list[str]:
     """Each stage's teacher, given or the schema's default, is a key of `teachers`."""
     teachers = config.get("teachers") or schema["properties"]["teachers"]["default"]
@@ -122,84 +93,21 @@ def _renamed(config: dict) -> tuple[dict, list[str]]:
     return config, problems
 
 
-def _study_b_view(config: dict, schema: dict) -> tuple[dict, list, dict, list[str], list]:
-    """Config study_b over the schema's defaults, the target models, the teachers, the written
-    variants made (restyle.study_b.WRITTEN_VARIANTS, the source of low_ppl/high_ppl included)
-    and their writers: what the checks below and `add_own_teachers` read before validation."""
-    defaults = {k: v.get("default") for k, v in schema["properties"]["study_b"]["properties"].items()}
-    section = config.get("study_b")
-    cfg = {**defaults, **(section if isinstance(section, dict) else {})}
-    targets = config.get("target_models", schema["properties"]["target_models"]["default"])
-    targets = targets if isinstance(targets, list) else []
-    teachers = config.get("teachers") or schema["properties"]["teachers"]["default"]
-    variants = cfg["variants"] if isinstance(cfg["variants"], list) else []
-    if set(variants) & set(study_b.PPL_SPLITS):
-        variants = [*variants, cfg["ppl_split_of"]]  # its source set is made too
-    written = list(dict.fromkeys(v for v in variants if v in study_b.WRITTEN_VARIANTS))
-    writers = cfg["writers"] if isinstance(cfg["writers"], list) else targets
-    return cfg, targets, teachers, written if cfg["tasks"] else [], writers
-
-
-def _study_b_models(config: dict, schema: dict, models: dict) -> list[str]:
-    """Target models and writers are keys of `models`; a teacher study_b.target_teachers names
-    for a writer exists and runs that model."""
-    cfg, targets, teachers, written, writers = _study_b_view(config, schema)
-    problems = []
-    for key, names in (("target_models", targets), ("study_b.writers", cfg["writers"])):
-        for name in names if isinstance(names, list) else []:
-            if name not in models:
-                problems.append(f"config {key}: '{name}' is not a key of models "
-                                f"(known: {', '.join(models)})")
-    split = cfg["ppl_split_of"]
-    if split in written and set(cfg["variants"] or []) & set(study_b.PPL_SPLITS):
-        problems += [f"config study_b.ppl_split_of: {split} halves each target's own set, but "
-                     f"target {t} is not in study_b.writers" for t in targets if t not in writers]
-    serving = cfg["target_teachers"] if isinstance(cfg["target_teachers"], dict) else {}
-    # only the writers' entries: one for a model that writes nothing is unused (a default)
-    for model in writers if written else []:
-        key, name = f"config study_b.target_teachers.{model}", serving.get(model)
-        if name is None or model not in models:
-            continue  # add_own_teachers gives it a local teacher of itself
-        if not isinstance(teachers.get(name), dict):
-            problems.append(f"{key}: '{name}' is not a key of teachers "
-                            f"(known: {', '.join(teachers)})")
-        elif _runs_a_model(teachers[name]) and teachers[name].get("model_key") != model:
-            problems.append(f"{key}: teacher '{name}' runs model "
-                            f"'{teachers[name].get('model_key')}', not '{model}'")
-    return problems
-
-
-def _runs_a_model(teacher: dict) -> bool:
+def runs_a_model(teacher: dict) -> bool:
     """Whether a teacher config's backend runs a model of `models` (its `model_key`)."""
     backend = backends.find(teacher.get("backend"))
     return backend is not None and backend.needs_model
 
 
-OWN_TEACHER = "self:{model}"  # the teachers key of a writer's own local teacher
-
-
-def add_own_teachers(config: dict, schema_path: str | Path) -> None:
-    """Give every writer of a written study B variant that study_b.target_teachers leaves out a
-    local teacher of itself, `teachers.self:{model}` (in process, the schema's defaults), and map
-    it there: a model writes its own sets unless config names a server of it. Call it after
-    `check` and before validation (which fills in the new entries' defaults)."""
+def check(config: dict, schema_path: str | Path,
+          names: Sequence[Callable[[dict], None]] = (),
+          checks: Sequence[Callable[[dict, dict, dict], list[str]]] = ()) -> None:
+    """Raise ConfigError listing every schema violation and cross-key inconsistency. The stages
+    add theirs (restyle.checks, which calls this): `names` fill the schema's enums in place,
+    each of `checks` (config, schema, models) returns its problems."""
     schema = yaml.safe_load(Path(schema_path).read_text())
-    _, _, teachers, written, writers = _study_b_view(config, schema)
-    serving = config.setdefault("study_b", {}).setdefault(
-        "target_teachers", dict(schema["properties"]["study_b"]["properties"]["target_teachers"]
-                                ["default"]))
-    missing = [m for m in writers if m not in serving] if written else []
-    if missing and "teachers" not in config:
-        config["teachers"] = copy.deepcopy(teachers)
-    for model in missing:
-        name = OWN_TEACHER.format(model=model)
-        config["teachers"][name] = {"backend": backends.OWN_MODEL, "model_key": model}
-        serving[model] = name
-
-
-def check(config: dict, schema_path: str | Path) -> None:
-    """Raise ConfigError listing every schema violation and cross-key inconsistency."""
-    schema = _with_study_names(yaml.safe_load(Path(schema_path).read_text()))
+    for fill in names:
+        fill(schema)
     validator = jsonschema.validators.validator_for(schema)(schema)
     config, problems = _renamed(config)
     problems += [_describe(e) for e in sorted(validator.iter_errors(config), key=lambda e: list(e.path))]
@@ -207,7 +115,7 @@ def check(config: dict, schema_path: str | Path) -> None:
     for name, teacher in (config.get("teachers") or {}).items():
         if not isinstance(teacher, dict) or not isinstance(models, dict):
             continue
-        if _runs_a_model(teacher) and teacher.get("model_key") not in models:
+        if runs_a_model(teacher) and teacher.get("model_key") not in models:
             problems.append(f"config teachers.{name}.model_key: '{teacher.get('model_key')}' is "
                             f"not a key of models (known: {', '.join(models)})")
         backend = backends.find(teacher.get("backend"))
@@ -215,10 +123,10 @@ def check(config: dict, schema_path: str | Path) -> None:
             problems.append(f"config teachers.{name}.model: required for the {backend.name} "
                             f"backend")
     problems += _train_per_model(config, schema, models)
-    problems += _devices(config)
     problems += _teacher_keys(config, schema)
     if isinstance(models, dict):
-        problems += _study_b_models(config, schema, models)
+        for stage_check in checks:
+            problems += stage_check(config, schema, models)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
 

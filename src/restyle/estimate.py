@@ -40,13 +40,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from restyle import controls, sizing, tasks, teacher
-from restyle.accounting import RULE_REWRITES, RULES_STAGE, TOTAL
+from restyle.accounting import TOTAL
 from restyle.cache import Cache
 from restyle.io import read_jsonl
 from restyle.records import RuozhibaItem, SFTRecord
 from restyle.study_a import rewrite, rules
 from restyle.study_a import TASK as STUDY_A_TASK
-from restyle.study_a import ORIGINAL, TEACHER_PLAIN
+from restyle.study_a import ORIGINAL, RULE_REWRITES, RULES_STAGE, TEACHER_PLAIN
 from restyle.study_a import sft_set_name as study_a_sft_set
 from restyle.study_b import PER_MODEL, PPL_SPLITS, PREFIX, parse_label, parse_set_name, variants
 from restyle.teacher import DEFAULT_MAX_TOKENS, Request, Result

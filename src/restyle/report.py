@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from restyle import controls, stats, study_a, study_b  # noqa: E402
+from restyle import accounting, controls, stats, study_a, study_b  # noqa: E402
 from restyle.tasks.mmlu import SUBJECT_CATEGORY  # noqa: E402
 from restyle.runs import BASE, parse_run  # noqa: E402
 from restyle.study_a.rewrite import STAGES as GATE_STAGES  # noqa: E402
@@ -32,6 +32,12 @@ STUDY_A_BASELINES = tuple(map(study_a.sft_set_name, study_a.BASELINES))
 DELTA_COLUMNS = ["delta", "low", "high", "significant"]
 MISSING_COLUMNS = ["study", "arm", "seeds", "reason"]
 STUDY_B_DROPS = ("teacher_failed", "no_answer", "wrong_answer", "other_dropped")
+
+
+def teacher_bill(estimated: pd.DataFrame, actual: pd.DataFrame) -> pd.DataFrame:
+    """The teacher's bill (the jobs' accounting rows) beside the estimate, per estimate stage
+    (restyle.accounting)."""
+    return accounting.compare(estimated, actual, study_a.accounting_stage)
 
 
 def read_csvs(paths: Iterable[str | Path]) -> pd.DataFrame:

@@ -19,7 +19,7 @@ def _registry() -> dict[str, Backend]:
 
 REGISTRY: dict[str, Backend] = _registry()
 NAMES = tuple(REGISTRY)
-# the backend of a writer's own teacher (restyle.config.add_own_teachers): a model of `models`
+# the backend of a writer's own teacher (restyle.study_b.checks.add_own_teachers): a model of `models`
 OWN_MODEL = next(name for name, backend in REGISTRY.items() if backend.needs_model)
 
 

@@ -1,0 +1,43 @@
+"""The whole config check: restyle.config's (the schema, with each key named; per-model training
+keys; teacher keys) and every stage's own, with the names each stage knows filled into the
+schema's enums. rules/common.smk, the estimate and the tests call `check`; this is the one
+module that knows every stage, so that the shared ones (restyle.config) import none.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from restyle import config, study_a, tasks
+from restyle.study_b import checks as study_b_checks
+
+ConfigError = config.ConfigError
+add_own_teachers = study_b_checks.add_own_teachers
+
+
+def check(cfg: dict, schema_path: str | Path) -> None:
+    """Raise ConfigError listing every schema violation and cross-key inconsistency."""
+    config.check(cfg, schema_path, names=[_task_names, study_a.schema_names,
+                                          study_b_checks.schema_names],
+                 checks=[_devices, study_b_checks.problems])
+
+
+def _task_names(schema: dict) -> None:
+    """The task names (restyle.tasks) as the schema's enums (the file has none)."""
+    schema["properties"]["eval"]["properties"]["tasks"]["items"]["enum"] = list(tasks.NAMES)
+    schema["properties"]["study_b"]["properties"]["tasks"]["items"]["enum"] = list(tasks.NAMES)
+
+
+def _devices(cfg: dict, schema: dict, models: dict) -> list[str]:
+    """`train.resources.device`, also per model, is a GPU whose peak restyle knows."""
+    from restyle.train import DEVICE_PEAK_FLOPS, device_peak_flops
+
+    train = cfg.get("train") if isinstance(cfg.get("train"), dict) else {}
+    places = {"train.resources.device": train.get("resources")}
+    for model, override in (train.get("per_model") or {}).items():
+        if isinstance(override, dict):
+            places[f"train.per_model.{model}.resources.device"] = override.get("resources")
+    return [f"config {key}: '{res['device']}' is not a GPU restyle knows the peak FLOP/s of "
+            f"(known: {', '.join(name for name, _ in DEVICE_PEAK_FLOPS)})"
+            for key, res in places.items() if isinstance(res, dict)
+            and isinstance(res.get("device"), str) and device_peak_flops(res["device"]) is None]

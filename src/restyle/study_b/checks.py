@@ -1,0 +1,89 @@
+"""Study B's config checks (restyle.checks runs them with restyle.config's) and the local teacher
+each writer of a written variant gets when config names none (`add_own_teachers`)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+from restyle.config import runs_a_model
+from restyle.study_b import PPL_SPLITS, VARIANTS, WRITTEN_VARIANTS
+from restyle.teacher import backends
+
+
+def schema_names(schema: dict) -> None:
+    """Study B's variant names as the schema's enums, from the one table (the file has none)."""
+    keys = schema["properties"]["study_b"]["properties"]
+    keys["variants"]["items"]["enum"] = list(VARIANTS)
+    keys["ppl_split_of"]["enum"] = [v for v, t in VARIANTS.items() if t.filter != "ppl_split"]
+
+
+def _view(config: dict, schema: dict) -> tuple[dict, list, dict, list[str], list]:
+    """Config study_b over the schema's defaults, the target models, the teachers, the written
+    variants made (restyle.WRITTEN_VARIANTS, the source of low_ppl/high_ppl included)
+    and their writers: what `problems` and `add_own_teachers` read before validation."""
+    defaults = {k: v.get("default") for k, v in schema["properties"]["study_b"]["properties"].items()}
+    section = config.get("study_b")
+    cfg = {**defaults, **(section if isinstance(section, dict) else {})}
+    targets = config.get("target_models", schema["properties"]["target_models"]["default"])
+    targets = targets if isinstance(targets, list) else []
+    teachers = config.get("teachers") or schema["properties"]["teachers"]["default"]
+    variants = cfg["variants"] if isinstance(cfg["variants"], list) else []
+    if set(variants) & set(PPL_SPLITS):
+        variants = [*variants, cfg["ppl_split_of"]]  # its source set is made too
+    written = list(dict.fromkeys(v for v in variants if v in WRITTEN_VARIANTS))
+    writers = cfg["writers"] if isinstance(cfg["writers"], list) else targets
+    return cfg, targets, teachers, written if cfg["tasks"] else [], writers
+
+
+def problems(config: dict, schema: dict, models: dict) -> list[str]:
+    """Target models and writers are keys of `models`; a teacher study_b.target_teachers names
+    for a writer exists and runs that model."""
+    cfg, targets, teachers, written, writers = _view(config, schema)
+    problems = []
+    for key, names in (("target_models", targets), ("study_b.writers", cfg["writers"])):
+        for name in names if isinstance(names, list) else []:
+            if name not in models:
+                problems.append(f"config {key}: '{name}' is not a key of models "
+                                f"(known: {', '.join(models)})")
+    split = cfg["ppl_split_of"]
+    if split in written and set(cfg["variants"] or []) & set(PPL_SPLITS):
+        problems += [f"config study_b.ppl_split_of: {split} halves each target's own set, but "
+                     f"target {t} is not in study_b.writers" for t in targets if t not in writers]
+    serving = cfg["target_teachers"] if isinstance(cfg["target_teachers"], dict) else {}
+    # only the writers' entries: one for a model that writes nothing is unused (a default)
+    for model in writers if written else []:
+        key, name = f"config study_b.target_teachers.{model}", serving.get(model)
+        if name is None or model not in models:
+            continue  # add_own_teachers gives it a local teacher of itself
+        if not isinstance(teachers.get(name), dict):
+            problems.append(f"{key}: '{name}' is not a key of teachers "
+                            f"(known: {', '.join(teachers)})")
+        elif runs_a_model(teachers[name]) and teachers[name].get("model_key") != model:
+            problems.append(f"{key}: teacher '{name}' runs model "
+                            f"'{teachers[name].get('model_key')}', not '{model}'")
+    return problems
+
+
+OWN_TEACHER = "self:{model}"  # the teachers key of a writer's own local teacher
+
+
+def add_own_teachers(config: dict, schema_path: str | Path) -> None:
+    """Give every writer of a written study B variant that study_b.target_teachers leaves out a
+    local teacher of itself, `teachers.self:{model}` (in process, the schema's defaults), and map
+    it there: a model writes its own sets unless config names a server of it. Call it after
+    `check` and before validation (which fills in the new entries' defaults)."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    _, _, teachers, written, writers = _view(config, schema)
+    serving = config.setdefault("study_b", {}).setdefault(
+        "target_teachers", dict(schema["properties"]["study_b"]["properties"]["target_teachers"]
+                                ["default"]))
+    missing = [m for m in writers if m not in serving] if written else []
+    if missing and "teachers" not in config:
+        config["teachers"] = copy.deepcopy(teachers)
+    for model in missing:
+        name = OWN_TEACHER.format(model=model)
+        config["teachers"][name] = {"backend": backends.OWN_MODEL, "model_key": model}
+        serving[model] = name
