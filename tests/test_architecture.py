@@ -96,12 +96,3 @@ def test_no_backend_name_is_compared_in_a_string_outside_the_teacher_package():
 
     assert _name_comparisons(backends.NAMES, "src/restyle/teacher") == []
 
-
-def test_the_schema_lists_the_registered_teacher_backends():
-    import yaml
-
-    from restyle.teacher import backends
-
-    schema = yaml.safe_load((REPO / "config/schema.yaml").read_text(encoding="utf-8"))
-    teacher = schema["properties"]["teachers"]["additionalProperties"]["properties"]
-    assert teacher["backend"]["enum"] == list(backends.NAMES)

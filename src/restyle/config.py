@@ -84,6 +84,14 @@ def _with_study_names(schema: dict) -> dict:
     return schema
 
 
+def _with_backend_names(schema: dict) -> dict:
+    """The schema with the teacher backends' names (restyle.teacher.backends) as the enum of
+    `teachers.{name}.backend`, from the registry (the schema file has none)."""
+    teacher = schema["properties"]["teachers"]["additionalProperties"]["properties"]
+    teacher["backend"]["enum"] = list(backends.NAMES)
+    return schema
+
+
 def _teacher_keys(config: dict, schema: dict) -> list[str]:
     """Each stage's teacher, given or the schema's default, is a key of `teachers`."""
     teachers = config.get("teachers") or schema["properties"]["teachers"]["default"]
@@ -200,6 +208,7 @@ def add_own_teachers(config: dict, schema_path: str | Path) -> None:
 def check(config: dict, schema_path: str | Path) -> None:
     """Raise ConfigError listing every schema violation and cross-key inconsistency."""
     schema = _with_study_names(yaml.safe_load(Path(schema_path).read_text()))
+    schema = _with_backend_names(schema)
     validator = jsonschema.validators.validator_for(schema)(schema)
     config, problems = _renamed(config)
     problems += [_describe(e) for e in sorted(validator.iter_errors(config), key=lambda e: list(e.path))]

@@ -2,9 +2,9 @@
 `Backend` (restyle.teacher.base), whose attributes say what differs between backends.
 
 Adding a backend: a module here defining `BACKEND`, its import below, and its settings in
-config/schema.yaml (`teachers`; the `backend` enum there is tests/test_architecture.py's check
-of NAMES) and in `TeacherConfig` (restyle.teacher.base). Nothing outside this package compares
-a backend's name."""
+config/schema.yaml (`teachers`; the config check fills the `backend` enum there from NAMES,
+restyle.config) and in `TeacherConfig` (restyle.teacher.base). Nothing outside this package
+compares a backend's name."""
 
 from __future__ import annotations
 
