@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -385,7 +386,35 @@ def test_a_dict_never_validated_gets_the_schema_defaults():
 
     schema = yaml.safe_load((Path(__file__).parents[1] / "config/schema.yaml").read_text())
     keys = schema["properties"]["teachers"]["additionalProperties"]["properties"]
+    defaults = {k: v["default"] for k, v in keys.items()}
     got = teacher.settings({"backend": "openai", "model": "m", "timeout_s": 3})
-    assert got == {**{k: v["default"] for k, v in keys.items()}, "backend": "openai",
-                   "model": "m", "timeout_s": 3}
-    assert teacher.schema_tries({"backend": "local"}) == 1 + keys["schema_retries"]["default"]
+    assert got == {**defaults, "backend": "openai", "model": "m", "timeout_s": 3}
+    # the typed record holds the schema's keys and the two the rules add (teacher_backend)
+    record = teacher.TeacherConfig.of({"backend": "local", "manifest": "m.json"})
+    assert asdict(record) == {**defaults, "backend": "local", "name": None, "manifest": "m.json"}
+    assert record.schema_tries == 1 + keys["schema_retries"]["default"]
+    assert teacher.TeacherConfig.of(record) is record
+    with pytest.raises(TeacherError, match="unknown key.s. api_key"):
+        teacher.TeacherConfig.of({"backend": "openai", "model": "m", "api_key": "sk-1"})
+
+
+def test_cache_keys_never_change(tmp_path, smollm2_manifest):
+    """The teacher cache is where paid answers live: a key computed differently for the same
+    request and config asks, and pays, again. Both keys were computed at main 4876afe, before
+    TeacherConfig; they must never change."""
+    schema_request = Request(
+        "q1", [{"role": "system", "content": "Rewrite: keep the facts."},
+               {"role": "user", "content": "Combien font 2+2 ? 答案"}], "rewrite",
+        template_hash("{q}"), {"max_tokens": 4, "temperature": 0.0, "seed": 0}, SCHEMA)
+    with ChatServer() as server:
+        cfg = {"backend": "openai", "model": "gpt-4o", "base_url": server.url, "name": "gpt",
+               "max_failed_share": 1}
+        [result] = generate([schema_request], cfg, tmp_path / "c.db")
+    assert result.provenance["cache_key"] == (
+        "99ea996c1adf015392f4f7f54a4102f848013b0273b87e9c1e2c9b3f33d30643")
+    plain = Request("q2", [{"role": "user", "content": "What is 2+2?"}], "t",
+                    template_hash("{q}"), {"max_tokens": 4})
+    cfg = {"backend": "local", "manifest": str(smollm2_manifest), "name": "local"}
+    [result] = generate([plain], cfg, tmp_path / "c2.db")
+    assert result.provenance["cache_key"] == (
+        "2edf407a047d49720e3fa8415e78abb0d566662ac3b9dbbfe156464b803b2446")

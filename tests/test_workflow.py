@@ -1,5 +1,6 @@
 """The Snakemake workflow itself: lint, config errors before any job, and real runs."""
 
+import copy
 import json
 import subprocess
 import sys
@@ -91,6 +92,25 @@ def test_target_models_and_writers_are_checked_over_the_default(config, message)
     with pytest.raises(ConfigError) as error:
         check(merged, REPO / "config" / "schema.yaml")
     assert message in str(error.value)
+
+
+def test_teacher_backends_are_the_registered_ones():
+    """config/schema.yaml names no backend: the check takes them from the registry
+    (restyle.teacher.backends), so each registered backend passes and another is named with
+    the key to fix and the choices."""
+    from restyle.teacher import backends
+
+    default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    for name in backends.NAMES:
+        config = copy.deepcopy(default)
+        update_config(config, {"teachers": {"t": {"backend": name, "model": "m",
+                                                  "model_key": "smollm2-135m"}}})
+        check(config, REPO / "config" / "schema.yaml")
+    update_config(default, {"teachers": {"t": {"backend": "vllm", "model": "m"}}})
+    with pytest.raises(ConfigError) as error:
+        check(default, REPO / "config" / "schema.yaml")
+    assert f"config teachers.t.backend: 'vllm' is not one of {list(backends.NAMES)}" in str(
+        error.value)
 
 
 def test_a_writer_with_no_teacher_named_writes_through_a_local_teacher_of_itself():

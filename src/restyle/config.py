@@ -55,6 +55,14 @@ def _train_per_model(config: dict, schema: dict, models) -> list[str]:
     return problems
 
 
+def _with_backend_names(schema: dict) -> dict:
+    """The schema with the teacher backends' names (restyle.teacher.backends) as the enum of
+    `teachers.{name}.backend`, from the registry (the schema file has none)."""
+    teacher = schema["properties"]["teachers"]["additionalProperties"]["properties"]
+    teacher["backend"]["enum"] = list(backends.NAMES)
+    return schema
+
+
 def _teacher_keys(config: dict, schema: dict) -> list[str]:
     """Each stage's teacher, given or the schema's default, is a key of `teachers`."""
     teachers = config.get("teachers") or schema["properties"]["teachers"]["default"]
@@ -105,7 +113,7 @@ def check(config: dict, schema_path: str | Path,
     """Raise ConfigError listing every schema violation and cross-key inconsistency. The stages
     add theirs (restyle.checks, which calls this): `names` fill the schema's enums in place,
     each of `checks` (config, schema, models) returns its problems."""
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = _with_backend_names(yaml.safe_load(Path(schema_path).read_text()))
     for fill in names:
         fill(schema)
     validator = jsonschema.validators.validator_for(schema)(schema)

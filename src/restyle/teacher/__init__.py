@@ -8,6 +8,8 @@ checks with bounded re-asking, token and cost accounting, and provenance on ever
 A teacher's config is one dict per call site: config `teachers.{name}` (config/schema.yaml lists
 every key and holds its default) with `name`, the teacher's key, for messages; the rules turn a
 local teacher's `model_key` into `manifest`, the manifest.json restyle.models.prepare wrote.
+Where a call enters the package (`Session.ask`, `generate`, `estimate`, `token_counter`,
+`model_name`) the dict becomes a `TeacherConfig`, the typed record passed whole inside it.
 `backend` picks the module that asks (`backends.REGISTRY`): `local` (transformers, in process,
 restyle.teacher.local) or `openai` (OpenAI, vLLM, llama.cpp server: anything speaking chat
 completions, restyle.teacher.openai_backend, with the Batch API in restyle.teacher.batch_api).
@@ -32,8 +34,8 @@ passes them to `chat.completions.create` as they are. Prices are per million tok
 from restyle.teacher.backends import NAMES, REGISTRY, model_name
 from restyle.teacher.base import (BATCH_DISCOUNT, DEFAULT_MAX_TOKENS, Backend, BatchPending,
                                   FailureBudgetExceeded, Prompt, Request, Result,
-                                  TeacherError, approx_tokens, check_reply, json_hash, schema_tries, settings,
-                                  template_hash)
+                                  TeacherConfig, TeacherError, approx_tokens, check_reply,
+                                  json_hash, settings, template_hash)
 from restyle.teacher.cached import cache_key
 from restyle.teacher.estimation import estimate, token_counter
 from restyle.teacher.local import LOCAL_BATCH_SIZE
@@ -41,7 +43,7 @@ from restyle.teacher.openai_backend import tiktoken_encoding
 from restyle.teacher.session import ACCOUNTING_FIELDS, Session, generate
 
 __all__ = ["ACCOUNTING_FIELDS", "BATCH_DISCOUNT", "DEFAULT_MAX_TOKENS", "LOCAL_BATCH_SIZE",
-           "NAMES", "REGISTRY", "Backend", "BatchPending", "FailureBudgetExceeded", "Prompt", "Request",
-           "Result", "Session", "TeacherError", "approx_tokens", "cache_key", "check_reply",
-           "estimate", "generate", "json_hash", "model_name", "schema_tries", "settings",
+           "NAMES", "REGISTRY", "Backend", "BatchPending", "FailureBudgetExceeded", "Prompt",
+           "Request", "Result", "Session", "TeacherConfig", "TeacherError", "approx_tokens",
+           "cache_key", "check_reply", "estimate", "generate", "json_hash", "model_name", "settings",
            "template_hash", "tiktoken_encoding", "token_counter"]

@@ -2,12 +2,13 @@
 `Backend` (restyle.teacher.base), whose attributes say what differs between backends.
 
 Adding a backend: a module here defining `BACKEND`, its import below, and its settings in
-config/schema.yaml (`teachers`; the `backend` enum there is tests/test_architecture.py's check
-of NAMES). Nothing outside this package compares a backend's name."""
+config/schema.yaml (`teachers`; the config check fills the `backend` enum there from NAMES,
+restyle.config) and in `TeacherConfig` (restyle.teacher.base). Nothing outside this package
+compares a backend's name."""
 
 from __future__ import annotations
 
-from restyle.teacher.base import Backend, TeacherError
+from restyle.teacher.base import Backend, TeacherConfig, TeacherError
 
 
 def _registry() -> dict[str, Backend]:
@@ -35,6 +36,7 @@ def find(name) -> Backend | None:
     return REGISTRY.get(name) if isinstance(name, str) else None
 
 
-def model_name(cfg: dict) -> str:
+def model_name(cfg: dict | TeacherConfig) -> str:
     """The name teacher `cfg`'s model goes by in cache keys, provenance and prices."""
-    return get(cfg["backend"]).model_name(cfg)
+    cfg = TeacherConfig.of(cfg)
+    return get(cfg.backend).model_name(cfg)

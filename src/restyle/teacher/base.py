@@ -2,7 +2,8 @@
 prices, the per-call `Run` a backend answers through, and the `Backend` interface itself.
 
 Teacher settings are config `teachers.{name}` (config/schema.yaml describes each key and holds
-its default); `settings` fills in the schema's defaults where a dict was never validated."""
+its default); `settings` fills in the schema's defaults where a dict was never validated, and
+`TeacherConfig.of` makes the typed record of them that the package passes around."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -104,9 +105,51 @@ def settings(cfg: dict) -> dict:
     return {**schema_defaults(), **cfg}
 
 
-def schema_tries(cfg: dict) -> int:
-    """The most replies one request with a schema may take: the first and `schema_retries`."""
-    return 1 + settings(cfg)["schema_retries"]
+@dataclass(frozen=True)
+class TeacherConfig:
+    """One teacher's settings: config `teachers.{name}` over config/schema.yaml's defaults.
+    The fields are the schema's keys, which hold the defaults (`of` fills them in; none is
+    restated here), and the two the rules add (rules/common.smk teacher_backend): `name`, the
+    teacher's key, for messages, and `manifest`, the manifest.json of a local teacher's model.
+    Built once where a call enters restyle.teacher; callers and rule params keep plain dicts."""
+
+    backend: str
+    model: str | None
+    model_key: str | None
+    max_failed_share: float
+    schema_retries: int
+    base_url: str | None
+    api_key_env: str | None
+    timeout_s: float
+    max_in_flight: int
+    requests_per_minute: int
+    tokens_per_minute: int
+    max_retries: int
+    backoff_s: float
+    backoff_max_s: float
+    batch: bool
+    batch_wait_s: float
+    batch_poll_s: float
+    batch_resubmits: int
+    batch_size: int | str
+    device: str | None
+    name: str | None = None
+    manifest: str | None = None
+
+    @classmethod
+    def of(cls, cfg: dict | TeacherConfig) -> TeacherConfig:
+        """The record of teacher config `cfg` (a record is returned as it is)."""
+        if isinstance(cfg, TeacherConfig):
+            return cfg
+        unknown = set(cfg) - {f.name for f in fields(cls)}
+        if unknown:  # a validated config has none: the schema allows no other key
+            raise TeacherError(f"teacher config: unknown key(s) {', '.join(sorted(unknown))}")
+        return cls(**settings(cfg))
+
+    @property
+    def schema_tries(self) -> int:
+        """The most replies one request with a schema may take: the first and `schema_retries`."""
+        return 1 + self.schema_retries
 
 
 def check_reply(text: str, schema: dict | None) -> tuple[Any, str | None]:
@@ -157,10 +200,10 @@ class Backend:
     structured_output: bool = False  # config structured_output `auto` asks it for JSON replies
     billed: bool = False  # each reply costs: an estimate counts a schema's re-asks too
 
-    def model_name(self, cfg: dict) -> str:
+    def model_name(self, cfg: TeacherConfig) -> str:
         """The model's name in cache keys, provenance and prices."""
-        if cfg.get("model"):
-            return cfg["model"]
+        if cfg.model:
+            return cfg.model
         raise TeacherError(f"teacher config: 'model' is required for the {self.name} backend")
 
     def use_threads(self, threads: int) -> None:
@@ -170,7 +213,7 @@ class Backend:
         """An Answer, or why there is none, for each cache key of `todo`."""
         raise NotImplementedError
 
-    def token_counter(self, cfg: dict) -> tuple[str, Callable[[Request], int]]:
+    def token_counter(self, cfg: TeacherConfig) -> tuple[str, Callable[[Request], int]]:
         """(how, count) for the prompt tokens a request is billed (restyle.teacher.estimate)."""
         raise NotImplementedError
 
@@ -178,13 +221,11 @@ class Backend:
 class Run:
     """What one `generate` call shares: settings, cache, the secret to redact, this run's bill."""
 
-    def __init__(self, backend: Backend, cfg: dict, cache: Cache, prices: dict | None,
+    def __init__(self, backend: Backend, cfg: TeacherConfig, cache: Cache, prices: dict | None,
                  total: int):
-        self.cfg, self.cache, self.prices = settings(cfg), cache, prices
+        self.cfg, self.cache, self.prices = cfg, cache, prices
         self.backend, self.model = backend.name, backend.model_name(cfg)
-        self.schema_tries = schema_tries(cfg)
-        key_env = self.cfg["api_key_env"]
-        self.secret = os.environ.get(key_env) if key_env else None
+        self.secret = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
         self.redact = _redactor(self.secret)
         self.attempts = self.prompt_tokens = self.completion_tokens = 0
         self.cost: float | None = 0.0
@@ -197,8 +238,8 @@ class Run:
 
     def describe(self) -> str:
         """Which teacher this is, for a message that must say where to look."""
-        where = self.cfg.get("base_url") or "OpenAI's default endpoint"
-        return f"teacher '{self.cfg.get('name', self.model)}' (model {self.model} at {where})"
+        where = self.cfg.base_url or "OpenAI's default endpoint"
+        return f"teacher '{self.cfg.name or self.model}' (model {self.model} at {where})"
 
     def stop(self, reason: str) -> TeacherError:
         return TeacherError(self.redact(f"{self.describe()}: {reason}; stopping the stage"))

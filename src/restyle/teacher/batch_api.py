@@ -78,8 +78,8 @@ async def answer(run: Run, client, todo: dict[str, Request]) -> dict[str, Answer
     cache lists as open, submits what is neither answered nor in one, and polls until none is
     left or `batch_wait_s` is over (BatchPending)."""
     cfg = run.cfg
-    deadline = time.monotonic() + cfg["batch_wait_s"]
-    max_submissions = 1 + cfg["batch_resubmits"]
+    deadline = time.monotonic() + cfg.batch_wait_s
+    max_submissions = 1 + cfg.batch_resubmits
     failed: dict[str, str] = {}
     while True:
         waiting: dict[str, list[str]] = {}
@@ -108,7 +108,7 @@ async def answer(run: Run, client, todo: dict[str, Request]) -> dict[str, Answer
         if time.monotonic() >= deadline:
             raise BatchPending(f"batch(es) {', '.join(waiting)} still running; "
                                "rerun later to collect the results")
-        await asyncio.sleep(cfg["batch_poll_s"])
+        await asyncio.sleep(cfg.batch_poll_s)
     run.progress.update(len(todo))
     answered = run.cache.get_many(list(todo))
     return {k: failed[k] if k in failed else cached.answer(answered[k], todo[k]) for k in todo}

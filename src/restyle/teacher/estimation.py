@@ -7,26 +7,27 @@ from pathlib import Path
 
 from restyle.cache import Cache
 from restyle.teacher import backends, cached
-from restyle.teacher.base import DEFAULT_MAX_TOKENS, Request, cost, schema_tries
+from restyle.teacher.base import DEFAULT_MAX_TOKENS, Request, TeacherConfig, cost
 
 
-def estimate(requests: Sequence[Request], backend_cfg: dict, cache_path: str | Path,
-             prices: dict | None = None, asked: set[str] | None = None) -> dict:
+def estimate(requests: Sequence[Request], backend_cfg: dict | TeacherConfig,
+             cache_path: str | Path, prices: dict | None = None,
+             asked: set[str] | None = None) -> dict:
     """What `generate` would ask, before anything is sent, in the accounting CSV's terms:
     `prompt_tokens`, `completion_tokens`, `cost` over every request (cached or not, as the
     accounting counts the answers a stage uses), `run_*` over the requests a run would send now.
 
     Prompts are counted as `token_counter` says (`counter` names how); completion tokens are the
     `max_tokens` bound. A request with a schema to a billed teacher (an OpenAI-compatible one)
-    counts `schema_tries` times, prompt and completion, as a reply that breaks the schema is
-    asked again and billed: the cost is an upper bound. `cost` is at list price,
+    counts `TeacherConfig.schema_tries` times, prompt and completion, as a reply that breaks
+    the schema is asked again and billed: the cost is an upper bound. `cost` is at list price,
     `batch_cost` at the Batch API's (BATCH_DISCOUNT); None where the model has no price.
     `asked` holds the cache keys earlier estimates of the same run send: they count as cached,
     as the run finds them cached (the same model asked the same by two stages); this call's
     keys to send are added to it.
     """
-    cfg = backend_cfg
-    backend = backends.get(cfg["backend"])
+    cfg = TeacherConfig.of(backend_cfg)
+    backend = backends.get(cfg.backend)
     model = backend.model_name(cfg)
     keys = [cached.cache_key(r, backend.name, model) for r in requests]
     cache = Cache(cache_path)
@@ -40,7 +41,7 @@ def estimate(requests: Sequence[Request], backend_cfg: dict, cache_path: str | P
         asked |= set(todo)
     counter, count = token_counter(cfg)
     prompts = {k: count(r) for k, r in dict(zip(keys, requests)).items()}
-    retried = schema_tries(cfg) if backend.billed else 1  # an unbilled one costs nothing
+    retried = cfg.schema_tries if backend.billed else 1  # an unbilled one costs nothing
     tries = {k: retried if r.schema is not None else 1 for k, r in zip(keys, requests)}
     out = {"counter": counter, "requests": len(requests),
            "cached": sum(k in found for k in keys), "to_send": len(todo)}
@@ -54,9 +55,10 @@ def estimate(requests: Sequence[Request], backend_cfg: dict, cache_path: str | P
     return out
 
 
-def token_counter(cfg: dict) -> tuple[str, Callable[[Request], int]]:
+def token_counter(cfg: dict | TeacherConfig) -> tuple[str, Callable[[Request], int]]:
     """(how, count) for the prompt tokens a request to teacher `cfg` is billed: "tokenizer", the
     local model's own chat template and tokenizer; "tiktoken", OpenAI's tokenizer for the model
     over the messages and the JSON schema sent as `response_format`; else "approx", ~4
     characters a token of the same (each backend's `token_counter`)."""
-    return backends.get(cfg["backend"]).token_counter(cfg)
+    cfg = TeacherConfig.of(cfg)
+    return backends.get(cfg.backend).token_counter(cfg)

@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from restyle.teacher.base import DEFAULT_MAX_TOKENS, Answer, Backend, Request, Run
+from restyle.teacher.base import DEFAULT_MAX_TOKENS, Answer, Backend, Request, Run, TeacherConfig
 
 LOCAL_BATCH_SIZE = 8  # what batch_size `auto` is off CUDA
 
@@ -50,10 +50,10 @@ def _local_batch(model, tokenizer, seqs: list[list[int]], prefix, params: dict,
 def _local(run: Run, todo: dict[str, Request]) -> dict[str, Answer | str]:
     from restyle import batching, models
 
-    model, tokenizer = models.load(run.cfg["manifest"], device=run.cfg["device"])
+    model, tokenizer = models.load(run.cfg.manifest, device=run.cfg.device)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    limits = batching.resolve(model.device, rows=run.cfg["batch_size"],
+    limits = batching.resolve(model.device, rows=run.cfg.batch_size,
                               cpu_rows=LOCAL_BATCH_SIZE)
     out: dict[str, Answer | str] = {}
     groups: dict[str, list[str]] = {}  # one generate() call takes one set of parameters
@@ -69,7 +69,7 @@ def _local(run: Run, todo: dict[str, Request]) -> dict[str, Answer | str]:
         start = batching.shared_prefix(list(tokens.values()))
         prefix = batching.PrefixCache(model, tokens[keys[0]][:start])
         # greedy decoding gives the same reply again: re-ask only when sampling
-        tries = run.schema_tries if params.get("temperature", 0.0) > 0 else 1
+        tries = run.cfg.schema_tries if params.get("temperature", 0.0) > 0 else 1
         pending = keys
         for attempt in range(tries):
             def answer(batch: list[int]) -> None:
@@ -98,13 +98,13 @@ class Local(Backend):
     name = "local"
     needs_model = True
 
-    def model_name(self, cfg: dict) -> str:
+    def model_name(self, cfg: TeacherConfig) -> str:
         """Config `model` as a label, else the model's source (its manifest says)."""
-        if cfg.get("model"):
-            return cfg["model"]
+        if cfg.model:
+            return cfg.model
         from restyle import models
 
-        return models.read_manifest(cfg["manifest"])["source"]
+        return models.read_manifest(cfg.manifest)["source"]
 
     def use_threads(self, threads: int) -> None:
         import torch
@@ -114,9 +114,9 @@ class Local(Backend):
     def generate(self, run: Run, todo: dict[str, Request]) -> dict[str, Answer | str]:
         return _local(run, todo)
 
-    def token_counter(self, cfg: dict) -> tuple[str, Callable[[Request], int]]:
+    def token_counter(self, cfg: TeacherConfig) -> tuple[str, Callable[[Request], int]]:
         """"tokenizer": the model's own chat template and tokenizer."""
-        count_messages = _token_counter(cfg["manifest"])
+        count_messages = _token_counter(cfg.manifest)
         return "tokenizer", lambda request: count_messages(request.messages)
 
 

@@ -19,8 +19,8 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from restyle.teacher.base import (DEFAULT_MAX_TOKENS, Answer, Backend, Request, Run, TeacherError,
-                                  approx_tokens)
+from restyle.teacher.base import (DEFAULT_MAX_TOKENS, Answer, Backend, Request, Run,
+                                  TeacherConfig, TeacherError, approx_tokens)
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,9 @@ class _Window:
 
 
 class _Limits:
-    def __init__(self, cfg: dict):
-        self.in_flight = asyncio.Semaphore(cfg["max_in_flight"])
-        rpm, tpm = cfg["requests_per_minute"], cfg["tokens_per_minute"]
+    def __init__(self, cfg: TeacherConfig):
+        self.in_flight = asyncio.Semaphore(cfg.max_in_flight)
+        rpm, tpm = cfg.requests_per_minute, cfg.tokens_per_minute
         self.rpm, self.tpm = _Window(rpm) if rpm else None, _Window(tpm) if tpm else None
 
     @contextlib.asynccontextmanager
@@ -122,8 +122,8 @@ async def _call(run: Run, client, limits: _Limits, req: Request) -> tuple[str, i
     import openai
 
     cfg = run.cfg
-    tries = 1 + cfg["max_retries"]
-    base, cap = cfg["backoff_s"], cfg["backoff_max_s"]
+    tries = 1 + cfg.max_retries
+    base, cap = cfg.backoff_s, cfg.backoff_max_s
     tokens = approx_tokens(req.messages) + req.params.get("max_tokens", DEFAULT_MAX_TOKENS)
     reason = ""
     for attempt in range(tries):
@@ -141,7 +141,7 @@ async def _call(run: Run, client, limits: _Limits, req: Request) -> tuple[str, i
                     raise _GaveUp(reason) from None
                 wait = retry_after(e.response.headers)
             except openai.APITimeoutError:
-                reason = f"timed out after {cfg['timeout_s']} s"
+                reason = f"timed out after {cfg.timeout_s} s"
             except openai.APIConnectionError as e:
                 reason = f"connection error ({e.__cause__ or e})"
                 if run.replies == 0 and (cause := _unreachable(e)):
@@ -184,12 +184,12 @@ def _rejected(run: Run, status: int, req: Request, reason: str) -> None:
 
 async def _ask(run: Run, client, limits: _Limits, key: str, req: Request) -> Answer | str:
     try:
-        for _ in range(run.schema_tries):
+        for _ in range(run.cfg.schema_tries):
             outcome = run.accept(key, req, *await _call(run, client, limits, req))
             if isinstance(outcome, Answer):
                 return outcome
             log.info("item %s: %s; asking again", req.id, outcome)
-        return f"no acceptable reply in {run.schema_tries} tries, last: {outcome}"
+        return f"no acceptable reply in {run.cfg.schema_tries} tries, last: {outcome}"
     except _GaveUp as e:
         return str(e)
     finally:
@@ -200,12 +200,12 @@ def _client(run: Run):
     import openai
 
     cfg = run.cfg
-    if cfg["api_key_env"] and not run.secret:
+    if cfg.api_key_env and not run.secret:
         raise TeacherError(f"{run.describe()}: config api_key_env: environment variable "
-                           f"{cfg['api_key_env']} is not set")
+                           f"{cfg.api_key_env} is not set")
     # the SDK's own retries are off: ours honour the config and count attempts
-    return openai.AsyncOpenAI(api_key=run.secret or "not-needed", base_url=cfg["base_url"],
-                              timeout=cfg["timeout_s"], max_retries=0)
+    return openai.AsyncOpenAI(api_key=run.secret or "not-needed", base_url=cfg.base_url,
+                              timeout=cfg.timeout_s, max_retries=0)
 
 
 async def _openai(run: Run, todo: dict[str, Request]) -> dict[str, Answer | str]:
@@ -214,7 +214,7 @@ async def _openai(run: Run, todo: dict[str, Request]) -> dict[str, Answer | str]
     from restyle.teacher import batch_api
 
     async with _client(run) as client:
-        if run.cfg["batch"]:
+        if run.cfg.batch:
             try:
                 return await batch_api.answer(run, client, todo)
             except openai.APIError as e:  # batch ids are in the cache: a rerun picks up from here
@@ -238,7 +238,7 @@ class OpenAI(Backend):
     def generate(self, run: Run, todo: dict[str, Request]) -> dict[str, Answer | str]:
         return asyncio.run(_openai(run, todo))
 
-    def token_counter(self, cfg: dict) -> tuple[str, Callable[[Request], int]]:
+    def token_counter(self, cfg: TeacherConfig) -> tuple[str, Callable[[Request], int]]:
         """"tiktoken", OpenAI's tokenizer for the model (`tiktoken_encoding`) over the messages
         and the JSON schema sent as `response_format`, which is billed as input too; else
         "approx", ~4 characters a token of the same."""

@@ -11,8 +11,8 @@ from pathlib import Path
 from restyle.cache import Cache
 from restyle.io import write_csv, write_jsonl
 from restyle.teacher import backends, cached
-from restyle.teacher.base import (Answer, FailureBudgetExceeded, Request, Result, Run, cost,
-                                  settings)
+from restyle.teacher.base import (Answer, FailureBudgetExceeded, Request, Result, Run,
+                                  TeacherConfig, cost)
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,8 @@ class Session:
         self.failures: list[dict] = []
         self.accounting: list[dict] = []
 
-    def ask(self, requests: Sequence[Request], backend_cfg: dict, step: str | None = None
-            ) -> list[Result]:
+    def ask(self, requests: Sequence[Request], backend_cfg: dict | TeacherConfig,
+            step: str | None = None) -> list[Result]:
         """Answer every request (from the cache where possible), in order.
 
         Failed items come back with ok=False and the reason. Raises TeacherError when the
@@ -45,13 +45,13 @@ class Session:
         if not requests:
             return []
         stage = f"{self.stage}:{step}" if step else self.stage
-        results, row = generate(requests, backend_cfg, self.cache_path, stage=stage,
-                                prices=self.prices)
+        cfg = TeacherConfig.of(backend_cfg)
+        results, row = generate(requests, cfg, self.cache_path, stage=stage, prices=self.prices)
         failed = [r for r in results if not r.ok]
         self.failures += [{"step": step, **r.to_dict()} if step else r.to_dict() for r in failed]
         self.accounting.append(row)
         self.write()
-        _check_budget(stage, results, failed, backend_cfg, self.failures_path)
+        _check_budget(stage, results, failed, cfg, self.failures_path)
         return results
 
     def write(self) -> None:
@@ -68,12 +68,12 @@ class Session:
                 "cost": None if None in costs else round(float(sum(costs)), 6)}
 
 
-def _check_budget(stage: str, results: list[Result], failed: list[Result], cfg: dict,
+def _check_budget(stage: str, results: list[Result], failed: list[Result], cfg: TeacherConfig,
                   failures_path) -> None:
-    share = settings(cfg)["max_failed_share"]
+    share = cfg.max_failed_share
     if not failed or len(failed) <= share * len(results):
         return
-    name = cfg.get("name", backends.model_name(cfg))
+    name = cfg.name or backends.model_name(cfg)
     raise FailureBudgetExceeded(
         f"{stage}: {len(failed)} of {len(results)} items failed after every retry "
         f"({len(failed) / len(results):.0%}), over the failure budget of {share:.0%} "
@@ -82,11 +82,12 @@ def _check_budget(stage: str, results: list[Result], failed: list[Result], cfg: 
         + (f"; every failure is listed in {failures_path}" if failures_path else ""))
 
 
-def generate(requests: Sequence[Request], cfg: dict, cache_path: str | Path, *, stage: str,
-             prices: dict | None = None) -> tuple[list[Result], dict]:
+def generate(requests: Sequence[Request], cfg: dict | TeacherConfig, cache_path: str | Path, *,
+             stage: str, prices: dict | None = None) -> tuple[list[Result], dict]:
     """(results in request order, the call's accounting row); writes no file and checks no
     failure budget (`Session.ask` does both)."""
-    backend = backends.get(cfg.get("backend"))
+    cfg = TeacherConfig.of(cfg)
+    backend = backends.get(cfg.backend)
     cache = Cache(cache_path)
     try:
         model = backend.model_name(cfg)
