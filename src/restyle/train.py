@@ -104,6 +104,12 @@ class Lora:
     dropout: float
     target_modules: tuple[str, ...]
 
+    @classmethod
+    def of(cls, lora: Mapping) -> Lora:
+        """The record of a config `train.lora` dict over the schema's defaults."""
+        given = {**schema_defaults()["lora"], **lora}
+        return cls(**{**given, "target_modules": tuple(given["target_modules"])})
+
 
 @dataclass(frozen=True)
 class Resources:
@@ -151,11 +157,9 @@ class TrainSettings:
         scheduling) are left out."""
         defaults = schema_defaults()
         given = {**defaults, **settings}
-        lora = {**defaults["lora"], **given["lora"]}
         resources = {**defaults["resources"], **given["resources"]}
         return cls(**{f.name: given[f.name] for f in fields(cls)
-                      if f.name not in ("lora", "resources")},
-                   lora=Lora(**{**lora, "target_modules": tuple(lora["target_modules"])}),
+                      if f.name not in ("lora", "resources")}, lora=Lora.of(given["lora"]),
                    resources=Resources(**{f.name: resources[f.name] for f in fields(Resources)}))
 
 
