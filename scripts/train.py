@@ -18,11 +18,10 @@ wc = snakemake.wildcards
 deepspeed = list(snakemake.input.deepspeed)
 settings = {**snakemake.params.settings,
             "deepspeed": deepspeed[0] if deepspeed else None}  # the JSON file of zero2/zero3
-# One route for the resources: config train resolved for the model at parse time
-# (restyle.config), which the rule's resources are made of too. GPUs per node and nodes are in
-# the job's own settings (params; the job's `gpu` resource is unset on several nodes); the cores
-# are the rule's threads; stop_before_end schedules only, so it is not among the params
-# (restyle.config.SCHEDULING) and comes from the helper that makes the rule's resources.
+# the resources' one route: config resolved at parse time by restyle.config (see `resource`).
+# GPUs per node and nodes as the params settings hold them (the job's `gpu` resource is unset on
+# several nodes), the cores as the rule's threads, and stop_before_end, which only schedules and
+# so is not among the params, from `resource`
 resources = TrainSettings.of(settings).resources
 job = Job(manifest=snakemake.input.manifest, sft=snakemake.input.sft,
           adapter_dir=snakemake.output.adapter, metrics=snakemake.output.metrics,
