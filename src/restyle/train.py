@@ -247,7 +247,7 @@ def _sha256(path: str | os.PathLike) -> str:
 def fingerprint(job: Job) -> dict:
     """What a checkpoint was computed from; resuming under anything else would mix two runs."""
     settings = {k: v for k, v in job.settings.items() if k not in _NOT_FINGERPRINTED}
-    settings["resources"] = {"gpu": TrainSettings.of(job.settings).resources.gpu}
+    settings["resources"] = {"gpu": job.settings["resources"]["gpu"]}
     model_path = read_manifest(job.manifest)["path"]
     return {"settings": settings, "seed": job.seed, "gpus": job.gpus, "nodes": job.nodes,
             "sft_sha256": _sha256(job.sft), "model_path": model_path}
