@@ -35,4 +35,5 @@ def train_runtime(wildcards, input):
     settings = restyle_config.settings_for(config["train"], wildcards.model)
     if settings["resources"]["runtime"] != "auto":
         return settings["resources"]["runtime"]
-    return restyle_sizing.train_runtime(input.sft, input.manifest, settings, wildcards.model)
+    return restyle_sizing.train_runtime(input.sft, input.manifest,
+                                        restyle_sizing.Settings.of(settings), wildcards.model)

@@ -9,17 +9,19 @@ wc, cfg = snakemake.wildcards, snakemake.params.cfg
 task = tasks.get(wc.task)
 items = read_jsonl(snakemake.input.questions, task.record.from_dict)
 model, tokenizer = models.load_checkpoint(snakemake.input.manifest, snakemake.params.checkpoint)
+# config eval.{task} (validated: every key there) read once, as the task's options record
 if task.evaluation == tasks.LOGLIK:
     dev = read_jsonl(snakemake.input.dev, task.record.from_dict)
     rows, limits = evaluate.evaluate_mc(model, tokenizer, items, dev, evaluate.MCOptions(**cfg))
+    samples = 1
 else:
-    rows, limits = evaluate.evaluate_generation(model, tokenizer, task, items,
-                                                evaluate.GenerationOptions(**cfg),
+    options = evaluate.GenerationOptions(**cfg)
+    rows, limits = evaluate.evaluate_generation(model, tokenizer, task, items, options,
                                                 jobs=snakemake.threads)
     rows.insert(1, "subject", wc.task)
+    samples = options.samples
 labels = evaluate.run_labels(wc.model, wc.run)
 summary = evaluate.summarize(rows, wc.task, labels)
-samples = cfg.get("samples", 1)
 for k in (k for k in (1, 10, 100) if 1 < samples and k <= samples):
     # a generation task's one subject is all its questions
     summary[f"pass@{k}"] = evaluate.pass_at_k(rows, k)

@@ -4,6 +4,7 @@ SLURM wall time of `train.resources.runtime: auto`."""
 from __future__ import annotations
 
 import json
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
@@ -39,8 +40,8 @@ def test_flops_of_the_paper_models_from_their_config_alone(tmp_path, config):
     block = h * heads * head_dim * 2 + 2 * h * kv + 3 * h * config["intermediate_size"]
     n = layers * block + h * config["vocab_size"]
     adapter = layers * 8 * ((h + heads * head_dim) + (h + kv))
-    full = sizing.model_flops(folder, {"method": "full", "lora": LORA})
-    lora = sizing.model_flops(folder, {"method": "lora", "lora": LORA})
+    full = sizing.model_flops(folder, sizing.Settings.of({"method": "full", "lora": LORA}))
+    lora = sizing.model_flops(folder, sizing.Settings.of({"method": "lora", "lora": LORA}))
     assert full.train == 6 * n and full.forward == 2 * n
     assert lora.train == 4 * n + 6 * adapter and lora.forward == 2 * (n + adapter)
     assert lora.attention == full.attention == 12 * layers * heads * head_dim
@@ -49,22 +50,35 @@ def test_flops_of_the_paper_models_from_their_config_alone(tmp_path, config):
 
 def test_an_architecture_out_of_reach_is_a_sizing_error(tmp_path):
     with pytest.raises(sizing.SizingError, match="architecture of .*nothing.* is not at hand"):
-        sizing.model_flops(tmp_path / "nothing", {"method": "full", "lora": LORA})
+        sizing.model_flops(tmp_path / "nothing", sizing.Settings.of({"method": "full", "lora": LORA}))
 
 
-def settings(**resources) -> dict:
-    return {"method": "lora", "lora": LORA, "max_steps": None, "epochs": 2, "batch_size": 4,
-            "max_length": 100, "save_steps": 10, "expected_mfu": 0.4, "cpu_processes": 1,
-            "resources": {"gpu": 2, "nodes": 1, "device": None, "runtime_margin": 1.5,
-                          "startup_s": 240, "max_runtime": None, "stop_before_end": 300,
-                          **resources}}
+def settings(**resources) -> sizing.Settings:
+    return sizing.Settings.of(
+        {"method": "lora", "lora": LORA, "max_steps": None, "epochs": 2, "batch_size": 4,
+         "max_length": 100, "save_steps": 10, "expected_mfu": 0.4, "cpu_processes": 1,
+         "resources": {"gpu": 2, "nodes": 1, "device": None, "runtime_margin": 1.5,
+                       "startup_s": 240, "max_runtime": None, "stop_before_end": 300,
+                       **resources}})
+
+
+def test_the_record_holds_what_sizing_reads_whether_made_from_the_config_or_the_params():
+    """Settings' fields are TRAIN_KEYS and RESOURCE_KEYS; rule train's runtime makes it from
+    config train for the model, the estimate from its params (`sized_settings`): the same."""
+    from restyle import config
+
+    repo = Path(__file__).resolve().parents[1]
+    assert [f.name for f in fields(sizing.Settings)] == [*sizing.TRAIN_KEYS, *sizing.RESOURCE_KEYS]
+    resolved = config.default_settings(repo / "config" / "config.yaml",
+                                       repo / "config" / "schema.yaml")
+    assert sizing.Settings.of(resolved) == sizing.Settings.of(sizing.sized_settings(resolved))
 
 
 def test_tokens_steps_and_the_wall_time_of_a_job():
     s = settings()
     tokens, context, steps = sizing.training_tokens([100, 50, 50, 20, 80], s)
     assert (tokens, context, steps) == (600, 2 * (100**2 + 2 * 50**2 + 20**2 + 80**2), 3)
-    s["max_steps"] = 10  # 10 batches of 4 rows of the mean length (60)
+    s = replace(s, max_steps=10)  # 10 batches of 4 rows of the mean length (60)
     assert sizing.training_tokens([100, 50, 50, 20, 80], s)[0] == pytest.approx(10 * 4 * 60)
     # one hour of computing: x1.5, plus 4 minutes' start-up and the 5 kept for the last
     # checkpoint

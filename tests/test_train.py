@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import time
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from restyle import config, launch, models, train
 from restyle.chat import IGNORE_INDEX, encode
 from restyle.io import read_jsonl
 from restyle.records import SFTRecord
-from restyle.train import Job, build_trainer, complete_checkpoints, launch_job, run
+from restyle.train import Job, TrainSettings, build_trainer, complete_checkpoints, launch_job, run
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
@@ -203,7 +204,7 @@ def test_padding_free_rows_keep_examples_apart(tmp_path, smollm2_manifest, sft_f
     job = make_job(tmp_path, smollm2_manifest, sft_file, packing=packing, max_length=256)
     _, encodings = expected_encodings(smollm2_manifest, sft_file, 256)
     expected = {tuple(e.input_ids): e.labels for e in encodings}
-    trainer = build_trainer(job)
+    trainer = build_trainer(job, TrainSettings.of(job.settings))
     assert trainer.padding_free and trainer.args.packing == packing
     assert trainer.model.config._attn_implementation == attention
     batch = next(iter(trainer.get_train_dataloader()))
@@ -227,6 +228,40 @@ def test_padding_free_rows_keep_examples_apart(tmp_path, smollm2_manifest, sft_f
 
 
 # ---------------------------------------------------------------- launcher
+
+
+def test_train_settings_are_the_schema_keys_training_computes_from():
+    """TrainSettings has a field per key of config `train` but seeds, per_model and the sizing
+    and scheduling keys (restyle.config), and the schema's defaults where a dict lacks one."""
+    defaults = train.schema_defaults()
+    assert {f.name for f in fields(TrainSettings)} == (
+        set(defaults) - {"seeds", "per_model", *config.SIZING})
+    assert {f.name for f in fields(train.Lora)} == set(defaults["lora"])
+    assert {f.name for f in fields(train.Resources)} == (
+        set(defaults["resources"]) - set(config.SCHEDULING))
+    assert TrainSettings.of({}).lora.rank == defaults["lora"]["rank"]
+
+
+@pytest.mark.parametrize("configs", [["config.yaml"], ["config.yaml", "paper.yaml"]])
+def test_a_job_records_its_params_settings_verbatim(tmp_path, configs):
+    """What scripts/train.py gives a job, and so train_metrics.json's `settings`, is rule train's
+    params `settings` with the deepspeed file: byte for byte what it was before TrainSettings
+    (key order included, which follows the config file), for the default config and the paper's
+    merged over it; the record made of it holds the same keys and values."""
+    from snakemake.utils import update_config
+
+    merged = {}
+    for name in configs:
+        update_config(merged, yaml.safe_load((REPO / "config" / name).read_text()))
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(merged, sort_keys=False))
+    params = config.training_settings(
+        config.default_settings(config_file, REPO / "config" / "schema.yaml"), "any")
+    before = dict(params)
+    before["deepspeed"] = "config/deepspeed/zero2.json"  # scripts/train.py before the record
+    given = {**params, "deepspeed": "config/deepspeed/zero2.json"}  # and now
+    assert json.dumps(given, indent=2) == json.dumps(before, indent=2)
+    assert json.loads(json.dumps(asdict(TrainSettings.of(given)))) == given
 
 
 def test_deepspeed_configs_are_valid_for_the_installed_deepspeed(tmp_path):

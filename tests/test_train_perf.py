@@ -105,9 +105,10 @@ def test_progress_counts_each_rows_length_squared_padded_or_packed():
     assert int(progress.context) == 25 + 2**2 + 3**2
 
 
-def settings(**overrides) -> dict:
-    return {"packing": False, "attn_implementation": None, "use_liger_kernel": "auto",
-            "torch_compile": False, **overrides}
+def settings(**overrides) -> train.TrainSettings:
+    return train.TrainSettings.of({"packing": False, "attn_implementation": None,
+                                   "use_liger_kernel": "auto", "torch_compile": False,
+                                   **overrides})
 
 
 @pytest.fixture()

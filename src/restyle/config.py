@@ -194,7 +194,12 @@ def resource(config: dict, model: str, name: str):
     On more than one node the GPUs are asked for per node, as `gres` gpu:N (sbatch --gres counts
     per node; the plugin's `gpu` becomes --gpus, the job's total, which SLURM may spread unevenly
     over the nodes), and a CPU job gets a task per node (the plugin asks for --ntasks=1
-    otherwise, which cannot span two nodes)."""
+    otherwise, which cannot span two nodes).
+
+    The one route of the resources to a train job: config, resolved here at parse time. Its
+    launcher (scripts/train.py) takes GPUs per node and nodes from its params `settings`
+    (`training_settings`, of the same `settings_for`), its cores from `threads`, and the
+    scheduling-only stop_before_end from this function."""
     res = settings_for(config["train"], model)["resources"]
     several = res["nodes"] > 1
     if name == "gpu":

@@ -246,7 +246,7 @@ def compute(targets: dict[str, dict], seeds: int, study_a_arms: list[Arm],
                     for t in controlled for kind in control_kinds]
     rows, memo = [], {}
     for model, target in targets.items():
-        settings = target["settings"]
+        settings = sizing.Settings.of(target["settings"])
         arms = [*study_a_arms, *(arm for name, arm in study_b_arms.items()
                                  if parse_set_name(name)[2] in (None, model)), *control_arms]
         studies = seeds * (len(arms) - len(control_arms))

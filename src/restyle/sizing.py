@@ -25,7 +25,7 @@ import functools
 import json
 import math
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,9 +41,43 @@ RESOURCE_KEYS = ("gpu", "nodes", "device", "runtime_margin", "startup_s", "max_r
 
 
 def sized_settings(settings: dict) -> dict:
-    """What sizing reads of `settings` (config train for one model)."""
+    """What sizing reads of `settings` (config train for one model), as a plain dict: the
+    estimate's params."""
     return {**{k: settings[k] for k in TRAIN_KEYS},
             "resources": {k: settings["resources"][k] for k in RESOURCE_KEYS}}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What sizing reads of config train for one model: TRAIN_KEYS, then RESOURCE_KEYS (from
+    `train.resources`). config/schema.yaml describes each."""
+
+    method: str
+    lora: train.Lora
+    max_length: int
+    epochs: float
+    max_steps: int | None
+    batch_size: int
+    save_steps: int
+    expected_mfu: float
+    cpu_processes: int
+    gpu: int  # per node; 0 = CPU
+    nodes: int
+    device: str | None
+    runtime_margin: float
+    startup_s: int
+    max_runtime: int | None
+    stop_before_end: int
+
+    @classmethod
+    def of(cls, settings: Mapping) -> Settings:
+        """The record of config train for one model (restyle.config.settings_for, or the
+        estimate's `sized_settings`) over the schema's defaults."""
+        defaults = train.schema_defaults()
+        given = {**defaults, **settings}
+        resources = {**defaults["resources"], **given["resources"]}
+        return cls(**{k: given[k] for k in TRAIN_KEYS if k != "lora"},
+                   lora=train.Lora.of(given["lora"]), **{k: resources[k] for k in RESOURCE_KEYS})
 
 
 class SizingError(ValueError):
@@ -73,7 +107,7 @@ class Rate:
 
 
 @functools.lru_cache(maxsize=32)
-def _flops(config_source: str, method: str, lora: str) -> Flops:
+def _flops(config_source: str, method: str, lora: train.Lora) -> Flops:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -83,18 +117,17 @@ def _flops(config_source: str, method: str, lora: str) -> Flops:
         if method == "lora":
             from peft import get_peft_model
 
-            model = get_peft_model(model, train.lora_config(json.loads(lora)))
+            model = get_peft_model(model, train.lora_config(lora))
     forward = sum(2 * m.weight.numel() for m in model.modules()
                   if isinstance(m, torch.nn.Linear))
     return Flops(train.flops_per_token(model), train.attention_flops(config), forward)
 
 
-def model_flops(config_source: str | Path, settings: dict) -> Flops:
+def model_flops(config_source: str | Path, settings: Settings) -> Flops:
     """FLOPs per token of the model whose config.json is in folder `config_source` (or is the
     Hugging Face id's, fetched alone) under training `settings` (method, lora)."""
     try:
-        return _flops(str(config_source), settings["method"],
-                      json.dumps(settings["lora"], sort_keys=True))
+        return _flops(str(config_source), settings.method, settings.lora)
     except OSError as e:  # no config.json there, or the hub out of reach
         raise SizingError(f"the architecture of {config_source} is not at hand ({e})") from e
 
@@ -117,24 +150,24 @@ def measured_rate(results: str | Path, model: str) -> Rate | None:
     return Rate(statistics.median(rates), f"{MEASURED} by {len(rates)} train job(s)")
 
 
-def rate(settings: dict, results: str | Path, model: str) -> Rate:
+def rate(settings: Settings, results: str | Path, model: str) -> Rate:
     """The throughput sizing uses for `model` (module doc): measured, else stated."""
     measured = measured_rate(results, model)
     if measured:
         return measured
-    device = settings["resources"]["device"]
+    device = settings.device
     if not device:
         return Rate(None, "unknown: no finished train job of the model measured it and "
                           "train.resources.device is not set")
     peak = train.device_peak_flops(device)
-    return Rate(settings["expected_mfu"] * peak, f"{STATED} {settings['expected_mfu']:g} x "
+    return Rate(settings.expected_mfu * peak, f"{STATED} {settings.expected_mfu:g} x "
                                                  f"{device} peak {peak / 1e12:g} TFLOP/s")
 
 
 # ---------------------------------------------------------------- tokens
 
 
-def training_tokens(lengths: Sequence[int], settings: dict) -> tuple[float, float, int]:
+def training_tokens(lengths: Sequence[int], settings: Settings) -> tuple[float, float, int]:
     """(tokens, sum of rows' squared lengths, optimizer steps) of training on rows of `lengths`
     tokens (already cut to max_length): `epochs` passes, or `max_steps` batches of
     `batch_size` rows of the mean length."""
@@ -142,11 +175,11 @@ def training_tokens(lengths: Sequence[int], settings: dict) -> tuple[float, floa
     if not rows:
         return 0.0, 0.0, 0
     squares = sum(n * n for n in lengths)
-    if settings["max_steps"]:
-        seen = settings["max_steps"] * settings["batch_size"] / rows
-        return sum(lengths) * seen, squares * seen, settings["max_steps"]
-    steps = math.ceil(rows / settings["batch_size"] * settings["epochs"])
-    return sum(lengths) * settings["epochs"], squares * settings["epochs"], steps
+    if settings.max_steps:
+        seen = settings.max_steps * settings.batch_size / rows
+        return sum(lengths) * seen, squares * seen, settings.max_steps
+    steps = math.ceil(rows / settings.batch_size * settings.epochs)
+    return sum(lengths) * settings.epochs, squares * settings.epochs, steps
 
 
 def row_lengths(records, count: Callable[[list[dict], str], int], max_length: int) -> list[int]:
@@ -174,26 +207,26 @@ def text_counter(encoding) -> Callable[[list[dict], str], int]:
 # ---------------------------------------------------------------- SLURM wall time
 
 
-def runtime_minutes(seconds: float, steps: int, settings: dict) -> int:
+def runtime_minutes(seconds: float, steps: int, settings: Settings) -> int:
     """sbatch -t of a train job that computes for `seconds` over `steps` optimizer steps:
     seconds x runtime_margin, plus startup_s (loading the model and data) and stop_before_end
     (the time kept for saving the last checkpoint), at most max_runtime. A capped job runs in
     several allocations, so each must reach its next checkpoint: an allocation shorter than
     that (save_steps steps with the margin, start-up, stop_before_end) would be requeued forever
     without progress, and is refused."""
-    res = settings["resources"]
-    margin, fixed = res["runtime_margin"], res["startup_s"] + res["stop_before_end"]
+    margin = settings.runtime_margin
+    fixed = settings.startup_s + settings.stop_before_end
     wanted = math.ceil((seconds * margin + fixed) / 60)
-    if res["max_runtime"] is None or wanted <= res["max_runtime"]:
+    if settings.max_runtime is None or wanted <= settings.max_runtime:
         return max(1, wanted)
-    interval = seconds / max(steps, 1) * min(settings["save_steps"], steps) * margin
-    if math.ceil((interval + fixed) / 60) > res["max_runtime"]:
+    interval = seconds / max(steps, 1) * min(settings.save_steps, steps) * margin
+    if math.ceil((interval + fixed) / 60) > settings.max_runtime:
         raise SizingError(
-            f"config train.resources.max_runtime {res['max_runtime']} min cannot fit one "
-            f"checkpoint interval ({settings['save_steps']} steps, about {interval / 60:.0f} min "
+            f"config train.resources.max_runtime {settings.max_runtime} min cannot fit one "
+            f"checkpoint interval ({settings.save_steps} steps, about {interval / 60:.0f} min "
             f"with the margin) plus startup_s and stop_before_end ({fixed:g} s): lower "
             "train.save_steps")
-    return res["max_runtime"]
+    return settings.max_runtime
 
 
 @functools.lru_cache(maxsize=8)
@@ -212,7 +245,7 @@ def _set_lengths(sft: str, modified: int, model_path: str, max_length: int) -> t
                              chat_counter(_tokenizer(model_path)), max_length))
 
 
-def train_runtime(sft: str, manifest: str, settings: dict, model: str,
+def train_runtime(sft: str, manifest: str, settings: Settings, model: str,
                   results: str | Path = "results") -> int:
     """`runtime: auto` of rule train (minutes), from the job's SFT set as its model tokenizes
     it; evaluated by Snakemake when the job is ready to submit (a missing input is its `<TBD>`
@@ -220,7 +253,7 @@ def train_runtime(sft: str, manifest: str, settings: dict, model: str,
     from restyle.models import read_manifest
 
     model_path = read_manifest(manifest)["path"]
-    lengths = _set_lengths(sft, Path(sft).stat().st_mtime_ns, model_path, settings["max_length"])
+    lengths = _set_lengths(sft, Path(sft).stat().st_mtime_ns, model_path, settings.max_length)
     tokens, context, steps = training_tokens(lengths, settings)
     speed = rate(settings, results, model)
     if speed.flops_per_second is None:
@@ -232,10 +265,9 @@ def train_runtime(sft: str, manifest: str, settings: dict, model: str,
                            settings)
 
 
-def processes(settings: dict) -> int:
+def processes(settings: Settings) -> int:
     """Training processes of a job: one per GPU, or cpu_processes, on each node."""
-    res = settings["resources"]
-    return (res["gpu"] or settings["cpu_processes"]) * res["nodes"]
+    return (settings.gpu or settings.cpu_processes) * settings.nodes
 
 
 # ---------------------------------------------------------------- make estimate
@@ -260,7 +292,7 @@ class Evaluation:
     jobs: int
 
 
-def table(model: str, settings: dict, seeds: int, arms: Sequence, evaluations: Sequence[Evaluation],
+def table(model: str, settings: Settings, seeds: int, arms: Sequence, evaluations: Sequence[Evaluation],
           flops: Flops | None, speed: Rate, count: Callable[[list[dict], str], int],
           counter: str) -> list[dict]:
     """Rows (COLUMNS) of one target model: a train row per SFT set (`arms`: restyle.estimate.Arm,
@@ -274,7 +306,7 @@ def table(model: str, settings: dict, seeds: int, arms: Sequence, evaluations: S
 
     rows = []
     for arm in arms:
-        lengths = row_lengths(arm.records, count, settings["max_length"])
+        lengths = row_lengths(arm.records, count, settings.max_length)
         tokens, context, steps = training_tokens(lengths, settings)
         gpu_hours = hours(flops.training(tokens, context)) if known else None
         rows.append({"job": "train", "name": arm.name, "basis": arm.basis, "jobs": seeds,

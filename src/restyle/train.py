@@ -45,12 +45,15 @@ the end of its step and stops (the job then requeues itself: `launch_job`). The 
 the full model) appears at `job.adapter_dir` by one rename at the end, then `train_metrics.json`.
 
 Settings keys are the ones of config `train` (config/schema.yaml describes each); per-model
-overrides come from `train.per_model.{model}` (`restyle.config.settings_for`).
+overrides come from `train.per_model.{model}` (`restyle.config.settings_for`). A job carries them
+as the plain dict rule train's params hold (JSON to the launched processes, recorded verbatim in
+`train_metrics.json`); each process reads them through one `TrainSettings` record made from it.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import logging
@@ -61,7 +64,8 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from restyle.chat import encode
@@ -71,6 +75,7 @@ from restyle.records import SFTRecord
 
 log = logging.getLogger(__name__)
 
+SCHEMA = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 FINGERPRINT = "fingerprint.json"
 JOB_FILE = "job.json"
 TRAINER_STATE = "trainer_state.json"  # written last into a checkpoint: its presence = complete
@@ -79,14 +84,93 @@ _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 _NOT_FINGERPRINTED = {"logging_steps", "save_steps", "keep_checkpoints", "per_model", "seeds"}
 
 
-def gradient_accumulation(settings: dict, world_size: int) -> int:
+@functools.lru_cache(maxsize=None)
+def schema_defaults() -> dict:
+    """Config `train`'s defaults as config/schema.yaml states them, a nested section's
+    (lora, resources) key by key."""
+    import yaml
+
+    keys = yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))["properties"]["train"]["properties"]
+    return {key: {k: v["default"] for k, v in spec["properties"].items()}
+            if "properties" in spec else spec["default"] for key, spec in keys.items()}
+
+
+@dataclass(frozen=True)
+class Lora:
+    """Config `train.lora`."""
+
+    rank: int
+    alpha: float
+    dropout: float
+    target_modules: tuple[str, ...]
+
+    @classmethod
+    def of(cls, lora: Mapping) -> Lora:
+        """The record of a config `train.lora` dict over the schema's defaults."""
+        given = {**schema_defaults()["lora"], **lora}
+        return cls(**{**given, "target_modules": tuple(given["target_modules"])})
+
+
+@dataclass(frozen=True)
+class Resources:
+    """The keys of config `train.resources` training computes from: the others only schedule the
+    job (restyle.config.SCHEDULING) and are not in rule train's params."""
+
+    gpu: int  # per node; 0 = CPU
+    nodes: int
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What a training job computes from: config `train` for its model without the sizing and
+    scheduling keys (restyle.config.training_settings, rule train's params `settings`), with
+    `deepspeed` the JSON file of the ZeRO stage (or None). config/schema.yaml describes each."""
+
+    method: str
+    lora: Lora
+    learning_rate: float
+    lr_scheduler: str
+    warmup_ratio: float
+    weight_decay: float
+    max_grad_norm: float
+    epochs: float
+    max_steps: int | None
+    batch_size: int
+    per_device_batch_size: int
+    max_length: int
+    packing: bool
+    gradient_checkpointing: bool
+    attn_implementation: str | None
+    use_liger_kernel: bool | str
+    torch_compile: bool
+    logging_steps: int
+    save_steps: int
+    keep_checkpoints: bool
+    deepspeed: str | None
+    cpu_processes: int
+    resources: Resources
+
+    @classmethod
+    def of(cls, settings: Mapping) -> TrainSettings:
+        """The record of a settings dict over the schema's defaults (a validated config has
+        them all; tests and benchmarks may give fewer). Keys that are not training's (sizing,
+        scheduling) are left out."""
+        defaults = schema_defaults()
+        given = {**defaults, **settings}
+        resources = {**defaults["resources"], **given["resources"]}
+        return cls(**{f.name: given[f.name] for f in fields(cls)
+                      if f.name not in ("lora", "resources")}, lora=Lora.of(given["lora"]),
+                   resources=Resources(**{f.name: resources[f.name] for f in fields(Resources)}))
+
+
+def gradient_accumulation(settings: TrainSettings, world_size: int) -> int:
     """Steps accumulated so that per_device_batch_size x processes x steps = batch_size."""
-    per_step = settings["per_device_batch_size"] * world_size
-    if settings["batch_size"] % per_step:
-        raise DataError(f"config train.batch_size {settings['batch_size']} is not a multiple of "
-                        f"per_device_batch_size {settings['per_device_batch_size']} x "
+    per_step = settings.per_device_batch_size * world_size
+    if settings.batch_size % per_step:
+        raise DataError(f"config train.batch_size {settings.batch_size} is not a multiple of "
+                        f"per_device_batch_size {settings.per_device_batch_size} x "
                         f"{world_size} process(es)")
-    return settings["batch_size"] // per_step
+    return settings.batch_size // per_step
 
 
 @dataclass
@@ -99,7 +183,9 @@ class Job:
     metrics: str  # train_metrics.json
     checkpoint_dir: str  # Trainer checkpoints; not a rule output, survives a failed run
     seed: int
-    settings: dict  # config train for the model (restyle.config.settings_for); deepspeed = file or null
+    # rule train's params `settings` (restyle.config.training_settings), deepspeed = file or null:
+    # JSON as given, recorded in train_metrics.json; read through TrainSettings.of
+    settings: dict
     gpus: int = 0  # GPUs the job was given, per node; 0 = CPU
     nodes: int = 1  # SLURM nodes, each running gpus (or cpu_processes) processes
     labels: dict = field(default_factory=dict)  # model, sft_set: copied into the metrics
@@ -161,7 +247,7 @@ def _sha256(path: str | os.PathLike) -> str:
 def fingerprint(job: Job) -> dict:
     """What a checkpoint was computed from; resuming under anything else would mix two runs."""
     settings = {k: v for k, v in job.settings.items() if k not in _NOT_FINGERPRINTED}
-    settings["resources"] = {"gpu": job.settings.get("resources", {}).get("gpu", job.gpus)}
+    settings["resources"] = {"gpu": job.settings["resources"]["gpu"]}
     model_path = read_manifest(job.manifest)["path"]
     return {"settings": settings, "seed": job.seed, "gpus": job.gpus, "nodes": job.nodes,
             "sft_sha256": _sha256(job.sft), "model_path": model_path}
@@ -328,16 +414,16 @@ def use_liger(setting, device: str, model_type: str) -> bool:
     return True
 
 
-def kernel_plan(settings: dict, device: str, model_path: str | os.PathLike) -> dict:
+def kernel_plan(settings: TrainSettings, device: str, model_path: str | os.PathLike) -> dict:
     """How the model runs: attention implementation, padding-free batches, packing, Liger,
     torch.compile (see the module docstring). Decided from the model's config before loading it."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(model_path)
-    requested = settings.get("attn_implementation")
+    requested = settings.attn_implementation
     varlen = varlen_attention(requested, device,
                               AutoModelForCausalLM._model_mapping[type(config)])
-    packing = settings["packing"]
+    packing = settings.packing
     if packing and device == "cuda" and varlen is None:
         log.warning("config train.packing is true, but %s has no attention kernel here that "
                     "keeps packed examples apart without a dense mask (attn_implementation %s; "
@@ -345,7 +431,7 @@ def kernel_plan(settings: dict, device: str, model_path: str | os.PathLike) -> d
                     "which is faster than packing through a dense block-diagonal mask",
                     config.model_type, requested or "default")
         packing = False
-    compile_ = settings.get("torch_compile", False)
+    compile_ = settings.torch_compile
     if compile_ and device != "cuda":
         log.warning("config train.torch_compile is true, but it pays on a GPU only; off on CPU")
         compile_ = False
@@ -353,8 +439,7 @@ def kernel_plan(settings: dict, device: str, model_path: str | os.PathLike) -> d
             # TRL's best-fit packing always lays its rows out padding-free
             "padding_free": packing or varlen is not None,
             "packing": packing,
-            "use_liger_kernel": use_liger(settings.get("use_liger_kernel", "auto"), device,
-                                          config.model_type),
+            "use_liger_kernel": use_liger(settings.use_liger_kernel, device, config.model_type),
             "torch_compile": compile_}
 
 
@@ -481,7 +566,9 @@ def _device(job: Job) -> str:
     return "cuda" if job.gpus > 0 and torch.cuda.is_available() else "cpu"
 
 
-def _metrics_callback():
+@functools.cache
+def _progress_class():
+    """The Progress callback class, made once (transformers is imported only when training)."""
     from transformers import TrainerCallback
 
     class Progress(TrainerCallback):
@@ -552,7 +639,11 @@ def _metrics_callback():
                     "steady_context_tokens": context - context0,
                     "steady_seconds": t1 - t0, "steady_steps": step - step0}
 
-    return Progress()
+    return Progress
+
+
+def _metrics_callback():
+    return _progress_class()()
 
 
 def track_progress(trainer):
@@ -571,23 +662,23 @@ def track_progress(trainer):
     return progress
 
 
-def lora_config(lora: dict):
+def lora_config(lora: Lora):
     """PEFT's LoraConfig of config `train.lora`."""
     from peft import LoraConfig
 
-    targets = list(lora["target_modules"])
-    return LoraConfig(r=lora["rank"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+    targets = list(lora.target_modules)
+    return LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                       target_modules="all-linear" if targets == ["all-linear"] else targets,
                       task_type="CAUSAL_LM")
 
 
-def build_trainer(job: Job):
-    """The SFTTrainer of a job (model loaded, data tokenized), ready to `train()`."""
+def build_trainer(job: Job, s: TrainSettings):
+    """The SFTTrainer of a job (model loaded, data tokenized) under its settings `s`
+    (TrainSettings.of(job.settings)), ready to `train()`."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
     from trl import SFTConfig, SFTTrainer
 
-    s = job.settings
     rank, world = _distributed()
     if job.gpus > 0 and world != job.gpus * job.nodes:
         raise RuntimeError(f"{world} process(es) started for {job.gpus} GPU(s) x {job.nodes} "
@@ -598,7 +689,7 @@ def build_trainer(job: Job):
         log.warning("this GPU has no bf16; training in fp32")
     model_path = read_manifest(job.manifest)["path"]
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    dataset = load_examples(job.sft, tokenizer, s["max_length"])
+    dataset = load_examples(job.sft, tokenizer, s.max_length)
     accumulation = gradient_accumulation(s, world)
     plan = kernel_plan(s, device, model_path)
 
@@ -606,34 +697,34 @@ def build_trainer(job: Job):
         output_dir=job.checkpoint_dir,
         seed=job.seed,
         data_seed=job.seed,
-        per_device_train_batch_size=s["per_device_batch_size"],
+        per_device_train_batch_size=s.per_device_batch_size,
         gradient_accumulation_steps=accumulation,
-        learning_rate=s["learning_rate"],
-        lr_scheduler_type=s["lr_scheduler"],
-        warmup_steps=s["warmup_ratio"],  # a float below 1 is a ratio of the total steps
-        weight_decay=s["weight_decay"],
-        max_grad_norm=s["max_grad_norm"],
-        num_train_epochs=s["epochs"],
-        max_steps=s["max_steps"] if s["max_steps"] is not None else -1,
-        logging_steps=s["logging_steps"],
+        learning_rate=s.learning_rate,
+        lr_scheduler_type=s.lr_scheduler,
+        warmup_steps=s.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        weight_decay=s.weight_decay,
+        max_grad_norm=s.max_grad_norm,
+        num_train_epochs=s.epochs,
+        max_steps=s.max_steps if s.max_steps is not None else -1,
+        logging_steps=s.logging_steps,
         save_strategy="steps",
-        save_steps=s["save_steps"],
+        save_steps=s.save_steps,
         save_total_limit=2,  # the last complete checkpoint survives a kill while saving the next
         bf16=bf16,
         fp16=False,
         use_cpu=device == "cpu",
         ddp_backend="gloo" if device == "cpu" and world > 1 else None,
-        ddp_find_unused_parameters=False if world > 1 and s["method"] == "lora" else None,
+        ddp_find_unused_parameters=False if world > 1 and s.method == "lora" else None,
         # transformers 5 names it activation checkpointing; the old names (which TRL's config
         # sets by default) are cleared so they do not warn
-        activation_checkpointing=s["gradient_checkpointing"],
+        activation_checkpointing=s.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False},
         gradient_checkpointing=None,
         gradient_checkpointing_kwargs=None,
-        deepspeed=s["deepspeed"],
+        deepspeed=s.deepspeed,
         # padding-free rows without packing: TRL refuses a max_length it would not enforce, and
         # load_examples has cut every example to it already
-        max_length=s["max_length"] if plan["packing"] or not plan["padding_free"] else None,
+        max_length=s.max_length if plan["packing"] or not plan["padding_free"] else None,
         packing=plan["packing"],
         packing_strategy="bfd",
         padding_free=plan["padding_free"],
@@ -648,7 +739,7 @@ def build_trainer(job: Job):
     # then loads the weights partitioned across the processes, once the process group is up
     # (`args.device` starts it; ZeRO-3 would otherwise see a world of one process)
     _ = args.device
-    if s["deepspeed"]:  # on CPU accelerate starts torch.distributed but not DeepSpeed's view of it
+    if s.deepspeed:  # on CPU accelerate starts torch.distributed but not DeepSpeed's view of it
         import deepspeed
 
         deepspeed.init_distributed(dist_backend="gloo" if device == "cpu" else "nccl")
@@ -658,15 +749,15 @@ def build_trainer(job: Job):
     if plan["attn_implementation"]:
         model_kwargs["attn_implementation"] = plan["attn_implementation"]
     model = AutoModelForCausalLM.from_pretrained(model_path, **model_kwargs)
-    peft_config = lora_config(s["lora"]) if s["method"] == "lora" else None
+    peft_config = lora_config(s.lora) if s.method == "lora" else None
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=peft_config)
     track_progress(trainer)
     if rank == 0:
         log.info("%s: %d examples, %s on %s x%d, effective batch %d (%d per device x %d "
                  "process(es) x %d accumulation), deepspeed %s, %s", job.sft, len(dataset),
-                 s["method"], device, world, s["batch_size"], s["per_device_batch_size"], world,
-                 accumulation, s["deepspeed"] or "off",
+                 s.method, device, world, s.batch_size, s.per_device_batch_size, world,
+                 accumulation, s.deepspeed or "off",
                  ", ".join(f"{k} {v}" for k, v in _kernels(trainer).items()))
     return trainer
 
@@ -732,11 +823,12 @@ def run(job: Job, trainer_hook=None) -> dict | None:
         import torch
 
         torch.cuda.reset_peak_memory_stats()  # this run's peak, also when run twice in a process
-    trainer = build_trainer(job)
+    s = TrainSettings.of(job.settings)
+    trainer = build_trainer(job, s)
     if trainer_hook is not None:
         trainer_hook(trainer)
     progress = next(cb for cb in trainer.callback_handler.callbacks
-                    if type(cb).__name__ == "Progress")
+                    if isinstance(cb, _progress_class()))
     flops_token, attention = flops_per_token(trainer.model), attention_flops(trainer.model.config)
     stop = _stop_callback()
     trainer.add_callback(stop)
@@ -778,20 +870,19 @@ def run(job: Job, trainer_hook=None) -> dict | None:
     curve = [{k: e[k] for k in ("step", "epoch", "loss", "learning_rate", "grad_norm",
                                 "mean_token_accuracy") if k in e}
              for e in state.log_history if "loss" in e]
-    s = job.settings
     kernels = _kernels(trainer)
     device_name = _device_name(device)
     bf16 = trainer.args.bf16
     metrics = {
         **job.labels,
         "seed": job.seed,
-        "method": s["method"],
+        "method": s.method,
         "device": device,
         "device_name": device_name,
         "dtype": "bfloat16" if bf16 else "float32",
         "processes": world,
         "nodes": job.nodes,
-        "deepspeed": Path(s["deepspeed"]).stem if s["deepspeed"] else None,
+        "deepspeed": Path(s.deepspeed).stem if s.deepspeed else None,
         "zero_stage": (trainer.accelerator.state.deepspeed_plugin.zero_stage
                        if trainer.is_deepspeed_enabled else None),
         **kernels,  # packing as run: false where a GPU has no kernel for it (kernel_plan)
@@ -799,8 +890,8 @@ def run(job: Job, trainer_hook=None) -> dict | None:
         "steps": state.global_step,
         "planned_steps": state.max_steps,
         "epochs": state.epoch,
-        "effective_batch_size": s["batch_size"],
-        "per_device_batch_size": s["per_device_batch_size"],
+        "effective_batch_size": s.batch_size,
+        "per_device_batch_size": s.per_device_batch_size,
         "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,
         "resumed_from_step": progress.start_step or None,
         # each run that trained this, in order: steps (from_step, to_step], why it stopped early
@@ -819,10 +910,10 @@ def run(job: Job, trainer_hook=None) -> dict | None:
         "peak_memory_mb": max(p["peak_memory_mb"] for p in processes),
         "peak_memory_kind": "cuda max allocated, max over processes" if device == "cuda"
         else "process max RSS, max over processes",
-        "settings": s,
+        "settings": job.settings,  # as rule train's params gave them, key order included
     }
     write_json(job.metrics, metrics)
-    if not s.get("keep_checkpoints"):
+    if not s.keep_checkpoints:
         shutil.rmtree(job.checkpoint_dir, ignore_errors=True)
     log.info("done: %d steps, final loss %s, %.0f tokens/s (steady %.0f, MFU %s), adapter at %s",
              state.global_step, metrics["final_loss"], metrics["tokens_per_second"] or math.nan,
@@ -848,7 +939,7 @@ def launch_job(job: Job, gpus: int, cpus: int, log_path: str | None = None,
     cancelled, a preempted one SLURM requeues itself."""
     from restyle import launch
 
-    job.gpus, job.nodes = gpus, nodes
+    job = replace(job, gpus=gpus, nodes=nodes)  # what the launched processes read (job.json)
     if nodes == 1:  # before touching anything
         launch.check_gpus(gpus)
     else:
@@ -864,7 +955,8 @@ def launch_job(job: Job, gpus: int, cpus: int, log_path: str | None = None,
     job_file = Path(job.checkpoint_dir) / JOB_FILE
     job.save(job_file)
     launch.run(["--job", str(job_file)], gpus=gpus, cpus=cpus,
-               cpu_processes=job.settings.get("cpu_processes", 1), log_path=log_path, nodes=nodes)
+               cpu_processes=TrainSettings.of(job.settings).cpu_processes, log_path=log_path,
+               nodes=nodes)
     if stopped.is_file():
         info = json.loads(stopped.read_text())
         if info["reason"] == "time limit" and launch.requeue():
