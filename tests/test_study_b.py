@@ -358,7 +358,7 @@ def test_snakemake_stage_on_tiny_inputs(tmp_path, smollm2_manifest):
     assert "Nothing to be done" in again.stdout
 
     res = workdir / "results"
-    stats = {r["variant"]: r for r in csv.DictReader(open(res / "studyB" / "stats.csv"))}
+    stats = {r["variant"]: r for r in csv.DictReader(open(res / "study_b" / "stats.csv"))}
     assert list(stats) == config["study_b"]["variants"]
     assert stats["human"]["kept"] == "3"
     human = read_jsonl(res / "sft" / "studyB-gsm8k-human.jsonl", SFTRecord.from_dict)
