@@ -72,6 +72,9 @@ class Task:
     splits: tuple[str, ...] = ("train", "test")
     evaluation: str = GENERATE
     answer_format: str  # how a final answer is written; study B's templates ask for it
+    # the values of config data.{name}.source that are stand-ins, not the task's real data, and
+    # what each gives instead; a paper-scale config refuses them (restyle.checks)
+    stand_in_sources: dict[str, str] = {}
 
     def path(self, split: str) -> str:
         return f"resources/data/{self.name}/{split}.jsonl"
