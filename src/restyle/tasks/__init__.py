@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 LOGLIK, GENERATE = "loglik", "generate"
-PASSED = "passed"
+PASSED, NO_ANSWER = "passed", "no_answer"  # Check.status values the stages count
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def right(extracted: str) -> Check:
 
 
 def no_answer(detail: str) -> Check:
-    return Check(None, "no_answer", f"no_answer: {detail}")
+    return Check(None, NO_ANSWER, f"no_answer: {detail}")
 
 
 def wrong(extracted: str | None, detail: str, status: str = "failed") -> Check:
