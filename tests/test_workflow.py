@@ -64,6 +64,7 @@ def test_default_config_dry_run_shows_the_dag(tmp_path):
     ({"study_b": {"target_teacher": "gpt9"}},
      "config study_b.target_teacher: replaced by study_b.target_teachers"),
     ({"study_b": {"variants": ["bogus"]}}, "config study_b.variants.0: 'bogus' is not one of"),
+    ({"paper_scale": True}, "config data.gsm8k.source: 'bundled' reads restyle's synthetic"),
 ])
 def test_bad_config_stops_before_any_job_and_names_the_key(tmp_path, config, message):
     result = snakemake(tmp_path, config=config)
