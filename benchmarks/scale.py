@@ -9,7 +9,7 @@ evaluation and familiarity jobs for every set and seed. best_of_n's samples are 
 so no target model is loaded to score them; low_ppl/high_ppl (no teacher) are left out. Changes
 to the paper config: the teachers point at the local server with no rate limits, the 8 rules are
 fixed (extraction needs a real teacher), both target models are the bundled SmolLM2 (nothing is
-trained).
+trained), GSM8K is the bundled generator (paper_scale off).
 
 Per scale (a fraction of the paper's items: MMLU train items per subject, GSM8K problems and
 study B questions), it prints: items (MMLU train + GSM8K train), teacher requests sent, wall time
@@ -52,6 +52,7 @@ INSTRUCTIONS = [f"\n\n{p['default']}" for p in yaml.safe_load(
     (REPO / "config/schema.yaml").read_text())["properties"]["study_b"]["properties"][
     "instructions"]["properties"].values()]
 VARIANTS = [v for v in PAPER["study_b"]["variants"] if v not in study_b.PPL_SPLITS]
+GSM8K_SPLITS = {"train": 7473, "test": 1319}  # openai/gsm8k's sizes (null in paper.yaml: all)
 RULES = [{"name": f"Rule {i}", "description": f"Rule number {i}, said in a memorable way.",
           "instructions": "Say the question so that it sticks."} for i in range(1, 9)]
 TEACHER_RULES = ["study_a_rewrite", "study_b_variant"]
@@ -74,8 +75,12 @@ def overrides(scale: float, url: str) -> dict:
                                "tokens_per_minute": 0},
                      **{PAPER["study_b"]["target_teachers"][m]: {"base_url": url}
                         for m in PAPER["target_models"]}},
+        # a rehearsal, not a result: GSM8K's offline stand-in at the sizes of openai/gsm8k's
+        # splits that paper.yaml reads, which paper_scale would refuse
+        "paper_scale": False,
         "data": {"mmlu": {"per_subject": {"train": n(data["mmlu"]["per_subject"]["train"])}},
-                 "gsm8k": {"per_split": {k: n(v) for k, v in data["gsm8k"]["per_split"].items()}}},
+                 "gsm8k": {"source": "bundled", "per_split": {
+                     k: n(v or GSM8K_SPLITS[k]) for k, v in data["gsm8k"]["per_split"].items()}}},
         "study_a": {"rules": {"fixed": RULES}},
         "study_b": {"items": n(PAPER["study_b"]["items"]), "variants": VARIANTS},
     }

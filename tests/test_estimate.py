@@ -203,11 +203,11 @@ def test_schema_requests_are_estimated_at_their_retry_bound_and_the_run_bills_wi
 
 
 def test_the_paper_config_plans_and_prices_its_five_tasks_beside_a_finished_run(tiny):
-    """`make estimate` with the paper's config (MATH, ECQA and MBPP from local mirrors in the hub
-    layout: no hub here) in the folder of a finished run (a tiny one): the plan has every study B
-    set of the five tasks and both targets, the estimate prices each at the paper's sizes, and
-    it prepares the paper-scale data in a scratch folder of its own, so the run stays up to
-    date. A second estimate of the same config reuses that folder's data."""
+    """`make estimate` with the paper's config (GSM8K, MATH, ECQA and MBPP from local mirrors in
+    the hub layout: no hub here) in the folder of a finished run (a tiny one): the plan has every
+    study B set of the five tasks and both targets, the estimate prices each at the paper's
+    sizes, and it prepares the paper-scale data in a scratch folder of its own, so the run stays
+    up to date. A second estimate of the same config reuses that folder's data."""
     import yaml
 
     workdir, config = tiny
@@ -277,10 +277,16 @@ def test_the_paper_config_plans_and_prices_its_five_tasks_beside_a_finished_run(
 
 
 def paper_mirrors(root: Path) -> dict:
-    """Local folders in the hub layout for the paper's three tasks no PyPI package ships, at the
-    paper's training sizes (MATH Algebra and ECQA 1,000, MBPP full 374 / 500): the `data`
+    """Local folders in the hub layout for the paper's four tasks no PyPI package ships, at the
+    paper's training sizes (GSM8K, MATH Algebra and ECQA 1,000, MBPP full 374 / 500): the `data`
     section that points paper.yaml at them."""
     from conftest import write_hf_dataset
+
+    def gsm8k(i):
+        return {"question": f"A shelf holds {i + 3} rows of {i + 2} books. How many books?",
+                "answer": f"{i + 3} rows of {i + 2} is {i + 3}*{i + 2} = "
+                          f"<<{i + 3}*{i + 2}={(i + 3) * (i + 2)}>>{(i + 3) * (i + 2)} books.\n"
+                          f"#### {(i + 3) * (i + 2)}"}
 
     def math(i):
         return {"problem": f"Solve for $x$: ${i + 2}x - {i} = {3 * i}$. Show the algebra.",
@@ -298,6 +304,8 @@ def paper_mirrors(root: Path) -> dict:
                 "test_list": [f"assert add_{i}(1) == {i + 1}"], "challenge_test_list": []}
 
     return {
+        "gsm8k": {"hf_id": str(write_hf_dataset(root / "gsm8k", "main", {
+            "train": [gsm8k(i) for i in range(1000)], "test": [gsm8k(i) for i in range(5)]}))},
         "math": {"hf_id": str(write_hf_dataset(root / "math", "algebra", {
             "train": [math(i) for i in range(1000)], "test": [math(i) for i in range(5)]}))},
         "ecqa": {"hf_id": str(write_hf_dataset(root / "ecqa", "default", {

@@ -158,6 +158,7 @@ def test_summary_is_per_subject_with_micro_average_and_stderr():
     assert rows.loc["a", "stderr"] == pytest.approx(math.sqrt(0.75 * 0.25 / 3))
     assert rows.loc["ALL", "accuracy"] == pytest.approx(0.5)  # over questions, not subjects
     assert rows.loc["b", "stderr"] == 0.0
+    assert (rows["no_answer_rate"] == 0.0).all()  # log-likelihood: always an option picked
 
 
 def test_agrees_with_lm_evaluation_harness(loaded, smollm2_manifest, tmp_path):

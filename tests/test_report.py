@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -93,6 +95,68 @@ def test_study_b_in_task_cross_task_and_familiarity(tmp_path):
     report.plot_familiarity_shift(table.reset_index(), tmp_path / "shift.png")
     assert (tmp_path / "scatter.png").stat().st_size > 5000
     assert (tmp_path / "shift.png").stat().st_size > 5000
+
+
+def evaluated(tmp_path, monkeypatch, run: str, replies: list[str], questions) -> Path:
+    """The items CSV rule evaluate writes for `run` on GSM8K when the model replies `replies`:
+    restyle.evaluate's rows from the task's own checker (only the model's generation is
+    replaced), with scripts/evaluate.py's label columns; and its summary beside it."""
+    from restyle import evaluate, tasks
+
+    monkeypatch.setattr(evaluate, "generate_answers", lambda model, tokenizer, prompts, options:
+                        (list(replies), None))
+    rows, _ = evaluate.evaluate_generation(None, None, tasks.get("gsm8k"), questions,
+                                           evaluate.GenerationOptions())
+    rows.insert(1, "subject", "gsm8k")
+    labels = evaluate.run_labels("m", run)
+    folder = tmp_path / run.replace("/", "_")
+    folder.mkdir()
+    evaluate.summarize(rows, "gsm8k", labels).to_csv(folder / "summary.csv", index=False)
+    for column, value in reversed([*labels.items(), ("task", "gsm8k")]):
+        rows.insert(0, column, value)
+    rows.to_csv(folder / "items.csv", index=False)
+    return folder
+
+
+def test_no_answer_rate_per_set_and_task_beside_accuracy(tmp_path, monkeypatch):
+    """From the items CSVs the evaluation writes: the share of replies the checker read no
+    answer in, in each evaluation summary and, per question over the seeds, in the study B table
+    and the first page beside accuracy; MMLU (log-likelihood, no status column) shows 0."""
+    from restyle.records import MathItem
+
+    questions = [MathItem(id=f"g/{i}", question=f"What is {i} plus 2?", answer=f"#### {i + 2}",
+                          final=str(i + 2)) for i in range(4)]
+    right = [f"{i} plus 2 makes\n#### {i + 2}" for i in range(4)]
+    lost = "I would need to count that more carefully."  # no number: no answer
+    folders = [
+        evaluated(tmp_path, monkeypatch, "base", right, questions),
+        # seed 0: q0 unread, q1 wrong; seed 1: q0 and q2 unread
+        evaluated(tmp_path, monkeypatch, "studyB-gsm8k-teacher/seed0",
+                  [lost, "#### 99", right[2], right[3]], questions),
+        evaluated(tmp_path, monkeypatch, "studyB-gsm8k-teacher/seed1",
+                  [lost, right[1], lost, right[3]], questions)]
+    summaries = report.read_csvs(f / "summary.csv" for f in folders)
+    summaries = summaries[summaries.subject == "ALL"].set_index("run")
+    assert summaries.loc["base", "no_answer_rate"] == 0.0
+    assert summaries.loc["studyB-gsm8k-teacher/seed0", "no_answer_rate"] == 0.25
+    assert summaries.loc["studyB-gsm8k-teacher/seed1", "no_answer_rate"] == 0.5
+    assert summaries.loc["studyB-gsm8k-teacher/seed1", "accuracy"] == 0.5
+
+    items = pd.concat([report.read_csvs(f / "items.csv" for f in folders),
+                       items_for("base", None, "mmlu", "anatomy", np.ones(4, bool), "m"),
+                       items_for("studyB-gsm8k-teacher", 0, "mmlu", "anatomy", np.ones(4, bool),
+                                 "m")], ignore_index=True)
+    assert set(items.status.dropna()) == {"passed", "failed", "no_answer"}
+    table = report.study_b_table(items, pd.DataFrame(), n_boot=200).set_index("task")
+    # per question over the two seeds: q0 1, q2 0.5, the others 0
+    assert table.loc["gsm8k", "no_answer_rate"] == pytest.approx((1 + 0.5) / 4)
+    assert table.loc["gsm8k", "accuracy"] == pytest.approx((0 + 0.5 + 0.5 + 1) / 4)
+    assert table.loc["mmlu", "no_answer_rate"] == 0.0
+    assert list(table.columns).index("no_answer_rate") == list(table.columns).index("accuracy") + 1
+    sections = report.summary_lines(pd.DataFrame(columns=report.MISSING_COLUMNS), pd.DataFrame(),
+                                    pd.DataFrame(), table.reset_index(), {})
+    assert any("`studyB-gsm8k-teacher` on gsm8k: accuracy 0.500 (no answer read in 37.5 %)"
+               in line for line in sections[2][1])
 
 
 def test_empty_inputs_give_empty_tables_and_explicit_figures(tmp_path):

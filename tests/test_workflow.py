@@ -64,6 +64,7 @@ def test_default_config_dry_run_shows_the_dag(tmp_path):
     ({"study_b": {"target_teacher": "gpt9"}},
      "config study_b.target_teacher: replaced by study_b.target_teachers"),
     ({"study_b": {"variants": ["bogus"]}}, "config study_b.variants.0: 'bogus' is not one of"),
+    ({"paper_scale": True}, "config data.gsm8k.source: 'bundled' reads restyle's synthetic"),
 ])
 def test_bad_config_stops_before_any_job_and_names_the_key(tmp_path, config, message):
     result = snakemake(tmp_path, config=config)
@@ -92,6 +93,44 @@ def test_target_models_and_writers_are_checked_over_the_default(config, message)
     with pytest.raises(ConfigError) as error:
         check(merged, REPO / "config" / "schema.yaml")
     assert message in str(error.value)
+
+
+def merged_configs(*names: str, over: dict | None = None) -> dict:
+    """config/{names} merged in order, as --configfile merges them, then `over`."""
+    merged = {}
+    for name in names:
+        update_config(merged, yaml.safe_load((REPO / "config" / name).read_text()))
+    update_config(merged, over or {})
+    return merged
+
+
+def test_a_paper_scale_config_refuses_synthetic_gsm8k_and_names_the_key():
+    """paper.yaml (paper_scale: true) passes the check as shipped, GSM8K from the hub; on the
+    bundled, synthetic GSM8K it stops naming data.gsm8k.source, whichever stage reads GSM8K.
+    The default config, with no paper_scale, may read the stand-in."""
+    schema = REPO / "config" / "schema.yaml"
+    paper = merged_configs("config.yaml", "paper.yaml")
+    assert paper["paper_scale"] is True and paper["data"]["gsm8k"]["source"] == "hf"
+    check(paper, schema)
+    for over in ({}, {"study_b": {"tasks": ["math"]}}, {"eval": {"tasks": ["mmlu"]}}):
+        config = merged_configs("config.yaml", "paper.yaml",
+                                over={**over, "data": {"gsm8k": {"source": "bundled"}}})
+        with pytest.raises(ConfigError) as error:
+            check(config, schema)
+        assert ("config data.gsm8k.source: 'bundled' reads restyle's synthetic arithmetic word "
+                "problems, not gsm8k's real data, and paper_scale is true") in str(error.value)
+        assert "set it to hf" in str(error.value)
+    # a paper-scale run that reads no GSM8K at all, and the default config, pass
+    check(merged_configs("config.yaml", "paper.yaml", over={
+        "data": {"gsm8k": {"source": "bundled"}}, "study_b": {"tasks": ["math"]},
+        "eval": {"tasks": ["mmlu", "math"]}}), schema)
+    default = merged_configs("config.yaml")
+    assert default["data"]["gsm8k"]["source"] == "bundled"
+    check(default, schema)
+    # the key given at the default (data.gsm8k left out) is checked too
+    paper.pop("data")
+    with pytest.raises(ConfigError, match="config data.gsm8k.source: 'bundled'"):
+        check(paper, schema)
 
 
 def test_teacher_backends_are_the_registered_ones():

@@ -19,13 +19,44 @@ def check(cfg: dict, schema_path: str | Path) -> None:
     """Raise ConfigError listing every schema violation and cross-key inconsistency."""
     config.check(cfg, schema_path, names=[_task_names, study_a.schema_names,
                                           study_b_checks.schema_names],
-                 checks=[_devices, study_b_checks.problems])
+                 checks=[_devices, _paper_data, study_b_checks.problems])
 
 
 def _task_names(schema: dict) -> None:
     """The task names (restyle.tasks) as the schema's enums (the file has none)."""
     schema["properties"]["eval"]["properties"]["tasks"]["items"]["enum"] = list(tasks.NAMES)
     schema["properties"]["study_b"]["properties"]["tasks"]["items"]["enum"] = list(tasks.NAMES)
+
+
+def _section(cfg: dict, schema: dict, *path: str):
+    """Config key `path` (a.b.c), or the schema's default where config leaves it out."""
+    value, props = cfg, schema
+    for key in path:
+        props = props["properties"][key]
+        value = value.get(key, props.get("default")) if isinstance(value, dict) else None
+    return value
+
+
+def _paper_data(cfg: dict, schema: dict, models: dict) -> list[str]:
+    """`paper_scale: true` (config/paper.yaml) claims the papers' data: no task that a stage
+    reads may come from a stand-in source (restyle.tasks.Task.stand_in_sources)."""
+    if _section(cfg, schema, "paper_scale") is not True:
+        return []
+    used = {study_a.TASK}
+    for path in (("study_b", "tasks"), ("eval", "tasks")):
+        names = _section(cfg, schema, *path)
+        used |= set(names) if isinstance(names, list) else set()
+    problems = []
+    for name in (n for n in tasks.NAMES if n in used):
+        source = _section(cfg, schema, "data", name, "source")
+        stand_ins = tasks.REGISTRY[name].stand_in_sources
+        if source in stand_ins:
+            enum = schema["properties"]["data"]["properties"][name]["properties"]["source"]["enum"]
+            real = ", ".join(s for s in enum if s not in stand_ins)
+            problems.append(f"config data.{name}.source: '{source}' reads {stand_ins[source]}, "
+                            f"not {name}'s real data, and paper_scale is true (the run claims "
+                            f"the papers' setup): set it to {real}, or paper_scale: false")
+    return problems
 
 
 def _devices(cfg: dict, schema: dict, models: dict) -> list[str]:

@@ -28,13 +28,14 @@ from restyle.batching import AUTO, Limits, left_pad
 from restyle.tasks.mmlu import format_mc
 from restyle.records import LETTERS, MCItem
 from restyle.runs import parse_run
-from restyle.tasks import Task
+from restyle.tasks import NO_ANSWER, Task
 
 log = logging.getLogger(__name__)
 
 SUBJECT_LINE = "The following are multiple choice questions (with answers) about {subject}.\n\n"
 ALL_SUBJECTS = "ALL"  # the summary row that averages over every question (not over subjects)
-SUMMARY_COLUMNS = ["model", "run", "sft_set", "seed", "task", "subject", "n", "accuracy", "stderr"]
+SUMMARY_COLUMNS = ["model", "run", "sft_set", "seed", "task", "subject", "n", "accuracy", "stderr",
+                   "no_answer_rate"]
 # What `auto` batch limits are off CUDA: the config defaults from before `auto`.
 CPU_MAX_BATCH_TOKENS = batching.CPU_MAX_BATCH_TOKENS
 CPU_GENERATION_BATCH_SIZE = 16
@@ -239,15 +240,23 @@ def run_labels(model: str, run: str) -> dict:
     return {"model": model, "run": run, "sft_set": sft_set, "seed": seed}
 
 
+def no_answer_rate(items: pd.DataFrame) -> float:
+    """The share of replies the task's checker read no answer in (`status` no_answer); 0 for a
+    log-likelihood task, whose items have no status: it always picks an option."""
+    if not len(items):
+        return float("nan")
+    return float((items["status"] == NO_ANSWER).mean()) if "status" in items else 0.0
+
+
 def summarize(items: pd.DataFrame, task: str, labels: dict) -> pd.DataFrame:
     """Per-subject rows and an ALL row (micro-average over questions), with `labels` (model, run,
-    sft_set, seed) on every row."""
-    groups = [(s, g["correct"]) for s, g in items.groupby("subject", sort=True)] \
+    sft_set, seed) on every row, and each row's no-answer rate."""
+    groups = [(s, g) for s, g in items.groupby("subject", sort=True)] \
         if "subject" in items else []
-    groups.append((ALL_SUBJECTS, items["correct"]))
+    groups.append((ALL_SUBJECTS, items))
     rows = []
-    for subject, correct in groups:
-        n, acc, stderr = accuracy_stderr(correct)
+    for subject, group in groups:
+        n, acc, stderr = accuracy_stderr(group["correct"])
         rows.append({**labels, "task": task, "subject": subject, "n": n, "accuracy": acc,
-                     "stderr": stderr})
+                     "stderr": stderr, "no_answer_rate": no_answer_rate(group)})
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from restyle import accounting, controls, stats, study_a, study_b  # noqa: E402
+from restyle.tasks import NO_ANSWER  # noqa: E402
 from restyle.tasks.mmlu import SUBJECT_CATEGORY  # noqa: E402
 from restyle.runs import BASE, parse_run  # noqa: E402
 from restyle.study_a.rewrite import STAGES as GATE_STAGES  # noqa: E402
@@ -65,6 +66,18 @@ def question_scores(items: pd.DataFrame, sft_set: str, task: str) -> pd.Series:
     """Per question (indexed by id): correctness averaged over the seeds of `sft_set`."""
     rows = items[(items.sft_set == sft_set) & (items.task == task)]
     return rows.groupby("id")["correct"].mean()
+
+
+def no_answer_rate(items: pd.DataFrame, sft_set: str, task: str) -> float:
+    """The share of `sft_set`'s replies on `task` the checker read no answer in (items `status`
+    no_answer), per question over the seeds, averaged over questions; 0 for a log-likelihood
+    task (MMLU), whose items have no status: it always picks an option."""
+    rows = items[(items.sft_set == sft_set) & (items.task == task)]
+    if rows.empty:
+        return np.nan
+    if "status" not in rows:
+        return 0.0
+    return float((rows.status == NO_ANSWER).groupby(rows.id).mean().mean())
 
 
 def _compare(a: pd.Series, b: pd.Series, ids: Sequence[str], n_boot: int, seed: int) -> dict:
@@ -144,8 +157,10 @@ def consistency(effects: pd.DataFrame) -> pd.DataFrame:
 def study_b_table(items: pd.DataFrame, familiarity: pd.DataFrame, n_boot: int = 2000,
                   seed: int = 0) -> pd.DataFrame:
     """One row per (study B set, evaluation task): familiarity of the untrained and trained model
-    with the set, accuracy and its change against the base model (in-task when the set was made
-    from that task, cross-task otherwise)."""
+    with the set, accuracy, the share of replies with no answer the checker could read
+    (`no_answer_rate`: a style it cannot read shows here, not only as lower accuracy), and the
+    accuracy's change against the base model (in-task when the set was made from that task,
+    cross-task otherwise)."""
     sets = sorted(s for s in items.sft_set.unique() if s.startswith(STUDY_B_PREFIX))
     if familiarity.empty:
         familiarity = pd.DataFrame(columns=["run", "dataset", "count", "corpus_perplexity",
@@ -170,10 +185,11 @@ def study_b_table(items: pd.DataFrame, familiarity: pd.DataFrame, n_boot: int = 
                 "mean_ppl_before": before.mean_perplexity.mean() if len(before) else np.nan,
                 "corpus_ppl_after": after.corpus_perplexity.mean() if len(after) else np.nan,
                 "n": len(ids), "accuracy": scores.mean(),
+                "no_answer_rate": no_answer_rate(items, sft_set, task),
                 **{f"{k}_vs_base": v for k, v in cmp.items()}})
     return pd.DataFrame(rows, columns=[
         "sft_set", "variant", "source_task", "task", "relation", "examples", "corpus_ppl_before",
-        "mean_ppl_before", "corpus_ppl_after", "n", "accuracy",
+        "mean_ppl_before", "corpus_ppl_after", "n", "accuracy", "no_answer_rate",
         *[f"{k}_vs_base" for k in DELTA_COLUMNS]])
 
 
@@ -483,7 +499,8 @@ def summary_lines(missing: pd.DataFrame, control_rows: pd.DataFrame, study_a: pd
                 for r in overall.itertuples()]
     in_task = study_b_rows[study_b_rows.relation == "in-task"] if len(study_b_rows) \
         else study_b_rows
-    findings += [f"study B `{r.sft_set}` on {r.task}{_of(r, in_task)}: accuracy {r.accuracy:.3f}, vs base "
+    findings += [f"study B `{r.sft_set}` on {r.task}{_of(r, in_task)}: accuracy {r.accuracy:.3f} "
+                 f"(no answer read in {100 * r.no_answer_rate:.1f} %), vs base "
                  f"{_points(r.delta_vs_base, r.low_vs_base, r.high_vs_base)}"
                  for r in in_task.itertuples()]
     paired = paired if paired is not None else pd.DataFrame()

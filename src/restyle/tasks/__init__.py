@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 LOGLIK, GENERATE = "loglik", "generate"
-PASSED = "passed"
+PASSED, NO_ANSWER = "passed", "no_answer"  # Check.status values the stages count
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def right(extracted: str) -> Check:
 
 
 def no_answer(detail: str) -> Check:
-    return Check(None, "no_answer", f"no_answer: {detail}")
+    return Check(None, NO_ANSWER, f"no_answer: {detail}")
 
 
 def wrong(extracted: str | None, detail: str, status: str = "failed") -> Check:
@@ -72,6 +72,9 @@ class Task:
     splits: tuple[str, ...] = ("train", "test")
     evaluation: str = GENERATE
     answer_format: str  # how a final answer is written; study B's templates ask for it
+    # the values of config data.{name}.source that are stand-ins, not the task's real data, and
+    # what each gives instead; a paper-scale config refuses them (restyle.checks)
+    stand_in_sources: dict[str, str] = {}
 
     def path(self, split: str) -> str:
         return f"resources/data/{self.name}/{split}.jsonl"

@@ -177,6 +177,7 @@ class GSM8K(Task):
     record = MathItem
     splits = SPLITS
     answer_format = "End with a line '#### <number>'."
+    stand_in_sources = {"bundled": "restyle's synthetic arithmetic word problems"}
 
     def prepare(self, cfg: dict, cache_dir: str | Path) -> dict[str, list[MathItem]]:
         return prepare(cfg)
