@@ -68,8 +68,10 @@ def test_human_answer_is_the_whole_canonical_function(halves):
 def test_extract_code_prefers_the_block_defining_the_entry_point():
     reply = "```\nprint(1)\n```\ntext\n```python\ndef f(x):\n    return x\n```"
     assert extract_code(reply, "f") == "def f(x):\n    return x\n"
-    stub = "```python\ndef f(x):\n    \"\"\"Doc.\"\"\"\n```\nSo:\n```py\ndef f(x):\n    return 1\n```"
+    stub = "```python\ndef f(x):\n    'Doc.'\n```\nSo:\n```py\ndef f(x):\n    return 1\n```"
     assert extract_code(stub, "f") == "def f(x):\n    return 1\n"  # a restated signature is not it
+    fixed = stub.replace("'Doc.'", "return 0") + "\nOr:\n```python\ndef f(x):\n    return ("
+    assert extract_code(fixed, "f") == "def f(x):\n    return 1\n"  # the last whole one
     usage = "```python\ndef f(x):\n    return x\n```\nUsage:\n```python\nprint(f(2))\n```"
     assert extract_code(usage, "f") == "def f(x):\n    return x\n"
     assert extract_code(usage, "") == "def f(x):\n    return x\n"  # else the first block

@@ -4,9 +4,10 @@ is shown, which function its tests call (`entry_point`) and how its program is p
 (`program`).
 
 Which code of a reply is run (`extract_code`), as a careful judge reads a reply:
-- fenced replies: the Python block (tagged python/py/python3, or untagged) that implements the
-  tested function, else the first Python block; fences of other languages (bash, text, json,
-  ...) are never code, and a block cut off by the token limit counts;
+- fenced replies: the last whole Python block (tagged python/py/python3, or untagged) that
+  implements the tested function (a restated signature does not), else the first block that
+  defines it even if cut off by the token limit, else the first Python block; fences of other
+  languages (bash, text, json, ...) are never code;
 - unfenced replies (study B's release: a "Final Answer:" line, then the code): a leading answer
   label ("Final Answer:", "FINAL_ANSWER:", "Solution:", ..., alone or before code on its line)
   and leading prose lines are not code, nor are unindented prose lines after it; the code is the
@@ -122,7 +123,11 @@ def extract_code(text: str, entry_point: str = "") -> str | None:
         return _unfenced(text)
     if not blocks:  # fences of other languages only: the code, if any, is outside them
         return _unfenced(_FENCE.sub("", text))
-    return next((b for b in blocks if _implements(b, entry_point)), blocks[0])
+    defining = [b for b in blocks if _implements(b, entry_point)]
+    whole = [b for b in defining if _parses(b.splitlines())]
+    # a reply that corrects itself ends with its final code; a block cut off by the token
+    # limit is taken only when no whole one defines the function
+    return whole[-1] if whole else (defining or blocks)[0]
 
 
 class CodeTask(Task):
