@@ -59,8 +59,8 @@ def test_the_block_defining_the_tested_function_is_run_not_the_longest(tmp_path)
     [item] = MBPP.prepare({**CFG, "hf_id": str(root), "hf_config": "sanitized"}, tmp_path)["train"]
     usage = "# Example usage\nprint(add(1, 2))\nprint(add(-1, 1))\nprint(add(0, 0))\n"
     replies = [f"```python\n{CODE}```\nExample usage:\n```python\n{usage}```",
-               f"Final Answer:\n{CODE}", f"Final Answer:{CODE}"]
-    assert [c.status for c in MBPP.check_all([item] * 3, replies, jobs=2)] == ["passed"] * 3
+               f"Final Answer:\n{CODE}", f"Final Answer:{CODE}", f"Final Answer: {CODE}"]
+    assert [c.status for c in MBPP.check_all([item] * 4, replies, jobs=2)] == ["passed"] * 4
 
 
 def test_a_row_without_tests_is_named(tmp_path):

@@ -77,8 +77,9 @@ def _unfenced(text: str) -> str | None:
     if first is None:
         return None
     label = _LABEL.match(lines[first])
-    if label:  # the label is not code; code may follow it on its own line
-        lines[first] = lines[first][label.end():]
+    if label:  # the label is not code; code may follow it on its line, after one space
+        rest = lines[first][label.end():]
+        lines[first] = rest[1:] if re.match(r" \S", rest) else rest
     start = first
     while start < len(lines):
         if lines[start].strip():
