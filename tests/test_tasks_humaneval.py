@@ -45,8 +45,17 @@ def test_a_chat_reply_with_the_whole_function_in_a_fence_is_run(halves):
     item = halves["train"][0]
     reply = ("Here is the function:\n```python\n" + item.solution + "```\nIt compares pairs.")
     assert HUMANEVAL.check(item, reply).status == "passed"
-    assert HUMANEVAL.check(item, "I cannot help with that.").status == "failed"  # run as code
+    assert HUMANEVAL.check(item, "I cannot help with that.").status == "no_answer"  # no code
+    assert HUMANEVAL.check(item, "def has_close_elements(numbers)\n    return").status == "failed"
     assert HUMANEVAL.check(item, "   ").status == "no_answer"
+
+
+def test_the_release_format_a_final_answer_label_then_the_body_passes(halves):
+    item = halves["train"][0]
+    body = item.solution.removeprefix(item.prompt)
+    for reply in (f"Final Answer:\n{body}", f"FINAL_ANSWER:{body}",
+                  f"Final Answer:\n{item.solution}\nThe function above is unchanged."):
+        assert HUMANEVAL.check(item, reply).correct, reply
 
 
 def test_human_answer_is_the_whole_canonical_function(halves):
@@ -59,6 +68,15 @@ def test_human_answer_is_the_whole_canonical_function(halves):
 def test_extract_code_prefers_the_block_defining_the_entry_point():
     reply = "```\nprint(1)\n```\ntext\n```python\ndef f(x):\n    return x\n```"
     assert extract_code(reply, "f") == "def f(x):\n    return x\n"
+    stub = "```python\ndef f(x):\n    'Doc.'\n```\nSo:\n```py\ndef f(x):\n    return 1\n```"
+    assert extract_code(stub, "f") == "def f(x):\n    return 1\n"  # a restated signature is not it
+    fixed = stub.replace("'Doc.'", "return 0") + "\nOr:\n```python\ndef f(x):\n    return ("
+    assert extract_code(fixed, "f") == "def f(x):\n    return 1\n"  # the last whole one
+    usage = "```python\ndef f(x):\n    return x\n```\nUsage:\n```python\nprint(f(2))\n```"
+    assert extract_code(usage, "f") == "def f(x):\n    return x\n"
+    assert extract_code(usage, "") == "def f(x):\n    return x\n"  # else the first block
+    other = "```bash\npip install nothing\n```\nThen:\n```\ndef g():\n    return 2\n```"
+    assert extract_code(other, "f") == "def g():\n    return 2\n"  # untagged counts as Python
     assert extract_code("```python\ndef g():\n    return 1", "g") == "def g():\n    return 1"  # cut
 
 

@@ -45,6 +45,24 @@ def test_checks_run_the_asserts(tmp_path):
         "failed", "timeout", "passed"]
 
 
+def test_the_tested_function_is_the_first_non_builtin_name_the_asserts_call():
+    from restyle.tasks.mbpp import tested_name
+
+    assert tested_name("import math\nassert set(add(1, 2)) == {3}") == "add"
+    assert tested_name("assert math.isclose(area(2), 12.5)\nassert f(1)") == "area"
+    assert tested_name("x = 1\nassert x == 1") == ""
+
+
+def test_the_block_defining_the_tested_function_is_run_not_the_longest(tmp_path):
+    root = write_hf_dataset(tmp_path / "mbpp", "sanitized", {
+        "train": [sanitized(1)], "test": [sanitized(2)]})
+    [item] = MBPP.prepare({**CFG, "hf_id": str(root), "hf_config": "sanitized"}, tmp_path)["train"]
+    usage = "# Example usage\nprint(add(1, 2))\nprint(add(-1, 1))\nprint(add(0, 0))\n"
+    replies = [f"```python\n{CODE}```\nExample usage:\n```python\n{usage}```",
+               f"Final Answer:\n{CODE}", f"Final Answer:{CODE}", f"Final Answer: {CODE}"]
+    assert [c.status for c in MBPP.check_all([item] * 4, replies, jobs=2)] == ["passed"] * 4
+
+
 def test_a_row_without_tests_is_named(tmp_path):
     root = write_hf_dataset(tmp_path / "mbpp", "sanitized", {
         "train": [sanitized(1), sanitized(2, tests=[])], "test": [sanitized(3)]})

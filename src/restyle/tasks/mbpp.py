@@ -9,6 +9,8 @@ prompt, code, test_imports, test_list; or `full`: text, code, test_setup_code, t
 
 from __future__ import annotations
 
+import ast
+import builtins
 from pathlib import Path
 
 from restyle.data.hub import load_split
@@ -44,6 +46,26 @@ def load_hf(dataset_id: str, config_name: str | None, split: str) -> list[CodeIt
     return items
 
 
+def tested_name(test: str) -> str:
+    """The function MBPP's asserts test: the first name they call that is neither a builtin nor
+    defined by the test's own setup ("" when none is)."""
+    try:
+        tree = ast.parse(test)
+    except SyntaxError:
+        return ""
+    own = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    own |= {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    own |= {(a.asname or a.name).split(".")[0] for n in ast.walk(tree)
+            if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+    for node in tree.body:
+        if isinstance(node, ast.Assert):
+            for call in ast.walk(node):  # outermost call first: set(f(x)) names f after set
+                if (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
+                        and call.func.id not in own and not hasattr(builtins, call.func.id)):
+                    return call.func.id
+    return ""
+
+
 class MBPP(CodeTask):
     name = "mbpp"
 
@@ -52,6 +74,9 @@ class MBPP(CodeTask):
 
     def question(self, item: CodeItem) -> str:
         return item.prompt
+
+    def entry_point(self, item: CodeItem) -> str:
+        return item.entry_point or tested_name(item.test)
 
     def program(self, item: CodeItem, code: str) -> str:
         return f"{code}\n{item.test}"
