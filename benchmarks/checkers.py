@@ -29,6 +29,9 @@ Corpus line (one JSON object a line):
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import logging
 import json
 import re
 import sys
@@ -131,6 +134,7 @@ def _lm_eval_yaml(path: str) -> dict:
 
 def _lm_eval_filter(task_yaml: dict, name: str) -> Callable[[list[str], list[dict]], list[str]]:
     """The filter chain `name` of an lm-eval task (its filter_list), one reply at a time."""
+    import lm_eval.filters  # noqa: F401  (registers the filters)
     from lm_eval.api.registry import get_filter
 
     [spec] = [f["filter"] for f in task_yaml["filter_list"] if f["name"] == name]
@@ -194,6 +198,16 @@ def _minerva_utils():
         metadata.version = real
 
 
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger):
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def minerva_math(items: list, replies: list[str]) -> list[str]:
     """lm-eval's minerva_math exact_match: "Final Answer: The final answer is X. I hope it is
     correct." ("[invalidanswer]" otherwise: no answer), normalize_final_answer on both sides,
@@ -207,8 +221,10 @@ def minerva_math(items: list, replies: list[str]) -> list[str]:
             continue
         gold = utils.normalize_final_answer(utils.remove_boxed(
             utils.last_boxed_only_string(it.answer)))
-        try:
-            same = utils.is_equiv(utils.normalize_final_answer(raw), gold)
+        try:  # antlr prints its version clash; is_equiv logs the ImportError it raises
+            with contextlib.redirect_stdout(io.StringIO()), \
+                    contextlib.redirect_stderr(io.StringIO()), _quiet(utils.eval_logger):
+                same = utils.is_equiv(utils.normalize_final_answer(raw), gold)
         except ImportError:
             same = False
         out.append("correct" if same else "wrong")

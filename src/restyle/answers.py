@@ -44,14 +44,21 @@ _MARKER_RE = re.compile(
     r"####|\\boxed\b|\bfinal\s+answer\b(?:\s*\**\s*(?:is\b|[:=]))?"
     r"|\banswer\s*\**\s*(?:is\b|[:=])", re.IGNORECASE)
 _LEAD_RE = re.compile(r"[\s*:=#{]*")
+_SENTENCE_END_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z(])")
 LATEX_COMMAND_RE = re.compile(r"\\[a-zA-Z]+")
 # how a finished reply can end: a sentence's end, a closing bracket or markup, or a number
 _FINISHED_RE = re.compile(r"[.!?)\]}*\"'$%`\d]\s*$")
+_UNIT_END_RE = re.compile(r"\d\s*(?:[A-Za-z/]+\s+)?([A-Za-z/]+)\s*$")  # "35 pens", "45 km/h"
+# words a sentence does not end on: "... multiply 40 by", "... 35 pens last year and"
+_FUNCTION_WORDS = {"a", "an", "the", "and", "or", "but", "then", "so", "by", "to", "of", "in",
+                   "on", "at", "for", "from", "with", "as", "is", "are", "was", "were", "that",
+                   "which", "if", "than", "plus", "minus", "times"}
 
 
 def final_statements(text: str) -> list[tuple[str, str, str]]:
     """(marker, statement, paragraph) for every answer marker of `text` but "####", last first:
-    the statement is the rest of the marker's line (or the next non-empty line), the paragraph
+    the statement is the first sentence of the rest of the marker's line (or of the next
+    non-empty line), the paragraph
     runs on to the next blank line ("Final Answer = $200 + $40\n  = $240"); both stop where
     the next marker starts."""
     marks = [m for m in _MARKER_RE.finditer(text) if m.group() != "####"]
@@ -71,14 +78,20 @@ def final_statements(text: str) -> list[tuple[str, str, str]]:
             lead = rest.rindex("\n", 0, lead) + 1
             lead += len(rest[lead:]) - len(rest[lead:].lstrip())
         rest = rest[lead:]
-        out.append((m.group(), rest.split("\n", 1)[0].strip(),
+        line = rest.split("\n", 1)[0].strip()
+        # its first sentence: "The answer is 35. To check: ... 5 more than 30."
+        out.append((m.group(), _SENTENCE_END_RE.split(line, maxsplit=1)[0],
                     re.split(r"\n\s*\n", rest, maxsplit=1)[0].strip()))
     return out[::-1]
 
 
 def unfinished(text: str) -> bool:
-    """True when a reply stops mid-sentence (cut off by the token limit, say)."""
-    return not _FINISHED_RE.search(text)
+    """True when a reply stops mid-sentence (cut off by the token limit, say): it ends neither
+    as a sentence, a bracket or a number does, nor in a number and its unit ("35 pens")."""
+    if _FINISHED_RE.search(text):
+        return False
+    unit = _UNIT_END_RE.search(text)
+    return unit is None or unit.group(1).lower() in _FUNCTION_WORDS
 
 
 def _clean(number: str) -> str:
@@ -90,8 +103,8 @@ def _numbers(text: str) -> list[re.Match]:
 
 
 # words that lead to a conclusion: "she sells 9 eggs at $2, so 18 dollars"
-_CONCLUSION_RE = re.compile(r"\b(?:so|thus|therefore|hence|total(?:\s+of|\s+is)?|which\s+is|"
-                            r"makes|gives|equals|resulting\s+in)\b", re.IGNORECASE)
+_CONCLUSION_RE = re.compile(r"\b(?:so|thus|therefore|hence|(?:in|a)\s+total(?:\s+of)?|altogether)\b",
+                            re.IGNORECASE)
 FINAL_MARKERS = ("####", "\\boxed", "final")
 
 

@@ -40,6 +40,7 @@ _PROSE_RE = re.compile(r"^.*\b(?:is|are|be|equals|get|gives)\b\s*:?\s*|^[^$]*:\s
 _WORDS_RE = re.compile(r"[A-Za-z]{3,}\s+[A-Za-z]{2,}")
 # words after the expression: units ("78 pebbles", "25 (units)") or the rest of a sentence
 _TAIL_RE = re.compile(r"(?:\s*\(?(?<!\\)\b[A-Za-z]{2,}\b\)?[.,]?)+$")
+_ROOT_RE = re.compile(r"√(?:\(([^()]*)\)|(\d+|[A-Za-z]))")
 _FIRST_MATH_RE = re.compile(r"^\$+([^$]+)\$+")
 
 
@@ -47,6 +48,7 @@ def _expression(statement: str) -> str:
     """A final statement's expression as LaTeX in dollars, "" when it states none ("Final
     Answer: No real solution")."""
     s = _HOPE_RE.sub("", statement.replace("**", "").replace("\\$", "")).strip()
+    s = _ROOT_RE.sub(r"\\sqrt{\1\2}", s)  # "3√2", "√(36 + 64)": plain-text roots
     s = s.rstrip(".").strip()
     if first := _FIRST_MATH_RE.match(s):  # "$147$ is the value of $2f(3)$": the first
         return f"${first.group(1)}$"
