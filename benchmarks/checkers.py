@@ -8,9 +8,9 @@ task: agreement with the labels, and every disagreement with its reason.
     .venv/bin/python benchmarks/checkers.py [--task gsm8k ...] [--release DIR]
 
 `--release DIR` (a clone of XuanRen4470/I-Learn-Better-If-You-Speak-My-Language) also reads the
-study B authors' real replies, every variant and writer, and prints how many restyle reads and
-how often it agrees with each reference there (the release has no labels: its rows are neither
-copied nor judged here).
+study B authors' real replies, every variant file and writer, and prints per file how many
+restyle reads, how many it judges correct against the row's gold, and how often each reference
+gives restyle's verdict (the release has no labels; none of its rows is copied).
 
 Corpus line (one JSON object a line):
     id          unique within the file
