@@ -58,9 +58,8 @@ _FUNCTION_WORDS = {"a", "an", "the", "and", "or", "but", "then", "so", "by", "to
 def final_statements(text: str) -> list[tuple[str, str, str]]:
     """(marker, statement, paragraph) for every answer marker of `text` but "####", last first:
     the statement is the first sentence of the rest of the marker's line (or of the next
-    non-empty line), the paragraph
-    runs on to the next blank line ("Final Answer = $200 + $40\n  = $240"); both stop where
-    the next marker starts."""
+    non-empty line), the paragraph runs on to the next blank line (a "Final Answer =" whose
+    result is on a later line); both stop where the next marker starts."""
     marks = [m for m in _MARKER_RE.finditer(text) if m.group() != "####"]
     out = []
     for i, m in enumerate(marks):
@@ -103,8 +102,8 @@ def _numbers(text: str) -> list[re.Match]:
 
 
 # words that lead to a conclusion: "she sells 9 eggs at $2, so 18 dollars"
-_CONCLUSION_RE = re.compile(r"\b(?:so|thus|therefore|hence|(?:in|a)\s+total(?:\s+of)?|altogether)\b",
-                            re.IGNORECASE)
+_CONCLUSION_RE = re.compile(
+    r"\b(?:so|thus|therefore|hence|(?:in|a)\s+total(?:\s+of)?|altogether)\b", re.IGNORECASE)
 FINAL_MARKERS = ("####", "\\boxed", "final")
 
 
@@ -263,7 +262,8 @@ def extract_choice(text: str | None, explicit_only: bool = False, letters: str =
     1
     >>> extract_choice("Final Answer: 3", letters="12345")
     2
-    >>> extract_choice("Books are lent by a library.", letters="ABC", choices=["bank", "library", "park"])
+    >>> extract_choice("Books are lent by a library.", letters="ABC",
+    ...                choices=["bank", "library", "park"])
     1
     """
     if not text:
