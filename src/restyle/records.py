@@ -15,6 +15,9 @@ from restyle.io import DataError
 
 LETTERS = "ABCD"  # MMLU's options
 CHOICE_LETTERS = "ABCDEFGH"  # any multiple-choice task's
+# how a prompt labels the options of an ExplainedMCItem: letters, or numbers as the study B
+# authors' release shows ECQA's ("(1): ...", answered "Final Answer: 1")
+CHOICE_LABELS = {"letters": CHOICE_LETTERS, "numbers": "12345678"}
 
 
 def _require(obj: dict, where: str, fields: dict[str, type | tuple[type, ...]]) -> None:
@@ -172,11 +175,16 @@ class ExplainedMCItem(_Record):
     choices: list[str]
     answer: int  # index of the correct choice
     explanation: str  # why it is right, as people wrote it
+    labels: str = "letters"  # how the prompt labels the options (CHOICE_LABELS)
 
     @classmethod
     def from_dict(cls, obj: dict, where: str) -> ExplainedMCItem:
         _require(obj, where, {"id": str, "question": str, "choices": list, "answer": int,
                               "explanation": str})
+        labels = obj.get("labels", "letters")
+        if labels not in CHOICE_LABELS:
+            raise DataError(f"{where}: field 'labels' is {labels!r}, must be one of "
+                            f"{', '.join(CHOICE_LABELS)}")
         choices = obj["choices"]
         _plain_text(where, {"question": obj["question"], "explanation": obj["explanation"],
                             **{f"choices[{i}]": c for i, c in enumerate(choices)
@@ -191,11 +199,18 @@ class ExplainedMCItem(_Record):
         return cls(id=_nonempty(obj["id"], "id", where),
                    question=_nonempty(obj["question"], "question", where),
                    choices=list(choices), answer=obj["answer"],
-                   explanation=_nonempty(obj["explanation"], "explanation", where))
+                   explanation=_nonempty(obj["explanation"], "explanation", where),
+                   labels=labels)
+
+    @property
+    def label_chars(self) -> str:
+        """The label of each option, in order: "ABCDE" or "12345"."""
+        return CHOICE_LABELS[self.labels][:len(self.choices)]
 
     @property
     def answer_letter(self) -> str:
-        return CHOICE_LETTERS[self.answer]
+        """The right option's label (a letter, or a number where the prompt numbers them)."""
+        return self.label_chars[self.answer]
 
 
 @dataclass(frozen=True)

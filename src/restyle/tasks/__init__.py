@@ -52,14 +52,14 @@ def wrong(extracted: str | None, detail: str, status: str = "failed") -> Check:
     return Check(extracted, status, f"wrong_answer: {detail}")
 
 
-def choice_check(answer: int, text: str, letters: str) -> Check:
-    """The verdict on a multiple-choice reply: the option letter it names (of `letters`) against
-    the index of the right one."""
+def choice_check(answer: int, text: str, letters: str, choices: Sequence[str] = ()) -> Check:
+    """The verdict on a multiple-choice reply: the option it names (by its label of `letters`,
+    or by its text of `choices` when it gives no label) against the index of the right one."""
     from restyle.answers import extract_choice
 
-    choice = extract_choice(text, letters=letters)
+    choice = extract_choice(text, letters=letters, choices=choices)
     if choice is None:
-        return no_answer("no option letter found")
+        return no_answer("no option found")
     got = letters[choice]
     return right(got) if choice == answer else wrong(got, f"{got} != {letters[answer]}")
 

@@ -1,6 +1,7 @@
 """ECQA (Aggarwal et al., 2021): CommonsenseQA's five-option questions with human explanations.
 Study B trains on the explanation followed by the answer and evaluates by generation: the
-option letter read from the reply (restyle.answers.extract_choice, A-E) must be the gold one.
+option read from the reply (restyle.answers.extract_choice: its label, A-E, or 1-5 where the
+record's `labels` are the release's numbers; else the option's text) must be the gold one.
 
 Sources: `hf` reads a hub copy or local folder in the layout of `yangdong/ecqa` (fields q_text,
 q_op1..q_op5, q_ans: the answer's text, taskB: the free-flow explanation).
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from restyle.data.hub import load_split
 from restyle.io import DataError
-from restyle.records import CHOICE_LETTERS, ExplainedMCItem
+from restyle.records import ExplainedMCItem
 from restyle.tasks import Check, Task, choice_check, hub_splits
 from restyle.tasks.mmlu import format_options
 
@@ -47,7 +48,11 @@ class ECQA(Task):
         return hub_splits(self, cfg, load_hf)
 
     def question(self, item: ExplainedMCItem) -> str:
-        return f"{item.question.strip()}\n{format_options(item.choices, CHOICE_LETTERS)}"
+        if item.labels == "numbers":  # "(1) bank": "1. bank" would read as a list's first step
+            options = "\n".join(f"({n}) {c}" for n, c in zip(item.label_chars, item.choices))
+        else:
+            options = format_options(item.choices, item.label_chars)
+        return f"{item.question.strip()}\n{options}"
 
     def human_answer(self, item: ExplainedMCItem) -> str:
         return f"{item.explanation.strip()}\nThe answer is ({item.answer_letter})."
@@ -56,7 +61,7 @@ class ECQA(Task):
         return f"({item.answer_letter}) {item.choices[item.answer]}"
 
     def check(self, item: ExplainedMCItem, text: str) -> Check:
-        return choice_check(item.answer, text, CHOICE_LETTERS[:len(item.choices)])
+        return choice_check(item.answer, text, item.label_chars, item.choices)
 
 
 TASK = ECQA()

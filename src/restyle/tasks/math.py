@@ -9,8 +9,10 @@ fields problem, solution) or a local folder in that layout. No PyPI package ship
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+from restyle.answers import LATEX_COMMAND_RE, final_statements, unfinished
 from restyle.data.hub import load_split
 from restyle.io import DataError
 from restyle.records import MathItem, solution_final
@@ -31,11 +33,55 @@ def load_hf(dataset_id: str, config_name: str | None, split: str) -> list[MathIt
     return items
 
 
+# the tail of minerva's format
+_HOPE_RE = re.compile(r"\s*I hope it is correct\.?\s*$", re.IGNORECASE)
+# prose before the expression: "The distance is 17", "so we get: 17"
+_PROSE_RE = re.compile(r"^.*\b(?:is|are|be|equals|get|gives)\b\s*:?\s*|^[^$]*:\s*", re.IGNORECASE)
+_WORDS_RE = re.compile(r"[A-Za-z]{3,}\s+[A-Za-z]{2,}")
+# words after the expression: units ("78 pebbles", "25 (units)") or the rest of a sentence
+_TAIL_RE = re.compile(r"(?:\s*\(?(?<!\\)\b[A-Za-z]{2,}\b\)?[.,]?)+$")
+_ROOT_RE = re.compile(r"√(?:\(([^()]*)\)|(\d+|[A-Za-z]))")
+_FIRST_MATH_RE = re.compile(r"^\$+([^$]+)\$+")
+
+
+def _expression(statement: str) -> str:
+    """A final statement's expression as LaTeX in dollars, "" when it states none ("Final
+    Answer: No real solution")."""
+    s = _HOPE_RE.sub("", statement.replace("**", "").replace("\\$", "")).strip()
+    s = _ROOT_RE.sub(r"\\sqrt{\1\2}", s)  # "3√2", "√(36 + 64)": plain-text roots
+    s = s.rstrip(".").strip()
+    if first := _FIRST_MATH_RE.match(s):  # "$147$ is the value of $2f(3)$": the first
+        return f"${first.group(1)}$"
+    if "$" in s:  # "The final answer is $x^2$": math-verify reads the last LaTeX block
+        return s
+    s = s.rsplit("=", 1)[-1]  # "20 \\cdot 2^5 = 640 bacteria"
+    if _WORDS_RE.search(LATEX_COMMAND_RE.sub(" ", s)):
+        s = _PROSE_RE.sub("", s)
+    s = _TAIL_RE.sub("", s).strip()
+    if not s or re.search(r"[A-Za-z]{3,}", LATEX_COMMAND_RE.sub(" ", s)):
+        return ""
+    return f"${s}$"
+
+
+def final_expression(text: str) -> str | None:
+    """The whole final answer a reply states, as LaTeX for math-verify: the expression of the
+    statement after its last "Final Answer:" / "the answer is" marker or its last `\\boxed{}`
+    (restyle.answers), so that "Final Answer: x^2 + 16" is that expression and not its last
+    number (math-verify alone reads 16 from it). "" when that statement holds no expression;
+    None when the reply states no final answer: then math-verify reads the whole reply, as
+    lm-eval's minerva_math does, unless it stops mid-sentence."""
+    found = final_statements(text)
+    return _expression(found[0][1]) if found else None
+
+
 def equivalent(gold: str, reply: str) -> tuple[str | None, bool]:
-    """(the answer math-verify read from `reply`, whether it equals `gold`)."""
+    """(the answer read from `reply`, whether math-verify finds it equal to `gold`)."""
     from math_verify import parse, verify
 
-    parsed = parse(reply)
+    expression = final_expression(reply)
+    if expression == "" or expression is None and unfinished(reply):
+        return None, False
+    parsed = parse(expression if expression is not None else reply)
     if not parsed:
         return None, False
     return str(parsed[-1]), bool(verify(parse(f"${gold}$"), parsed))
