@@ -90,8 +90,8 @@ class Task:
         return f"resources/data/{self.name}/{split}.jsonl"
 
     def prepare(self, cfg: dict, cache_dir: str | Path) -> dict[str, list]:
-        """The items of every split that config `data.{config_key}` asks for; `cache_dir` holds files
-        unpacked from PyPI packages (restyle.packaged)."""
+        """The items of every split that config `data.{config_key}` asks for; `cache_dir` holds
+        files unpacked from PyPI packages (restyle.packaged)."""
         raise NotImplementedError
 
     def select(self, items: Sequence, cap: int | None) -> list:
