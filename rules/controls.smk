@@ -14,7 +14,9 @@ rule control_set:
         code=lambda wc: code_version("controls.py", wc.task),
         # what shapes the prompts: MMLU's k solved examples, the generation task's instruction
         cfg=lambda wc: {
-            k: v for k, v in config["eval"][wc.task].items() if k in ("k_shot", "instruction")
+            k: v
+            for k, v in config["eval"][restyle_tasks.get(wc.task).config_key].items()
+            if k in ("k_shot", "instruction")
         },
     wildcard_constraints:
         task="|".join(restyle_tasks.NAMES),

@@ -9,7 +9,7 @@ for _task in restyle_tasks.REGISTRY.values():
             **{split: _task.path(split) for split in _task.splits},
         params:
             code=code_version("data_task.py", _task.name),
-            cfg=config["data"][_task.name],
+            cfg=config["data"][_task.config_key],
             task=_task.name,
             cache_dir="resources/packages",
         log:

@@ -10,7 +10,7 @@ rule evaluate:
         summary="results/eval/{model}/{run}/{task}/summary.csv",
     params:
         code=lambda wc: code_version("evaluate.py", wc.task),
-        cfg=lambda wc: config["eval"][wc.task],
+        cfg=lambda wc: config["eval"][restyle_tasks.get(wc.task).config_key],
         checkpoint=lambda wc: restyle_runs.checkpoint_file(wc.model, wc.run, "adapter"),
     wildcard_constraints:
         run=restyle_runs.RUN_RE,

@@ -1,17 +1,30 @@
 # Input functions and settings of the report (rules/report.smk includes this file).
 
 
+def evaluated_tasks(run):
+    """The tasks a run (restyle.runs) is evaluated on: a control arm the task it controls only
+    (its verdict reads that one, its score elsewhere says nothing); a study arm every task but
+    the other folds of its own (restyle.tasks.evaluates: their test questions are its training
+    ones); the base model every task."""
+    sft_set = restyle_runs.parse_run(run)[0]
+    control = restyle_controls.parse_name(sft_set)
+    if control:
+        return [control[0]]
+    if sft_set.startswith(restyle_study_b.PREFIX):
+        source = restyle_study_b.parse_set_name(sft_set)[0]
+        return [t for t in config["eval"]["tasks"] if restyle_tasks.evaluates(source, t)]
+    return config["eval"]["tasks"]
+
+
 def report_eval_items():
-    """Per-question results of every target's base model and checkpoints on every task; a
-    control arm on the task it controls only (its verdict reads that one, its score elsewhere
-    says nothing)."""
-    out = []
-    for target in TARGETS:
-        for run in [restyle_runs.BASE, *trained_runs(target)]:
-            control = restyle_controls.parse_name(restyle_runs.parse_run(run)[0])
-            for task in [control[0]] if control else config["eval"]["tasks"]:
-                out.append(f"results/eval/{target}/{run}/{task}/items.csv")
-    return out
+    """Per-question results of every target's base model and checkpoints on the tasks each is
+    evaluated on (evaluated_tasks)."""
+    return [
+        f"results/eval/{target}/{run}/{task}/items.csv"
+        for target in TARGETS
+        for run in [restyle_runs.BASE, *trained_runs(target)]
+        for task in evaluated_tasks(run)
+    ]
 
 
 def report_familiarity():

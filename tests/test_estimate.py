@@ -226,8 +226,8 @@ def test_the_paper_config_plans_and_prices_its_five_tasks_beside_a_finished_run(
                            "--configfile", str(REPO / "config/paper.yaml"), str(mirrors)],
                           capture_output=True, text=True, timeout=600)
     assert plan.returncode == 0, plan.stderr[-3000:]
-    # 5 tasks x (5 shared variants + 5 made by or for each of the 2 targets)
-    assert re.search(r"^study_b_variant\s+75$", plan.stdout, re.M), plan.stdout[-2000:]
+    # 6 tasks (HumanEval's two folds) x (5 shared variants + 5 made by or for each of 2 targets)
+    assert re.search(r"^study_b_variant\s+90$", plan.stdout, re.M), plan.stdout[-2000:]
 
     for _ in range(2):
         made = subprocess.run(
@@ -241,7 +241,8 @@ def test_the_paper_config_plans_and_prices_its_five_tasks_beside_a_finished_run(
     # the second time, only the estimate itself ran
     assert "prepare_mmlu" not in made.stderr and "rule estimate" in made.stderr
     rows = read_estimate(scratch)
-    sizes = {"gsm8k": 1000, "math": 1000, "ecqa": 1000, "mbpp": 374, "humaneval": 82}
+    sizes = {"gsm8k": 1000, "math": 1000, "ecqa": 1000, "mbpp": 374, "humaneval": 82,
+             "humaneval2": 82}
     for task, n in sizes.items():  # the paper's sizes, not the tiny run's
         assert rows[f"studyB-{task}-teacher:teacher"]["requests"] == str(n), task
         for target in paper["target_models"]:
@@ -254,8 +255,8 @@ def test_the_paper_config_plans_and_prices_its_five_tasks_beside_a_finished_run(
     assert "GPU-h" in made.stdout and "expected_mfu 0.35 x H100 peak 989 TFLOP/s" in made.stdout
     for target, other in zip(paper["target_models"], paper["target_models"][::-1]):
         train = {r["name"]: r for r in compute if r["model"] == target and r["job"] == "train"}
-        # study A's 10 sets, 25 shared and 25 own study B sets, 12 controls (6 tasks x 2)
-        assert len(train) == 10 + 25 + 25 + 12 and not any(other in n for n in train)
+        # study A's 10 sets, 30 shared and 30 own study B sets, 14 controls (7 tasks x 2)
+        assert len(train) == 10 + 30 + 30 + 14 and not any(other in n for n in train)
         assert all(r["jobs"] == "3" and float(r["gpu_hours"]) > 0 and int(r["runtime_auto"]) > 5
                    for r in train.values())
         # 1,000 GSM8K answers of up to 512 tokens, 32 a step: 32 steps, at most 1,000 x 1,024
@@ -264,6 +265,11 @@ def test_the_paper_config_plans_and_prices_its_five_tasks_beside_a_finished_run(
         assert 200_000 < int(gsm8k["tokens"]) <= 1_024_000
         evaluate = [r for r in compute if r["model"] == target and r["job"] == "evaluate"]
         assert [r["name"] for r in evaluate] == paper["eval"]["tasks"]
+        # the base model, 3 seeds of the 70 study arms and of the task's 2 controls; on a
+        # HumanEval fold, not the other fold's 10 sets (its test questions are theirs to train)
+        jobs = {r["name"]: int(r["jobs"]) for r in evaluate}
+        assert jobs["gsm8k"] == 1 + 3 * (70 + 2)
+        assert jobs["humaneval"] == jobs["humaneval2"] == 1 + 3 * (70 - 10 + 2)
         [total] = [r for r in compute if r["job"] == f"TOTAL {target}"]
         assert float(total["total_gpu_hours"]) == pytest.approx(sum(
             float(r["total_gpu_hours"]) for r in [*train.values(), *evaluate]))

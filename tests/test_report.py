@@ -264,3 +264,42 @@ def test_tables_per_target_never_mix_two_targets_questions():
                               familiarity=pd.DataFrame(), n_boot=100, seed=0)
     assert table.target.tolist() == ["a", "b"] and table.columns[0] == "target"
     assert table.delta_vs_base.tolist() == [1.0, 0.0]
+
+
+def test_humaneval_folds_have_a_row_each_and_a_pooled_row_over_both_test_halves():
+    """Each fold's set on its own fold's test questions, per fold, and per set label pooled over
+    both folds' questions (each once, seeds averaged), paired against the base model on the
+    same questions; a fold's set is not scored on the other fold even where rows exist."""
+    def rows(sft_set, seed, task, numbers, correct):
+        run = "base" if sft_set == "base" else f"{sft_set}/seed{seed}"
+        return pd.DataFrame({"model": "m", "run": run, "sft_set": sft_set, "seed": seed,
+                             "task": task, "id": [f"HumanEval/{i}" for i in numbers],
+                             "subject": task, "correct": correct, "status": "passed"})
+
+    first, second = range(0, 6), range(6, 10)  # unequal halves: pooled != mean of the folds
+    items = pd.concat([
+        rows("base", None, "humaneval", second, [True, False, False, False]),
+        rows("base", None, "humaneval2", first, [False] * 6),
+        rows("studyB-humaneval-teacher", 0, "humaneval", second, [True, True, False, False]),
+        rows("studyB-humaneval-teacher", 1, "humaneval", second, [True, True, True, False]),
+        rows("studyB-humaneval2-teacher", 0, "humaneval2", first, [True] * 3 + [False] * 3),
+        # a fold's set on the other fold: its own training questions, never a row
+        rows("studyB-humaneval2-teacher", 0, "humaneval", second, [True] * 4),
+        rows("studyB-humaneval-human", 0, "humaneval", second, [False] * 4)], ignore_index=True)
+    table = report.study_b_table(items, pd.DataFrame(), n_boot=200)
+    pooled_name = "studyB-humaneval-teacher + studyB-humaneval2-teacher"
+    assert sorted(zip(table.sft_set, table.task)) == sorted([
+        ("studyB-humaneval-teacher", "humaneval"), ("studyB-humaneval2-teacher", "humaneval2"),
+        ("studyB-humaneval-human", "humaneval"),
+        (pooled_name, "humaneval (both folds)")])  # human has no fold-2 set: no pooled row
+    by_set = table.set_index("sft_set")
+    assert by_set.loc["studyB-humaneval-teacher", "accuracy"] == pytest.approx((1 + 1 + .5) / 4)
+    assert by_set.loc["studyB-humaneval2-teacher", "accuracy"] == pytest.approx(3 / 6)
+    pooled = by_set.loc[pooled_name]
+    assert pooled.n == 10 and pooled.relation == "in-task"
+    assert pooled.accuracy == pytest.approx((2.5 + 3) / 10)
+    assert pooled.delta_vs_base == pytest.approx((2.5 + 3) / 10 - 1 / 10)
+    sections = report.summary_lines(pd.DataFrame(columns=report.MISSING_COLUMNS), pd.DataFrame(),
+                                    pd.DataFrame(), table, {})
+    assert any(f"`{pooled_name}` on humaneval (both folds): accuracy 0.550" in line
+               for line in sections[2][1])

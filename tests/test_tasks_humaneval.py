@@ -134,3 +134,37 @@ def test_study_b_on_humaneval_through_training_evaluation_and_the_report(tiny):
         ("studyB-humaneval-human", "humaneval", "in-task")}
     assert "study B `studyB-humaneval-human` on humaneval" in (
         workdir / "results/report/summary.md").read_text()
+
+
+def test_the_two_folds_are_reverse_halves_read_from_one_config_section(halves, tmp_path):
+    """Task humaneval2 trains on what humaneval tests and the reverse, both from config
+    data.humaneval (and eval.humaneval, study_b.instructions.humaneval): the schema has no
+    section of the second fold, and a config that names both is valid."""
+    import yaml
+
+    from conftest import REPO
+    from restyle.checks import check
+
+    second = tasks.get("humaneval2")
+    assert HUMANEVAL.config_key == second.config_key == "humaneval"
+    assert second.path("test") == "resources/data/humaneval2/test.jsonl"
+    fold2 = second.prepare(CFG, tmp_path)
+    ids = {split: [it.id for it in items] for split, items in halves.items()}
+    assert [it.id for it in fold2["train"]] == ids["test"]
+    assert [it.id for it in fold2["test"]] == ids["train"]
+    assert len(set(ids["train"]) | set(ids["test"])) == 164
+    schema = yaml.safe_load((REPO / "config/schema.yaml").read_text())
+    assert "humaneval2" not in schema["properties"]["data"]["properties"]
+    assert "humaneval2" not in schema["properties"]["eval"]["properties"]
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config["study_b"]["tasks"] = ["humaneval", "humaneval2"]
+    config["eval"]["tasks"] = ["mmlu", "humaneval", "humaneval2"]
+    check(config, REPO / "config/schema.yaml")
+
+
+def test_a_fold_s_sets_are_never_evaluated_on_the_other_fold():
+    """Their test questions are the set's training ones; every other pair is evaluated."""
+    assert not tasks.evaluates("humaneval", "humaneval2")
+    assert not tasks.evaluates("humaneval2", "humaneval")
+    assert tasks.evaluates("humaneval", "humaneval") and tasks.evaluates("humaneval2", "mmlu")
+    assert tasks.evaluates("gsm8k", "humaneval2") and tasks.evaluates("mmlu", "humaneval")

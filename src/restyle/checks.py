@@ -39,7 +39,8 @@ def _section(cfg: dict, schema: dict, *path: str):
 
 def _paper_data(cfg: dict, schema: dict, models: dict) -> list[str]:
     """`paper_scale: true` (config/paper.yaml) claims the papers' data: no task that a stage
-    reads may come from a stand-in source (restyle.tasks.Task.stand_in_sources)."""
+    reads may come from a stand-in source (restyle.tasks.Task.stand_in_sources). A task's
+    section is its `config_key`: one for the folds of a benchmark."""
     if _section(cfg, schema, "paper_scale") is not True:
         return []
     used = {study_a.TASK}
@@ -47,7 +48,7 @@ def _paper_data(cfg: dict, schema: dict, models: dict) -> list[str]:
         names = _section(cfg, schema, *path)
         used |= set(names) if isinstance(names, list) else set()
     problems = []
-    for name in (n for n in tasks.NAMES if n in used):
+    for name in dict.fromkeys(tasks.REGISTRY[n].config_key for n in tasks.NAMES if n in used):
         source = _section(cfg, schema, "data", name, "source")
         stand_ins = tasks.REGISTRY[name].stand_in_sources
         if source in stand_ins:

@@ -236,7 +236,8 @@ def compute(targets: dict[str, dict], seeds: int, study_a_arms: list[Arm],
         """The task's prompts answered as `kind`: the positive ones are also what evaluation
         reads, so each is made (and counted) once."""
         if (task, kind) not in made:
-            made[task, kind] = task_prompts(task, eval_cfg[task], eval_files[task]["questions"],
+            made[task, kind] = task_prompts(task, eval_cfg[tasks.get(task).config_key],
+                                            eval_files[task]["questions"],
                                             eval_files[task].get("dev"), kind)
         return made[task, kind]
 
@@ -247,16 +248,20 @@ def compute(targets: dict[str, dict], seeds: int, study_a_arms: list[Arm],
     rows, memo = [], {}
     for model, target in targets.items():
         settings = sizing.Settings.of(target["settings"])
-        arms = [*study_a_arms, *(arm for name, arm in study_b_arms.items()
-                                 if parse_set_name(name)[2] in (None, model)), *control_arms]
-        studies = seeds * (len(arms) - len(control_arms))
+        # (the task it was made from, arm) of each study arm this target trains
+        studied = [*((STUDY_A_TASK, arm) for arm in study_a_arms),
+                   *((parse_set_name(name)[0], arm) for name, arm in study_b_arms.items()
+                     if parse_set_name(name)[2] in (None, model))]
+        arms = [*(arm for _, arm in studied), *control_arms]
         evaluations = []
         for t in eval_cfg["tasks"]:
+            cfg_t = eval_cfg[tasks.get(t).config_key]
             generated = (0 if tasks.get(t).evaluation == tasks.LOGLIK
-                         else eval_cfg[t]["max_new_tokens"] * eval_cfg[t].get("samples", 1))
-            own_controls = sum(controls.parse_name(a.name)[0] == t for a in control_arms)
-            evaluations.append(sizing.Evaluation(t, answered(t), generated,
-                                                 1 + studies + seeds * own_controls))
+                         else cfg_t["max_new_tokens"] * cfg_t.get("samples", 1))
+            # a study arm on every task but the other folds of its own, a control on its own
+            runs = (sum(tasks.evaluates(source, t) for source, _ in studied)
+                    + sum(controls.parse_name(a.name)[0] == t for a in control_arms))
+            evaluations.append(sizing.Evaluation(t, answered(t), generated, 1 + seeds * runs))
         try:
             flops = sizing.model_flops(target["source"], settings)
         except sizing.SizingError as e:

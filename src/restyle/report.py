@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from restyle import accounting, controls, stats, study_a, study_b  # noqa: E402
+from restyle import accounting, controls, stats, study_a, study_b, tasks  # noqa: E402
 from restyle.tasks import NO_ANSWER  # noqa: E402
 from restyle.tasks.mmlu import SUBJECT_CATEGORY  # noqa: E402
 from restyle.runs import BASE, parse_run  # noqa: E402
@@ -160,37 +160,77 @@ def study_b_table(items: pd.DataFrame, familiarity: pd.DataFrame, n_boot: int = 
     with the set, accuracy, the share of replies with no answer the checker could read
     (`no_answer_rate`: a style it cannot read shows here, not only as lower accuracy), and the
     accuracy's change against the base model (in-task when the set was made from that task,
-    cross-task otherwise)."""
+    cross-task otherwise). A set is not scored on the other folds of its task (their test
+    questions are its training ones, restyle.tasks.evaluates); the folds of a benchmark have,
+    per set label, a row of their own as well (`fold_pools`)."""
     sets = sorted(s for s in items.sft_set.unique() if s.startswith(STUDY_B_PREFIX))
     if familiarity.empty:
         familiarity = pd.DataFrame(columns=["run", "dataset", "count", "corpus_perplexity",
                                             "mean_perplexity"])
-    rows = []
-    for sft_set in sets:
-        source_task, variant, _ = study_b.parse_set_name(sft_set)
+
+    def row(cells: pd.DataFrame, sft_set: str, variant: str, source_task: str, task: str) -> dict:
+        """The row of `sft_set` on `task` from `cells`, its items and the base model's there."""
         before = familiarity[(familiarity.run == BASE) & (familiarity.dataset == sft_set)]
         after = familiarity[(familiarity.run.map(lambda run: parse_run(run)[0]) == sft_set)
                             & (familiarity.dataset == sft_set)]
-        for task in sorted(items.task.unique()):
-            scores = question_scores(items, sft_set, task)
-            base = question_scores(items, BASE, task)
-            ids = sorted(scores.index)
-            cmp = _compare(scores, base, ids, n_boot, seed) if len(base) else \
-                dict.fromkeys(DELTA_COLUMNS, np.nan)
-            rows.append({
-                "sft_set": sft_set, "variant": variant, "source_task": source_task, "task": task,
-                "relation": "in-task" if task == source_task else "cross-task",
-                "examples": before["count"].sum() if len(before) else np.nan,
-                "corpus_ppl_before": before.corpus_perplexity.mean() if len(before) else np.nan,
-                "mean_ppl_before": before.mean_perplexity.mean() if len(before) else np.nan,
-                "corpus_ppl_after": after.corpus_perplexity.mean() if len(after) else np.nan,
-                "n": len(ids), "accuracy": scores.mean(),
-                "no_answer_rate": no_answer_rate(items, sft_set, task),
-                **{f"{k}_vs_base": v for k, v in cmp.items()}})
+        scores = question_scores(cells, sft_set, task)
+        base = question_scores(cells, BASE, task)
+        ids = sorted(scores.index)
+        cmp = _compare(scores, base, ids, n_boot, seed) if len(base) else \
+            dict.fromkeys(DELTA_COLUMNS, np.nan)
+        return {
+            "sft_set": sft_set, "variant": variant, "source_task": source_task, "task": task,
+            "relation": "in-task" if task == source_task else "cross-task",
+            "examples": before["count"].sum() if len(before) else np.nan,
+            "corpus_ppl_before": before.corpus_perplexity.mean() if len(before) else np.nan,
+            "mean_ppl_before": before.mean_perplexity.mean() if len(before) else np.nan,
+            "corpus_ppl_after": after.corpus_perplexity.mean() if len(after) else np.nan,
+            "n": len(ids), "accuracy": scores.mean(),
+            "no_answer_rate": no_answer_rate(cells, sft_set, task),
+            **{f"{k}_vs_base": v for k, v in cmp.items()}}
+
+    rows = []
+    for sft_set in sets:
+        source_task, variant, _ = study_b.parse_set_name(sft_set)
+        rows += [row(items, sft_set, variant, source_task, task)
+                 for task in sorted(items.task.unique()) if tasks.evaluates(source_task, task)]
+    rows += [row(cells, name, variant, task, task)
+             for name, variant, task, cells in fold_pools(items, sets)]
     return pd.DataFrame(rows, columns=[
         "sft_set", "variant", "source_task", "task", "relation", "examples", "corpus_ppl_before",
         "mean_ppl_before", "corpus_ppl_after", "n", "accuracy", "no_answer_rate",
         *[f"{k}_vs_base" for k in DELTA_COLUMNS]])
+
+
+def fold_pools(items: pd.DataFrame, sets: Sequence[str]
+               ) -> list[tuple[str, str, str, pd.DataFrame]]:
+    """The folds of a benchmark (the tasks of one restyle.tasks.Task.config_key, HumanEval's
+    two halves) pooled, per study B set label whose set every fold has: (name "{set of fold 1} +
+    {set of fold 2}", variant, task "{benchmark} (both folds)", items) where the items are each
+    fold's set on its own fold's test questions and the base model's on the same questions, all
+    relabelled as that name and task. Every question of the benchmark counts once, so with equal
+    halves the accuracy is the mean of the folds'."""
+    present = set(items.task.unique())
+    benchmarks: dict[str, list[str]] = {}
+    for name in tasks.NAMES:
+        benchmarks.setdefault(tasks.REGISTRY[name].config_key, []).append(name)
+    out = []
+    for key, folds in benchmarks.items():
+        if len(folds) < 2 or not set(folds) <= present:
+            continue
+        labels = sorted({study_b.parse_set_name(s)[1:] for s in sets
+                         if study_b.parse_set_name(s)[0] in folds}, key=str)
+        for variant, model in labels:
+            fold_sets = [study_b.sft_set_name(t, variant, model) for t in folds]
+            name, pooled = " + ".join(fold_sets), f"{key} (both folds)"
+            cells = [items[(items.sft_set == s) & (items.task == t)]
+                     for s, t in zip(fold_sets, folds)]
+            if any(c.empty for c in cells):
+                continue
+            base = items[(items.sft_set == BASE) & items.task.isin(folds)]
+            out.append((name, variant, pooled, pd.concat([*cells, base], ignore_index=True)
+                        .assign(task=pooled).replace({"sft_set": dict.fromkeys(fold_sets, name)})))
+    return out
 
 
 def study_b_familiarity(per_example: pd.DataFrame, n_boot: int = 2000, seed: int = 0

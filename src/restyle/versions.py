@@ -32,7 +32,9 @@ def code_version(script: str | Path, task: str | None = None, src: Path = SRC) -
     name (restyle/data/<file>). A job of one `task` runs that task's module of restyle.tasks
     only: the other tasks' modules are left out, so editing one task reruns its jobs alone."""
     tree = ast.parse(Path(script).read_text(encoding="utf-8"))
-    others = {f"{tasks.__name__}.{name}" for name in tasks.NAMES if name != task} if task else set()
+    # a task's module: several tasks (the folds of one benchmark) may share one
+    modules = {type(t).__module__ for t in tasks.REGISTRY.values()}
+    others = modules - {type(tasks.REGISTRY[task]).__module__} if task else set()
     todo = sorted(_imports(tree, str(script), src) - others)
     parts, seen = [_normalised(tree)], set(todo)
     while todo:

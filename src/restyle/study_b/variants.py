@@ -133,7 +133,7 @@ class Context:
         self.backends, self.names = backends or {}, names or {}
         self.jobs = jobs  # checks run at once (a code task's programs)
         self.judge = judge  # False: every reply is kept unchecked (the estimate's stand-ins)
-        self.instruction = cfg["instructions"][task.name]
+        self.instruction = cfg["instructions"][task.config_key]
         self.sft_set = sft_set_name(task.name, variant, model)
         self.base_provenance = {"study": "B", "task": task.name, "variant": variant,
                                 "sft_set": self.sft_set, **({"set_model": model} if model else {})}

