@@ -203,7 +203,7 @@ def evaluate_generation(model, tokenizer, task: Task, items: Sequence,
     checks run at once (code tasks)."""
     n = options.samples
     items = [it for it in items for _ in range(n)]
-    prompts = [task.eval_prompt(it, options.instruction) for it in items]
+    prompts = [task.prompt(it, options.instruction) for it in items]
     replies, limits = generate_answers(model, tokenizer, prompts, options)
     checks = task.check_all(items, replies, jobs)
     rows = pd.DataFrame({"id": [it.id for it in items], "gold": [task.gold(it) for it in items],
