@@ -7,8 +7,10 @@ from __future__ import annotations
 import pytest
 import yaml
 from conftest import REPO
+from snakemake.utils import update_config
 
 from restyle import controls, evaluate, tasks
+from restyle.checks import ConfigError, check
 from restyle.evaluate import GenerationOptions
 from restyle.records import CodeItem, ExplainedMCItem, MathItem
 from restyle.study_b import variants
@@ -78,3 +80,15 @@ def test_study_b_controls_and_evaluation_ask_the_same_user_turn(name, monkeypatc
 def test_a_question_without_instruction_is_the_question_alone():
     item = ITEMS["gsm8k"][0]
     assert tasks.get("gsm8k").prompt(item, "  ") == "Ann has 0 apples and buys 3. How many now?"
+
+
+def test_a_study_b_instruction_the_evaluation_does_not_ask_is_a_config_error():
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    check(config, REPO / "config" / "schema.yaml")  # the default run agrees
+    update_config(config, {"study_b": {"tasks": ["gsm8k", "mmlu"],
+                                       "instructions": {"gsm8k": "Think.", "mmlu": "Pick one."}}})
+    with pytest.raises(ConfigError) as error:
+        check(config, REPO / "config" / "schema.yaml")
+    assert "config study_b.instructions.gsm8k: 'Think.' differs from eval.gsm8k.instruction" \
+        in str(error.value)
+    assert "instructions.mmlu" not in str(error.value)  # scored by letters, asked no instruction
