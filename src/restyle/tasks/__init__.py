@@ -3,7 +3,8 @@ lm-evaluation-harness keeps its tasks: `REGISTRY` maps a task's name to its `Tas
 
 A task declares everything the stages need: its record type and the files its data rule writes
 (`resources/data/{name}/{split}.jsonl`), how its data is read from each source (`prepare`), the
-text of a question (`question`) and the one user turn that asks it everywhere (`prompt`), its human answer and gold answer, the one final-answer checker
+text of a question (`question`) and the one user turn that asks it everywhere (`prompt`), its
+human answer and gold answer, the one final-answer checker
 that study B's correctness filter and the evaluation both use (`check_all`), and how it is
 evaluated (`evaluation`: the log-likelihood of option letters, or a generated reply checked by
 `check_all`). The control arms (restyle.controls) are built from the same pieces.
