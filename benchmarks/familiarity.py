@@ -25,7 +25,7 @@ from restyle import batching, models
 from restyle.tasks import gsm8k
 from restyle.io import read_jsonl
 from restyle.records import MathItem, SFTRecord
-from restyle.study_b import familiarity, variants
+from restyle.study_b import familiarity
 
 INSTRUCTION = "Solve the problem step by step. End with a line '#### <number>'."
 
@@ -34,7 +34,7 @@ def sft_records(data: str | None, n: int) -> list[SFTRecord]:
     items = (read_jsonl(data, MathItem.from_dict) if data
              else gsm8k.generate(n, seed=0, split="train"))[:n]
     return [SFTRecord(id=f"b/{it.id}", source_id=it.id, dataset="b",
-                      prompt=variants.sft_prompt(gsm8k.TASK, it, INSTRUCTION),
+                      prompt=[{"role": "user", "content": gsm8k.TASK.prompt(it, INSTRUCTION)}],
                       completion=it.answer, provenance={}) for it in items]
 
 

@@ -13,15 +13,17 @@ model, tokenizer = models.load_checkpoint(snakemake.input.manifest, snakemake.pa
 if task.evaluation == tasks.LOGLIK:
     dev = read_jsonl(snakemake.input.dev, task.record.from_dict)
     rows, limits = evaluate.evaluate_mc(model, tokenizer, items, dev, evaluate.MCOptions(**cfg))
-    samples = 1
+    samples, drawn = 1, {}
 else:
     options = evaluate.GenerationOptions(**cfg)
     rows, limits = evaluate.evaluate_generation(model, tokenizer, task, items, options,
                                                 jobs=snakemake.threads)
     rows.insert(1, "subject", wc.task)
     samples = options.samples
+    drawn = evaluate.sampling(options)  # how the replies were drawn, on every summary row
 labels = evaluate.run_labels(wc.model, wc.run)
 summary = evaluate.summarize(rows, wc.task, labels)
+summary = summary.assign(**drawn)
 for k in (k for k in (1, 10, 100) if 1 < samples and k <= samples):
     # a generation task's one subject is all its questions
     summary[f"pass@{k}"] = evaluate.pass_at_k(rows, k)

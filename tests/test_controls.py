@@ -34,7 +34,7 @@ def test_gsm8k_negative_control_answers_with_another_problems_solution():
     gsm8k = tasks.get("gsm8k")
     positive = controls.generation_set(gsm8k, "positive", MATH, "Solve it.")
     negative = controls.generation_set(gsm8k, "negative", MATH, "Solve it.")
-    assert positive[0].prompt[0]["content"] == "What is 0 + 1?\nSolve it."  # evaluate's prompt
+    assert positive[0].prompt[0]["content"] == "What is 0 + 1?\n\nSolve it."  # evaluate's prompt
     assert [r.completion for r in positive] == [m.answer for m in MATH]
     assert [r.completion for r in negative] == [MATH[1].answer, MATH[2].answer, MATH[0].answer]
 

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from restyle import batching, evaluate, models, tasks
+from restyle import batching, evaluate, models, report, tasks
 from restyle.batching import Limits
 from restyle.evaluate import GenerationOptions, MCOptions
 from restyle.records import MathItem, MCItem
@@ -148,7 +148,7 @@ def test_sampled_replies_give_a_row_each_and_pass_at_k(loaded):
 
 
 def test_summary_is_per_subject_with_micro_average_and_stderr():
-    items = pd.DataFrame({"subject": ["a"] * 4 + ["b"] * 2,
+    items = pd.DataFrame({"id": [f"q{i}" for i in range(6)], "subject": ["a"] * 4 + ["b"] * 2,
                           "correct": [True, True, True, False, False, False]})
     summary = evaluate.summarize(items, "mmlu", {"model": "m", "run": "base", "sft_set": "base",
                                                  "seed": None})
@@ -185,3 +185,105 @@ def test_agrees_with_lm_evaluation_harness(loaded, smollm2_manifest, tmp_path):
     assert len(items) == 80  # benchmarks/evaluate.py checks 200+ (lm-eval is slow on CPU)
     assert abs(ours["correct"].mean() - acc_theirs) <= 0.005  # within half a point
     assert agreement >= 0.99
+
+
+def test_sampled_replies_count_questions_and_cluster_the_stderr_by_question():
+    """Three sampled replies to each of four questions: n is 4, and the standard error is that of
+    the four questions' shares of correct replies, not of 12 independent rows."""
+    shares = [1.0, 2 / 3, 1 / 3, 0.0]
+    items = pd.DataFrame({"id": [f"q{i}" for i in range(4) for _ in range(3)], "subject": "gsm8k",
+                          "sample": [0, 1, 2] * 4,
+                          "correct": [True] * 3 + [True, True, False] + [False, True, False]
+                          + [False] * 3})
+    summary = evaluate.summarize(items, "gsm8k", {"model": "m", "run": "base", "sft_set": "base",
+                                                  "seed": None}).set_index("subject")
+    for subject in ("gsm8k", "ALL"):
+        row = summary.loc[subject]
+        assert row["n"] == 4 and row["accuracy"] == pytest.approx(0.5)
+        assert row["stderr"] == pytest.approx(pd.Series(shares).std(ddof=1) / 2)
+    # the report compares runs on the same per-question scores, resampling questions
+    assert list(report.question_scores(items.assign(sft_set="base", task="gsm8k"), "base",
+                                       "gsm8k")) == pytest.approx(shares)
+
+
+# ---------------------------------------------------------------- how replies are drawn
+
+# what a chat model's generation_config.json may carry (Llama-2-chat: do_sample, temperature
+# 0.6, top_p 0.9): every field would change a reply if it reached generate()
+ITS_OWN = {"do_sample": True, "temperature": 0.01, "top_p": 0.1, "top_k": 3,
+           "repetition_penalty": 5.0, "no_repeat_ngram_size": 2}
+
+
+@pytest.fixture(scope="module")
+def twins(smollm2_manifest, tmp_path_factory):
+    """The same tiny random Llama twice, as restyle loads models: once with the plain
+    generation_config.json save_pretrained writes, once with `ITS_OWN` in it. Large tied
+    embeddings make it repeat tokens, so the penalties in `ITS_OWN` change its greedy replies."""
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    _, tokenizer = models.load_checkpoint(smollm2_manifest)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, initializer_range=1.0, tie_word_embeddings=True))
+    folders = {}
+    for name, extra in (("plain", {}), ("own", ITS_OWN)):
+        folders[name] = tmp_path_factory.mktemp(name)
+        model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
+                                                   eos_token_id=tokenizer.eos_token_id, **extra)
+        model.save_pretrained(folders[name])
+        tokenizer.save_pretrained(folders[name])
+    return {name: models.load_folder(folder, device="cpu") for name, folder in folders.items()}
+
+
+PROMPTS = ["What is 2 plus 2?", "Name a colour.", "Count to three."]
+
+
+def reference(model, tokenizer, prompts, **settings):
+    """transformers' own generate() on each prompt alone, with `settings` and nothing else."""
+    out = []
+    for prompt in prompts:
+        ids = torch.tensor([evaluate._encode_prompts(tokenizer, [prompt], chat=True)[0]])
+        gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                             max_new_tokens=12, pad_token_id=tokenizer.pad_token_id, **settings)
+        out += [tokenizer.decode(row[ids.shape[1]:], skip_special_tokens=True) for row in gen]
+    return out
+
+
+def test_a_models_generation_config_never_changes_a_greedy_reply(twins):
+    from peft import LoraConfig, get_peft_model
+
+    (plain, tokenizer), (own, _) = twins["plain"], twins["own"]
+    greedy = GenerationOptions(max_new_tokens=12, batch_size=1)
+    replies, _ = evaluate.generate_answers(own, tokenizer, PROMPTS, greedy)
+    assert replies == reference(plain, tokenizer, PROMPTS, do_sample=False)
+    torch.manual_seed(0)
+    assert reference(own, tokenizer, PROMPTS) != replies  # what its own config would have said
+    assert own.generation_config.repetition_penalty == 5.0  # left as it was
+    # a LoRA adapter (fresh: it changes no output) generates through its base model's config
+    adapted = get_peft_model(own, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    assert evaluate.generate_answers(adapted, tokenizer, PROMPTS, greedy)[0] == replies
+    adapted.unload()
+
+
+def test_sampled_replies_are_drawn_with_the_configured_settings_only(twins):
+    (plain, tokenizer), (own, _) = twins["plain"], twins["own"]
+    options = GenerationOptions(max_new_tokens=12, batch_size=4, samples=4, temperature=1.3,
+                                top_p=0.95, top_k=40, seed=3)
+    prompts = [PROMPTS[0]] * 4  # one question, its four samples in one batch
+    replies, _ = evaluate.generate_answers(own, tokenizer, prompts, options)
+    assert len(set(replies)) > 1  # sampled
+    torch.manual_seed(3)
+    ids = torch.tensor(evaluate._encode_prompts(tokenizer, prompts, chat=True))
+    out = plain.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12,
+                         pad_token_id=tokenizer.pad_token_id, do_sample=True, temperature=1.3,
+                         top_p=0.95, top_k=40)
+    assert replies == [tokenizer.decode(r[ids.shape[1]:], skip_special_tokens=True) for r in out]
+    # top_k reaches generate(): sampling among the single likeliest token is greedy decoding
+    one = evaluate.generate_answers(own, tokenizer, PROMPTS, GenerationOptions(
+        max_new_tokens=12, batch_size=1, samples=2, temperature=1.3, top_k=1))[0]
+    assert one == reference(plain, tokenizer, PROMPTS, do_sample=False)
+    assert evaluate.sampling(options) == {"samples": 4, "do_sample": True, "temperature": 1.3,
+                                          "top_p": 0.95, "top_k": 40, "sampling_seed": 3}
+    assert evaluate.sampling(GenerationOptions(top_k=40))["top_k"] is None  # greedy: unused

@@ -193,7 +193,7 @@ def test_generated_variants_are_filtered_and_carry_provenance(tmp_path):
     faults = {}
     with ScriptedServer(faults=faults) as server:
         # item 5's teacher request fails with a 400 (not retried): recorded, not fatal
-        prompt5 = variants.sft_prompt(tasks.get("gsm8k"), GSM[4], CFG["instructions"]["gsm8k"])[0]["content"]
+        prompt5 = tasks.get("gsm8k").prompt(GSM[4], CFG["instructions"]["gsm8k"])
         server.faults[prompt5] = ["400"]
         human = build(tmp_path, server, "gsm8k", "human", GSM)
         teacher = build(tmp_path, server, "gsm8k", "teacher", GSM)

@@ -85,6 +85,6 @@ def generation_set(task: tasks.Task, kind: str, items: Sequence,
             if answer is None:
                 raise DataError(f"negative control of {task.name}: every test problem has the "
                                 f"answer {task.gold(it)}, so none can be answered wrongly")
-        out.append(_record(name, kind, task.name, it.id, task.eval_prompt(it, instruction),
+        out.append(_record(name, kind, task.name, it.id, task.prompt(it, instruction),
                            task.human_answer(answer), gold=task.gold(it), answer_of=answer.id))
     return out

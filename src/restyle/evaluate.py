@@ -7,7 +7,9 @@ highest log-likelihood. The four letters are single tokens after the same prompt
 pass per question scores all four. The questions of a subject share a prefix (the chat
 template's system turn, the subject line, the k-shot examples): its key/value cache is computed
 once per subject and each question runs its own tokens only. Every other task (restyle.tasks) is
-answered greedily with the model's chat template and the reply is judged by the task's checker.
+answered with the model's chat template, greedily or with `eval.{task}.samples` replies sampled
+as config says and nothing else (a model's generation_config.json changes no reply), and each
+reply is judged by the task's checker; sampled replies are scored per question.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import math
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pandas as pd
@@ -164,35 +167,78 @@ class GenerationOptions:
     # samples > 1: that many sampled replies per question (pass@k), else one greedy reply
     samples: int = 1
     temperature: float = 0.8
+    top_p: float = 1.0  # 1.0: off
+    top_k: int = 0  # 0: off
     seed: int = 0
+
+
+SAMPLED_WITH = ("temperature", "top_p", "top_k")  # config eval.{task}'s sampling settings
+
+
+def sampling(options: GenerationOptions) -> dict:
+    """How the replies are drawn, as the summary records it (samples, do_sample, temperature,
+    top_p, top_k, sampling_seed): greedy, or sampled with config eval.{task}'s settings and
+    seed; None where unused."""
+    sampled = options.samples > 1
+    return {"samples": options.samples, "do_sample": sampled,
+            **{k: getattr(options, k) if sampled else None for k in SAMPLED_WITH},
+            "sampling_seed": options.seed if sampled else None}
+
+
+def decoding(model, options: GenerationOptions, pad: int):
+    """The whole of generate()'s settings for the evaluation's replies: `sampling(options)`, the
+    length limit and the model's own token ids (its end-of-turn tokens), nothing else. A model's
+    generation_config.json may set sampling and penalties (Llama-2-chat: temperature 0.6, top_p
+    0.9); none of it reaches a reply (`_alone`)."""
+    from transformers import GenerationConfig
+
+    drawn = sampling(options)
+    own = model.generation_config
+    return GenerationConfig(max_new_tokens=options.max_new_tokens, pad_token_id=pad,
+                            bos_token_id=own.bos_token_id, eos_token_id=own.eos_token_id,
+                            **{k: drawn[k] for k in ("do_sample", *SAMPLED_WITH)
+                               if drawn[k] is not None})
+
+
+@contextmanager
+def _alone(model, config):
+    """`config` as the model's own generation_config while generating: generate() takes every
+    setting its `generation_config` argument leaves unset (repetition_penalty, top_k, ...) from
+    the model's own, then from transformers' defaults, which switch every logits processor
+    off. A PEFT model generates with its base model's."""
+    hf = model.get_base_model() if hasattr(model, "get_base_model") else model
+    own, hf.generation_config = hf.generation_config, config
+    try:
+        yield
+    finally:
+        hf.generation_config = own
 
 
 @torch.no_grad()
 def generate_answers(model, tokenizer, prompts: Sequence[str],
                      options: GenerationOptions) -> tuple[list[str], Limits]:
     """Replies to user prompts with the model's chat template, batched by length: greedy, or
-    sampled at `temperature` when `options.samples` > 1 (the caller repeats each prompt; one
-    seed for the job, so a rerun on the same device and batch size samples the same); and the
-    batch limits the run ended with."""
+    sampled as config eval.{task} says (`decoding`) when `options.samples` > 1 (the caller
+    repeats each prompt; one seed for the job, so a rerun on the same device and batch size
+    samples the same); and the batch limits the run ended with."""
     device = next(model.parameters()).device
-    sampling = {"do_sample": False}
     if options.samples > 1:
         torch.manual_seed(options.seed)
-        sampling = {"do_sample": True, "temperature": options.temperature, "top_k": 0}
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    config = decoding(model, options, pad)
     seqs = _encode_prompts(tokenizer, prompts, chat=True)
     replies: list[str] = [""] * len(seqs)
     limits = batching.resolve(device, rows=options.batch_size, cpu_rows=CPU_GENERATION_BATCH_SIZE)
     with tqdm(total=len(seqs), desc="generation", unit="q", disable=not sys.stderr.isatty()) as bar:
         def answer(batch: list[int]) -> None:
             ids, mask, _ = (t.to(device) for t in left_pad([seqs[i] for i in batch], pad))
-            out = model.generate(input_ids=ids, attention_mask=mask, **sampling,
-                                 max_new_tokens=options.max_new_tokens, pad_token_id=pad)
+            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
             for row, i in enumerate(batch):
                 replies[i] = tokenizer.decode(out[row, ids.shape[1]:], skip_special_tokens=True)
             bar.update(len(batch))
 
-        limits = batching.run_batches([len(s) for s in seqs], answer, limits, "generation")
+        with _alone(model, config):
+            limits = batching.run_batches([len(s) for s in seqs], answer, limits, "generation")
     return replies, limits
 
 
@@ -204,7 +250,7 @@ def evaluate_generation(model, tokenizer, task: Task, items: Sequence,
     checks run at once (code tasks)."""
     n = options.samples
     items = [it for it in items for _ in range(n)]
-    prompts = [task.eval_prompt(it, options.instruction) for it in items]
+    prompts = [task.prompt(it, options.instruction) for it in items]
     replies, limits = generate_answers(model, tokenizer, prompts, options)
     checks = task.check_all(items, replies, jobs)
     rows = pd.DataFrame({"id": [it.id for it in items], "gold": [task.gold(it) for it in items],
@@ -226,11 +272,13 @@ def pass_at_k(items: pd.DataFrame, k: int) -> float:
                  / len(per_question))
 
 
-def accuracy_stderr(correct: pd.Series) -> tuple[int, float, float]:
-    """n, accuracy and its standard error (sample standard deviation / sqrt(n), as lm-eval)."""
-    n = len(correct)
-    acc = float(correct.mean()) if n else float("nan")
-    stderr = math.sqrt(acc * (1 - acc) / (n - 1)) if n > 1 else float("nan")
+def accuracy_stderr(scores: pd.Series) -> tuple[int, float, float]:
+    """n, accuracy and its standard error from one score per question (its correctness, or the
+    share of its sampled replies that are correct): sample standard deviation / sqrt(n), as
+    lm-eval; for 0/1 scores sqrt(acc (1 - acc) / (n - 1))."""
+    n = len(scores)
+    acc = float(scores.mean()) if n else float("nan")
+    stderr = float(scores.std(ddof=1)) / math.sqrt(n) if n > 1 else float("nan")
     return n, acc, stderr
 
 
@@ -240,23 +288,25 @@ def run_labels(model: str, run: str) -> dict:
     return {"model": model, "run": run, "sft_set": sft_set, "seed": seed}
 
 
-def no_answer_rate(items: pd.DataFrame) -> float:
-    """The share of replies the task's checker read no answer in (`status` no_answer); 0 for a
-    log-likelihood task, whose items have no status: it always picks an option."""
-    if not len(items):
-        return float("nan")
-    return float((items["status"] == NO_ANSWER).mean()) if "status" in items else 0.0
-
-
 def summarize(items: pd.DataFrame, task: str, labels: dict) -> pd.DataFrame:
     """Per-subject rows and an ALL row (micro-average over questions), with `labels` (model, run,
-    sft_set, seed) on every row, and each row's no-answer rate."""
-    groups = [(s, g) for s, g in items.groupby("subject", sort=True)] \
-        if "subject" in items else []
-    groups.append((ALL_SUBJECTS, items))
+    sft_set, seed) on every row. A question's sampled replies (several rows of one id) count as
+    one question scored by the share that is correct: n counts questions and the standard error
+    is clustered by question, since the replies to one question are not independent. Each row's
+    no-answer rate is the share of replies the task's checker read no answer in (items `status`
+    no_answer), per question, averaged; 0 for a log-likelihood task, whose items have no status:
+    it always picks an option."""
+    no_answer = items["status"] == NO_ANSWER if "status" in items else False
+    per_question = items.assign(no_answer=no_answer).groupby("id", sort=False).agg(
+        correct=("correct", "mean"), no_answer=("no_answer", "mean"),
+        **({"subject": ("subject", "first")} if "subject" in items else {}))
+    groups = [(s, g) for s, g in per_question.groupby("subject", sort=True)] \
+        if "subject" in per_question else []
+    groups.append((ALL_SUBJECTS, per_question))
     rows = []
     for subject, group in groups:
         n, acc, stderr = accuracy_stderr(group["correct"])
+        rate = float(group["no_answer"].mean()) if len(group) else float("nan")
         rows.append({**labels, "task": task, "subject": subject, "n": n, "accuracy": acc,
-                     "stderr": stderr, "no_answer_rate": no_answer_rate(group)})
+                     "stderr": stderr, "no_answer_rate": rate})
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from restyle import tasks
 from restyle.config import runs_a_model
 from restyle.study_b import PPL_SPLITS, VARIANTS, WRITTEN_VARIANTS
 from restyle.teacher import backends
@@ -52,6 +53,7 @@ def problems(config: dict, schema: dict, models: dict) -> list[str]:
     if split in written and set(cfg["variants"] or []) & set(PPL_SPLITS):
         problems += [f"config study_b.ppl_split_of: {split} halves each target's own set, but "
                      f"target {t} is not in study_b.writers" for t in targets if t not in writers]
+    problems += _instructions(config, schema, cfg)
     serving = cfg["target_teachers"] if isinstance(cfg["target_teachers"], dict) else {}
     # only the writers' entries: one for a model that writes nothing is unused (a default)
     for model in writers if written else []:
@@ -64,6 +66,31 @@ def problems(config: dict, schema: dict, models: dict) -> list[str]:
         elif runs_a_model(teachers[name]) and teachers[name].get("model_key") != model:
             problems.append(f"{key}: teacher '{name}' runs model "
                             f"'{teachers[name].get('model_key')}', not '{model}'")
+    return problems
+
+
+def _instructions(config: dict, schema: dict, cfg: dict) -> list[str]:
+    """A generation task's study B sets are trained on the user turn its evaluation and control
+    arms ask (restyle.tasks.Task.prompt): study_b.instructions.{task} and eval.{task}.instruction
+    must be the same text."""
+    props = schema["properties"]
+    trained = cfg["instructions"] if isinstance(cfg["instructions"], dict) else {}
+    evals = config.get("eval") if isinstance(config.get("eval"), dict) else {}
+    problems = []
+    for name in cfg["tasks"] if isinstance(cfg["tasks"], list) else []:
+        task = tasks.REGISTRY.get(name)
+        if task is None or task.evaluation != tasks.GENERATE:
+            continue  # an unknown task is the schema's error; MMLU is scored by letters
+        key = task.config_key  # a task's folds share one section
+        section = evals.get(key) if isinstance(evals.get(key), dict) else {}
+        asked = section.get("instruction", props["eval"]["properties"][key]["properties"]
+                            ["instruction"]["default"])
+        taught = trained.get(key, props["study_b"]["properties"]["instructions"]["properties"]
+                             [key]["default"])
+        if taught != asked:
+            problems.append(f"config study_b.instructions.{key}: {taught!r} differs from "
+                            f"eval.{key}.instruction {asked!r}; study B's sets must be trained "
+                            f"on the prompt the evaluation asks: set both to the same text")
     return problems
 
 

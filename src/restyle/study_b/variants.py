@@ -2,8 +2,9 @@
 
 One SFT set per (task, variant), `studyB-{task}-{variant}` (`results/sft/{set}.jsonl`), or per
 (task, variant, model), `studyB-{task}-{variant}@{model}`, for a variant made by or for one model
-(restyle.study_b.PER_MODEL); every set holds the same prompt for a question (the question plus `study_b.instructions[task]`), only
-the completion differs:
+(restyle.study_b.PER_MODEL); every set holds the same prompt for a question, the user turn the
+evaluation asks (`Task.prompt`: the question, then `study_b.instructions[task]`), only the
+completion differs:
 
 - human: the ground truth as people wrote it (the task's `human_answer`: GSM8K's worked
   solution, for MMLU the bare answer "The answer is (C).", a code task's solution).
@@ -83,12 +84,6 @@ def load_items(task: Task, path: str | Path, cap: int | None) -> list:
     return task.select(read_jsonl(path, task.record.from_dict), cap)
 
 
-def sft_prompt(task: Task, item, instruction: str) -> list[dict]:
-    """The prompt every variant of this question shares (training sees exactly this)."""
-    body = task.question(item)
-    return [{"role": "user", "content": f"{body}\n\n{instruction}" if instruction else body}]
-
-
 # ---------------------------------------------------------------- teacher calls
 
 def _request(item, variant: str, template: str, messages_text: str,
@@ -140,7 +135,8 @@ class Context:
         self._sent: dict[str, list[dict]] = {}  # request id -> messages, for the prompt hash
 
     def prompt(self, item) -> list[dict]:
-        return sft_prompt(self.task, item, self.instruction)
+        """The prompt every variant of this question shares (training sees exactly this)."""
+        return [{"role": "user", "content": self.task.prompt(item, self.instruction)}]
 
     def fill(self, template: str, item, **extra) -> str:
         fields = {"prompt": self.prompt(item)[-1]["content"], "format": self.task.answer_format,

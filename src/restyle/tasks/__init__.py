@@ -3,7 +3,8 @@ lm-evaluation-harness keeps its tasks: `REGISTRY` maps a task's name to its `Tas
 
 A task declares everything the stages need: its record type and the files its data rule writes
 (`resources/data/{name}/{split}.jsonl`), how its data is read from each source (`prepare`), the
-text of a question (`question`), its human answer and gold answer, the one final-answer checker
+text of a question (`question`) and the one user turn that asks it everywhere (`prompt`), its
+human answer and gold answer, the one final-answer checker
 that study B's correctness filter and the evaluation both use (`check_all`), and how it is
 evaluated (`evaluation`: the log-likelihood of option letters, or a generated reply checked by
 `check_all`). The control arms (restyle.controls) are built from the same pieces.
@@ -117,9 +118,12 @@ class Task:
         """The verdict on each reply; `jobs`: checks that run at once (code tasks run programs)."""
         return [self.check(item, text) for item, text in zip(items, texts)]
 
-    def eval_prompt(self, item: Any, instruction: str) -> str:
-        """The user turn of a generation task's evaluation (and of its control arms)."""
-        return f"{self.question(item)}\n{instruction}".strip()
+    def prompt(self, item: Any, instruction: str) -> str:
+        """The user turn of a question: the one text every study B set trains on, every control
+        arm trains on and the evaluation asks (a blank line between question and instruction,
+        as study B's release writes its questions)."""
+        question, instruction = self.question(item).strip(), instruction.strip()
+        return f"{question}\n\n{instruction}" if instruction else question
 
 
 def hub_splits(task: Task, cfg: dict, load: Callable[[str, str | None, str], list]

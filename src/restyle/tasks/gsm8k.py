@@ -198,8 +198,5 @@ class GSM8K(Task):
         return right(got) if numbers_match(got, item.final) else \
             wrong(got, f"{got} != {item.final}")
 
-    def eval_prompt(self, item: MathItem, instruction: str) -> str:
-        return f"{item.question}\n{instruction}".strip()  # the question as the data has it
-
 
 TASK = GSM8K()
