@@ -35,6 +35,7 @@ ITEMS = {
                            test=f"def check(c):\n    assert c(1) == {i + 1}\n", entry_point="f",
                            source="test") for i in range(2)],
 }
+ITEMS["humaneval2"] = ITEMS["humaneval"]  # HumanEval's second fold: the same kind of item
 GENERATION = sorted(n for n, t in tasks.REGISTRY.items() if t.evaluation == tasks.GENERATE)
 
 
@@ -54,8 +55,8 @@ def test_every_generation_task_has_items_here():
 def test_study_b_controls_and_evaluation_ask_the_same_user_turn(name, monkeypatch):
     task, items = tasks.get(name), ITEMS[name]
     study_b_instructions, eval_cfg = defaults()
-    instruction = eval_cfg[name]["properties"]["instruction"]["default"]
-    assert study_b_instructions[name] == instruction  # a default run trains what it evaluates
+    instruction = eval_cfg[task.config_key]["properties"]["instruction"]["default"]
+    assert study_b_instructions[task.config_key] == instruction  # a default run trains what it evaluates
 
     ctx = variants.Context(task, "human", {"instructions": study_b_instructions,
                                            "filter_correct": False}, items, judge=False)
