@@ -71,7 +71,7 @@ def test_a_failed_stage_keeps_its_failures_and_the_rerun_asks_only_for_them(tiny
 def test_first_page_names_missing_arms_and_the_positive_control_tells_a_deaf_run(tiny):
     """A real run to the report: study A's rule set and study B's teacher set come out empty (an
     echoing teacher gives no parsable rewrite and no right answer) and are named; the positive
-    control is trained, evaluated and reported, and its gain is significant (six worked
+    control is trained, evaluated and reported, and its gain is significant (most of six worked
     solutions learnt by heart). Then the control's
     adapter is made a no-op (as if evaluation ignored it): its verdict turns into a warning."""
     workdir, config = tiny
@@ -109,7 +109,9 @@ def test_first_page_names_missing_arms_and_the_positive_control_tells_a_deaf_run
     assert trained == {"control-gsm8k-positive"}  # the only arm with examples
     [control] = csv.DictReader((report / "controls.csv").open())
     assert control["verdict"] == "pipeline sensitive", control
-    assert float(control["low"]) > 0 and float(control["accuracy"]) == 1.0
+    # most of the six solutions come back word for word (5 of 6 since the control trains on the
+    # evaluation's one user turn, "question\n\ninstruction": the tulip problem loses a line)
+    assert float(control["low"]) > 0 and float(control["accuracy"]) >= 5 / 6
     for table in ("study_a.csv", "study_b.csv"):  # controls never enter the studies' tables
         assert "control-" not in (report / table).read_text()
     summary = (report / "summary.md").read_text()
