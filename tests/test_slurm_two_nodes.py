@@ -31,8 +31,9 @@ TARGET = "results/train/tiny/toy/seed0/train_metrics.json"
 # test-only overrides of the profile: the first status check 2 s after submitting, short waits
 FAST = ["--slurm-init-seconds-before-status-checks", "2", "--latency-wait", "5"]
 # of the time-limit job, steps of 5 to 10 s here: an allocation has 30 s to the stop, of which
-# starting takes 15 to 35 s, so it trains 1 or 2 of them, and the job needs 2 or 3 allocations
-STEPS = 3
+# starting takes 13 to 35 s, so it trains 1 to 3 of them (at least one each), and the job needs
+# 2 to 4 allocations (3 steps once fitted in one allocation of a quick start)
+STEPS = 4
 
 
 def _missing() -> str | None:
@@ -229,13 +230,13 @@ def test_a_job_past_its_time_limit_saves_requeues_and_resumes_to_the_uninterrupt
                  "stop_before_end": 30, "slurm_partition": "cpu"}
     work = workdir(tmp_path, smollm2_manifest, settings, resources, examples=16)
     proc = snakemake(work, "--retries", "0")
-    log = finish(proc, work, 480)
+    log = finish(proc, work, 600)
     assert proc.returncode == 0, log
     [job_id] = re.findall(r"submitted with SLURM jobid (\d+)", log)  # one job, requeued
     show = subprocess.run(["scontrol", "show", "job", job_id], env=cluster, capture_output=True,
                           text=True, check=True).stdout
     restarts = int(re.search(r"Restarts=(\d+)", show).group(1))
-    assert restarts in (1, 2), show
+    assert restarts in (1, 2, 3), show
 
     metrics = json.loads((work / TARGET).read_text())
     runs = metrics["runs"]  # each allocation resumed where the one before stopped: no step twice
