@@ -10,6 +10,7 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from restyle import config as restyle_config
+from restyle.data import release as restyle_release
 from restyle import runs as restyle_runs
 from restyle import sandbox as restyle_sandbox
 from restyle import study_a as restyle_study_a

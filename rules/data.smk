@@ -1,3 +1,6 @@
+include: "data_common.smk"
+
+
 # One data rule per task of the registry (restyle.tasks), each named prepare_{task}: it writes
 # resources/data/{task}/{split}.jsonl for every split the task has.
 for _task in restyle_tasks.REGISTRY.values():
@@ -5,11 +8,13 @@ for _task in restyle_tasks.REGISTRY.values():
     rule:
         name:
             f"prepare_{_task.name}"
+        input:
+            task_data_inputs(_task),
         output:
             **{split: _task.path(split) for split in _task.splits},
         params:
             code=code_version("data_task.py", _task.name),
-            cfg=config["data"][_task.config_key],
+            cfg=task_data_cfg(_task),
             task=_task.name,
             cache_dir="resources/packages",
         log:

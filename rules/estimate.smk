@@ -27,6 +27,10 @@ rule estimate:
             for l in study_b_labels()
         },
         variant_names={l: study_b_roles(l) for l in study_b_labels()},
+        # where each released set is read (none is asked of a teacher)
+        releases={
+            l: {t: study_b_release(t, l) for t in STUDY_B["tasks"]} for l in study_b_labels()
+        },
         cache=config["teacher_cache"],
         prices=config["prices"],
         # the compute (restyle.sizing): what each target trains on and is evaluated on

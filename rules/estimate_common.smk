@@ -15,6 +15,9 @@ def estimate_inputs(wildcards):
     inputs = {
         "study_a": restyle_tasks.get(restyle_study_a.TASK).path("train"),
         "study_b": [restyle_tasks.get(t).path("train") for t in STUDY_B["tasks"]],
+        "release": [
+            f for t in STUDY_B["tasks"] for l in study_b_labels() for f in study_b_release_files(t, l)
+        ],
         "teachers": [f for name in estimate_teachers() for f in teacher_inputs(name)],
     }
     if not STUDY_A["rules"]["fixed"]:

@@ -20,9 +20,8 @@ checkpoint study_b_variant:
         accounting=f"{STUDY_B_SETS}/{{label}}/accounting.csv",
     params:
         code=lambda wc: code_version("study_b_variant.py", wc.task),
-        templates=lambda wc: study_b_variants.template_hashes(
-            wc.task, restyle_study_b.parse_label(wc.label)[0]
-        ),
+        templates=lambda wc: study_b_templates(wc.task, wc.label),
+        release=lambda wc: study_b_release(wc.task, wc.label),
         cfg=study_b_variant_cfg,
         backends=lambda wc: {
             role: teacher_backend(name) for role, name in study_b_roles(wc.label).items()

@@ -44,15 +44,47 @@ def study_b_trainable_sets(target):
 
 
 def study_b_roles(label):
-    """Which teacher entries the set `label` asks: role -> config name."""
+    """Which teacher entries the set `label` asks: role -> config name (none for a released set)."""
+    if restyle_study_b.released(label, STUDY_B):
+        return {}
     variant, model = restyle_study_b.parse_label(label)
     return restyle_study_b.teacher_roles(variant, STUDY_B, model)
 
 
+def study_b_templates(task, label):
+    """Hashes of the prompt text the set sends (none for a released set)."""
+    if restyle_study_b.released(label, STUDY_B):
+        return {}
+    return study_b_variants.template_hashes(task, restyle_study_b.parse_label(label)[0])
+
+
+def study_b_release(task, label):
+    """Where a released set of `task` is read (restyle.study_b.variants.Context.release), or
+    None for a set that is made."""
+    name = restyle_study_b.release_name(label, STUDY_B, restyle_tasks.get(task).config_key)
+    if name is None:
+        return None
+    t = restyle_tasks.get(task)
+    cfg = config["data"][t.config_key]
+    return {
+        "dir": config["release_dir"],
+        "file": restyle_release.relative(t, cfg, "sets", set=name),
+        "train": restyle_release.relative(t, cfg, "train"),
+        "key": f"study_b.release_sets.{label}",
+    }
+
+
+def study_b_release_files(task, label):
+    """The release files a released set reads (its job's input)."""
+    where = study_b_release(task, label)
+    if where is None:
+        return []
+    return [f"{where['dir']}/dataset/{where[k]}" for k in ("file", "train")]
+
+
 def study_b_label_constraint():
-    """The {label} wildcard: a variant, then @ and a model for a per-model one."""
-    models = "|".join(map(re.escape, config["models"]))
-    return f"({'|'.join(restyle_study_b.VARIANTS)})({re.escape(restyle_study_b.SEPARATOR)}({models}))?"
+    """The {label} wildcard: every set label of the config."""
+    return "|".join(map(re.escape, study_b_labels()))
 
 
 def study_b_target_manifest(wildcards):
@@ -63,7 +95,10 @@ def study_b_target_manifest(wildcards):
 
 def study_b_variant_inputs(wildcards):
     variant, model = restyle_study_b.parse_label(wildcards.label)
-    inputs = {"questions": restyle_tasks.get(wildcards.task).path("train")}
+    inputs = {
+        "questions": restyle_tasks.get(wildcards.task).path("train"),
+        "release": study_b_release_files(wildcards.task, wildcards.label),
+    }
     for role, name in study_b_roles(wildcards.label).items():
         inputs[role] = teacher_inputs(name)
     if variant in restyle_study_b.SCORED_VARIANTS:
@@ -79,7 +114,7 @@ def study_b_variant_cfg(wildcards):
     """The config a variant depends on (so changing another variant's setting reruns nothing);
     its teachers are in the rule's other params."""
     variant = restyle_study_b.parse_label(wildcards.label)[0]
-    skip = {"tasks", "variants", "target_teachers", "writers"}
+    skip = {"tasks", "variants", "target_teachers", "writers", "release_sets"}
     if variant not in restyle_study_b.SCORED_VARIANTS:
         skip |= {"familiarity"}
     if variant != "best_of_n":

@@ -7,7 +7,8 @@ p, inp = snakemake.params, snakemake.input
 study_b_arms = {}
 planned = [*estimate.study_a(p.study_a, p.study_a_backend, inp.study_a, inp.get("ruozhiba")),
            *estimate.study_b(p.study_b, p.variant_backends, p.variant_names,
-                             dict(zip(p.study_b["tasks"], inp.study_b)), p.cache, study_b_arms)]
+                             dict(zip(p.study_b["tasks"], inp.study_b)), p.cache, study_b_arms,
+                             p.releases)]
 rows = estimate.table(planned, p.cache, p.prices)
 write_csv(snakemake.output.teacher, rows, estimate.COLUMNS)
 text = estimate.format_table(rows)

@@ -10,5 +10,6 @@ stats = variants.run(
      "failures": snakemake.log.failures},
     snakemake.params.backends, snakemake.params.names, snakemake.params.cache,
     snakemake.params.prices, target_manifest=snakemake.params.target_manifest,
-    source_path=snakemake.input.get("source"), jobs=snakemake.threads, model=model)
+    source_path=snakemake.input.get("source"), jobs=snakemake.threads, model=model,
+    release=snakemake.params.release)
 log.info("stats: %s", stats)

@@ -19,7 +19,7 @@ def check(cfg: dict, schema_path: str | Path) -> None:
     """Raise ConfigError listing every schema violation and cross-key inconsistency."""
     config.check(cfg, schema_path, names=[_task_names, study_a.schema_names,
                                           study_b_checks.schema_names],
-                 checks=[_devices, _paper_data, study_b_checks.problems])
+                 checks=[_devices, _paper_data, _release, study_b_checks.problems])
 
 
 def _task_names(schema: dict) -> None:
@@ -57,6 +57,32 @@ def _paper_data(cfg: dict, schema: dict, models: dict) -> list[str]:
             problems.append(f"config data.{name}.source: '{source}' reads {stand_ins[source]}, "
                             f"not {name}'s real data, and paper_scale is true (the run claims "
                             f"the papers' setup): set it to {real}, or paper_scale: false")
+    return problems
+
+
+def _release(cfg: dict, schema: dict, models: dict) -> list[str]:
+    """A task read from study B's release needs `release_dir`; the release's prompt format
+    (`data.{task}.prompt: release`) needs that source, and its questions carry the paper's
+    instruction, so no other is appended (study_b.instructions / eval.{task}.instruction "")."""
+    problems = []
+    for name in dict.fromkeys(tasks.REGISTRY[n].config_key for n in tasks.NAMES):
+        props = schema["properties"]["data"]["properties"][name]["properties"]
+        if "prompt" not in props:
+            continue
+        source = _section(cfg, schema, "data", name, "source")
+        prompt = _section(cfg, schema, "data", name, "prompt")
+        if source == "release" and not _section(cfg, schema, "release_dir"):
+            problems.append(f"config release_dir: data.{name}.source is release, so it must name "
+                            "a clone of study B's release")
+        if prompt != "release":
+            continue
+        if source != "release":
+            problems.append(f"config data.{name}.prompt: release is the release's own format of "
+                            f"its own questions; set data.{name}.source: release too")
+        for key in (("study_b", "instructions", name), ("eval", name, "instruction")):
+            if _section(cfg, schema, *key):
+                problems.append(f"config {'.'.join(key)}: must be \"\" with data.{name}.prompt: "
+                                "release (the release's questions carry the paper's instruction)")
     return problems
 
 

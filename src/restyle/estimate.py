@@ -150,12 +150,15 @@ class _Recorder:
 
 def study_b(cfg: dict, backends: dict[str, dict], names: dict[str, dict[str, str]],
             task_files: dict[str, str | Path], cache: str | Path,
-            sets: dict[str, Arm] | None = None) -> list[Planned]:
+            sets: dict[str, Arm] | None = None,
+            releases: dict[str, dict[str, dict | None]] | None = None) -> list[Planned]:
     """What study B asks (config `study_b`): `backends`/`names` map each set label
     (restyle.study_b.label: a variant, with `@{model}` for a per-model one) to its roles' backend
     dicts and teacher keys, as the study_b_variant rule's params do. A per-model set's stages are
     named after it, so each target model's requests are counted apart. `sets`, when given, gets
-    each set's records as the run would make them from these replies (`Arm`, for sizing)."""
+    each set's records as the run would make them from these replies (`Arm`, for sizing).
+    `releases`: per label and task, where a released set is read (the rule's `release` param):
+    it asks nothing and its records are exact."""
     out, built = [], {}
     for name in cfg["tasks"]:
         task = tasks.get(name, "study_b.tasks")
@@ -174,7 +177,8 @@ def study_b(cfg: dict, backends: dict[str, dict], names: dict[str, dict[str, str
             records = variants.build(variants.Context(
                 task, variant, cfg, items, recorder, scorer=lambda rows: [0.0] * len(rows),
                 source_records=source, backends=backends[label], names=names[label],
-                judge=False, model=model)).records
+                judge=False, model=model,
+                release=(releases or {}).get(label, {}).get(name))).records
             built[sft_set] = records
             if sets is not None:
                 sets[sft_set] = Arm(sft_set, records, FROM_CONFIG if recorder.stood_in else EXACT)

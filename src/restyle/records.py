@@ -51,9 +51,26 @@ def _nonempty(value: str, key: str, where: str) -> str:
     return value
 
 
+def _verbatim(obj: dict, where: str) -> dict | None:
+    """The optional `verbatim` field: {prompt, answer}, the user turn and the human answer
+    exactly as a source writes them (the study B release's prompt format)."""
+    value = obj.get("verbatim")
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"prompt", "answer"} or not all(
+            isinstance(v, str) and v.strip() for v in value.values()):
+        raise DataError(f"{where}: field 'verbatim' must be null or {{prompt, answer}}, both "
+                        "non-empty text")
+    _plain_text(where, {f"verbatim.{k}": v for k, v in value.items()})
+    return dict(value)
+
+
 class _Record:
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if out.get("verbatim", ...) is None:  # files of sources without it stay as they were
+            del out["verbatim"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -154,6 +171,7 @@ class MathItem(_Record):
     question: str
     answer: str  # worked solution
     final: str  # its final answer ("####" number or boxed text), the target of the checker
+    verbatim: dict | None = None  # the source's own user turn and answer (_verbatim)
 
     @classmethod
     def from_dict(cls, obj: dict, where: str) -> MathItem:
@@ -163,7 +181,7 @@ class MathItem(_Record):
             raise DataError(f"{where}: field 'final' does not match the final answer of 'answer'")
         return cls(id=_nonempty(obj["id"], "id", where),
                    question=_nonempty(obj["question"], "question", where),
-                   answer=obj["answer"], final=obj["final"])
+                   answer=obj["answer"], final=obj["final"], verbatim=_verbatim(obj, where))
 
 
 @dataclass(frozen=True)
@@ -176,6 +194,7 @@ class ExplainedMCItem(_Record):
     answer: int  # index of the correct choice
     explanation: str  # why it is right, as people wrote it
     labels: str = "letters"  # how the prompt labels the options (CHOICE_LABELS)
+    verbatim: dict | None = None  # the source's own user turn and answer (_verbatim)
 
     @classmethod
     def from_dict(cls, obj: dict, where: str) -> ExplainedMCItem:
@@ -200,7 +219,7 @@ class ExplainedMCItem(_Record):
                    question=_nonempty(obj["question"], "question", where),
                    choices=list(choices), answer=obj["answer"],
                    explanation=_nonempty(obj["explanation"], "explanation", where),
-                   labels=labels)
+                   labels=labels, verbatim=_verbatim(obj, where))
 
     @property
     def label_chars(self) -> str:
@@ -223,6 +242,7 @@ class CodeItem(_Record):
     test: str  # code run after the solution; it fails (an exception, exit != 0) when wrong
     entry_point: str  # the function under test ("" when the tests name it themselves)
     source: str  # where it came from and which part (the HumanEval half it is in)
+    verbatim: dict | None = None  # the source's own user turn and answer (_verbatim)
 
     @classmethod
     def from_dict(cls, obj: dict, where: str) -> CodeItem:
@@ -233,7 +253,7 @@ class CodeItem(_Record):
                    prompt=_nonempty(obj["prompt"], "prompt", where),
                    solution=_nonempty(obj["solution"], "solution", where),
                    test=_nonempty(obj["test"], "test", where), entry_point=obj["entry_point"],
-                   source=obj["source"])
+                   source=obj["source"], verbatim=_verbatim(obj, where))
 
 
 CHAT_ROLES = ("system", "user", "assistant")

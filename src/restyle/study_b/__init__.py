@@ -10,6 +10,11 @@ A variant made by or for one model (`PER_MODEL`: written by a model of `models`,
 target model's perplexity) gets one set per model, `{variant}@{model}` (`label`), so that
 several target models never share or overwrite one; the other variants are one set each, shared
 by every target.
+
+A set can also be read from study B's data release (`study_b.release_sets`: label -> the
+release's name of the set, restyle.data.release) instead of being made: `teacher` (GPT-4's
+answers), `teacher@claude` (another writer's answers to the same prompt, shared by every target),
+`minimum_change@{model}` (the answers corrected for that model, which only it trains on).
 """
 
 from __future__ import annotations
@@ -83,8 +88,23 @@ def set_models(variant: str, cfg: dict, targets: list[str]) -> list[str | None]:
 
 
 def labels(cfg: dict, targets: list[str]) -> list[str]:
-    """Every set label of config study_b `cfg` for target models `targets`, in variant order."""
-    return [label(v, m) for v in cfg["variants"] for m in set_models(v, cfg, targets)]
+    """Every set label of config study_b `cfg` for target models `targets`: the generated ones in
+    variant order, then the released ones (`study_b.release_sets`; a label in both is read)."""
+    made = [label(v, m) for v in cfg["variants"] for m in set_models(v, cfg, targets)]
+    return list(dict.fromkeys([*made, *(cfg.get("release_sets") or {})]))
+
+
+def released(set_label: str, cfg: dict) -> bool:
+    """Whether the set is read from study B's release (config study_b.release_sets) rather than
+    made: it asks no teacher."""
+    return set_label in (cfg.get("release_sets") or {})
+
+
+def release_name(set_label: str, cfg: dict, task_key: str) -> str | None:
+    """The release's name of a released set for a task (its config section, `task_key`): one
+    name for every task, or one per task; None when the set is not released."""
+    name = (cfg.get("release_sets") or {}).get(set_label)
+    return name.get(task_key) if isinstance(name, dict) else name
 
 
 def sft_set_name(task: str, variant: str, model: str | None = None) -> str:
@@ -102,5 +122,7 @@ def sft_path(task: str, variant: str, model: str | None = None) -> str:
 
 
 def trained_by(set_label: str, target: str) -> bool:
-    """Whether `target` trains on the set: a shared one, or one made by or for it."""
-    return parse_label(set_label)[1] in (None, target)
+    """Whether `target` trains on the set: a shared one (no model, or a released set's writer
+    such as `teacher@claude`), or one made by or for it."""
+    variant, model = parse_label(set_label)
+    return model in (None, target) or variant not in PER_MODEL

@@ -10,7 +10,7 @@ import yaml
 
 from restyle import tasks
 from restyle.config import runs_a_model
-from restyle.study_b import PPL_SPLITS, VARIANTS, WRITTEN_VARIANTS
+from restyle.study_b import PER_MODEL, PPL_SPLITS, VARIANTS, WRITTEN_VARIANTS, parse_label
 from restyle.teacher import backends
 
 
@@ -54,6 +54,7 @@ def problems(config: dict, schema: dict, models: dict) -> list[str]:
         problems += [f"config study_b.ppl_split_of: {split} halves each target's own set, but "
                      f"target {t} is not in study_b.writers" for t in targets if t not in writers]
     problems += _instructions(config, schema, cfg)
+    problems += _release_sets(config, schema, cfg, models)
     serving = cfg["target_teachers"] if isinstance(cfg["target_teachers"], dict) else {}
     # only the writers' entries: one for a model that writes nothing is unused (a default)
     for model in writers if written else []:
@@ -91,6 +92,40 @@ def _instructions(config: dict, schema: dict, cfg: dict) -> list[str]:
             problems.append(f"config study_b.instructions.{key}: {taught!r} differs from "
                             f"eval.{key}.instruction {asked!r}; study B's sets must be trained "
                             f"on the prompt the evaluation asks: set both to the same text")
+    return problems
+
+
+def _release_sets(config: dict, schema: dict, cfg: dict, models: dict) -> list[str]:
+    """A released set (study_b.release_sets) has a label of a variant a teacher or model writes,
+    a model of `models` after the @ of a per-model one, a file name for every study B task, and
+    those tasks read the same release (their questions are the rows the set answers)."""
+    sets = cfg.get("release_sets")
+    if not isinstance(sets, dict) or not sets:
+        return []
+    problems = []
+    names = cfg["tasks"] if isinstance(cfg["tasks"], list) else []
+    keys = list(dict.fromkeys(tasks.REGISTRY[n].config_key for n in names if n in tasks.REGISTRY))
+    readable = [v for v, t in VARIANTS.items() if t.roles and t.filter == "correct"]
+    for set_label, name in sets.items():
+        key = f"config study_b.release_sets.{set_label}"
+        variant, writer = parse_label(set_label)
+        if variant not in readable:
+            problems.append(f"{key}: '{variant}' is not a variant a released set can be "
+                            f"(one of {', '.join(readable)})")
+        elif variant in PER_MODEL and writer not in models:
+            problems.append(f"{key}: a {variant} set is one model's own: write "
+                            f"{variant}@<a key of models> (known: {', '.join(models)})")
+        if isinstance(name, dict):
+            problems += [f"{key}: no file name for task {k}" for k in keys if k not in name]
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    for k in keys:
+        section = data.get(k) if isinstance(data.get(k), dict) else {}
+        source = section.get("source", schema["properties"]["data"]["properties"][k]
+                             ["properties"]["source"]["default"])
+        if source != "release":
+            problems.append(f"config data.{k}.source: '{source}', but study_b.release_sets reads "
+                            f"released answers to the release's own questions: set it to "
+                            f"release")
     return problems
 
 

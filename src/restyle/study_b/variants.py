@@ -19,6 +19,9 @@ completion differs:
 - low_ppl / high_ppl: the lower and upper halves, by target-model perplexity, of another set
   (`study_b.ppl_split_of`); an odd middle example goes to neither.
 
+A set named in `study_b.release_sets` is read from study B's data release instead (`_released`:
+the paper's own GPT-4, Claude or minimum-change answers), and then filtered like a made one.
+
 Every completion is judged by its task's checker (restyle.tasks: the final number, option
 letter or mathematical answer against the gold one; a code task's program run against the
 problem's tests in restyle.sandbox), the one the evaluation uses, and dropped when wrong while
@@ -37,6 +40,7 @@ from pathlib import Path
 
 from restyle import teacher as teacher_mod
 from restyle import tasks
+from restyle.data import release
 from restyle.io import DataError, read_jsonl, write_csv, write_jsonl
 from restyle.records import SFTRecord
 from restyle.study_b import PPL_SPLITS, SCORED_VARIANTS, VARIANTS, sft_set_name
@@ -122,12 +126,15 @@ class Context:
                  scorer: Callable[[list[SFTRecord]], list[float]] | None = None,
                  source_records: Sequence[SFTRecord] | None = None, *,
                  backends: dict[str, dict] | None = None, names: dict[str, str] | None = None,
-                 jobs: int = 1, judge: bool = True, model: str | None = None):
+                 jobs: int = 1, judge: bool = True, model: str | None = None,
+                 release: dict | None = None):
         self.task, self.variant, self.cfg, self.items = task, variant, cfg, list(items)
         self.session, self.scorer, self.source_records = session, scorer, source_records
         self.backends, self.names = backends or {}, names or {}
         self.jobs = jobs  # checks run at once (a code task's programs)
         self.judge = judge  # False: every reply is kept unchecked (the estimate's stand-ins)
+        # a released set (study_b.release_sets): {dir, file, train, key}, see `_released`
+        self.release = release
         self.instruction = cfg["instructions"][task.config_key]
         self.sft_set = sft_set_name(task.name, variant, model)
         self.base_provenance = {"study": "B", "task": task.name, "variant": variant,
@@ -210,6 +217,17 @@ def _human(ctx: Context) -> list[Candidate]:
     return [Candidate(it, ctx.task.human_answer(it),
                       {**ctx.base_provenance, "source": "human ground truth"})
             for it in ctx.items]
+
+
+def _released(ctx: Context) -> list[Candidate]:
+    """A set read from study B's release: the row of file `release.file` that answers each
+    question (restyle.data.release.replies); no teacher is asked."""
+    r = ctx.release
+    return [Candidate(it, answer if isinstance(answer, str) else None,
+                      {**ctx.base_provenance, **prov},
+                      None if isinstance(answer, str) else "no text 'answer' in the release row")
+            for it, answer, prov in release.replies(r["dir"], r["file"], r["train"], ctx.items,
+                                                    r["key"])]
 
 
 def _single(role: str, template: str) -> Callable[[Context], list[Candidate]]:
@@ -331,7 +349,9 @@ def build(ctx: Context) -> Built:
         records = [to_record(ctx, c, check, **extra) for c, check, extra in chosen]
         candidates = len(ctx.items) * ctx.cfg["best_of_n"]
     else:
-        if v == "human":
+        if ctx.release:
+            cands = _released(ctx)
+        elif v == "human":
             cands = _human(ctx)
         elif v == "minimum_change":
             cands = _minimum_change(ctx)
@@ -387,11 +407,13 @@ def make_scorer(manifest: str | Path, batch_size: int | str, max_length: int | N
 def run(task_name: str, variant: str, cfg: dict, items_path: str | Path, out: dict,
         backends: dict[str, dict], names: dict[str, str], cache_path: str | Path,
         prices: dict | None, target_manifest: str | Path | None = None,
-        source_path: str | Path | None = None, jobs: int = 1, model: str | None = None) -> dict:
+        source_path: str | Path | None = None, jobs: int = 1, model: str | None = None,
+        release: dict | None = None) -> dict:
     """Build one set (of `model`, for a per-model variant) and write its files. `out` names the
     paths: sft, dropped, stats, failures, accounting. `backends`/`names` map the roles "teacher"
     and "target" to a backend dict for restyle.teacher.Session.ask and the config name of that
-    teacher; `jobs`: checks run at once. Returns the stats row."""
+    teacher; `jobs`: checks run at once; `release`: where a released set is read (Context).
+    Returns the stats row."""
     task = tasks.get(task_name, "study_b.tasks")
     items = load_items(task, items_path, cfg["items"])
     session = teacher_mod.Session(cache_path, sft_set_name(task.name, variant, model),
@@ -406,7 +428,7 @@ def run(task_name: str, variant: str, cfg: dict, items_path: str | Path, out: di
                              fam["max_batch_tokens"])
     source = (read_jsonl(source_path, SFTRecord.from_dict) if variant in PPL_SPLITS else None)
     ctx = Context(task, variant, cfg, items, session, scorer, source, backends=backends,
-                  names=names, jobs=jobs, model=model)
+                  names=names, jobs=jobs, model=model, release=release)
     built = build(ctx)
     # said here, not in build: the estimate (restyle.estimate) builds sets from stand-in replies
     log.info("%s: %d of %d kept (%s)", ctx.sft_set, len(built.records), built.stats["questions"],

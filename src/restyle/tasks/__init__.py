@@ -95,16 +95,30 @@ class Task:
         files unpacked from PyPI packages (restyle.packaged)."""
         raise NotImplementedError
 
+    def release_fields(self, cfg: dict) -> dict[str, str]:
+        """The fields of config `data.{config_key}.release_files` this task fills in (HumanEval's
+        `{fold}`); see restyle.data.release."""
+        return {}
+
     def select(self, items: Sequence, cap: int | None) -> list:
         """The first `cap` training items (study_b.items)."""
         return list(items) if cap is None else list(items[:cap])
 
     def question(self, item: Any) -> str:
-        """The question as every prompt shows it."""
-        raise NotImplementedError
+        """The question as every prompt shows it: the source's own user turn where the item
+        carries one (`verbatim`: the study B release's prompt format, its instruction included),
+        else restyle's format of it."""
+        return item.verbatim["prompt"] if _verbatim(item) else self.format_question(item)
 
     def human_answer(self, item: Any) -> str:
-        """The ground truth as people wrote it: study B's `human` completion."""
+        """The ground truth as people wrote it, study B's `human` completion: the source's own
+        answer text where the item carries one (`verbatim`), else restyle's format of it."""
+        return item.verbatim["answer"] if _verbatim(item) else self.format_human_answer(item)
+
+    def format_question(self, item: Any) -> str:
+        raise NotImplementedError
+
+    def format_human_answer(self, item: Any) -> str:
         raise NotImplementedError
 
     def gold(self, item: Any) -> str:
@@ -121,9 +135,14 @@ class Task:
     def prompt(self, item: Any, instruction: str) -> str:
         """The user turn of a question: the one text every study B set trains on, every control
         arm trains on and the evaluation asks (a blank line between question and instruction,
-        as study B's release writes its questions)."""
+        as study B's release writes its questions). An item in the release's format carries its
+        instruction in its question; the config check keeps `instruction` empty for it."""
         question, instruction = self.question(item).strip(), instruction.strip()
         return f"{question}\n\n{instruction}" if instruction else question
+
+
+def _verbatim(item: Any) -> bool:
+    return getattr(item, "verbatim", None) is not None
 
 
 def hub_splits(task: Task, cfg: dict, load: Callable[[str, str | None, str], list]

@@ -143,7 +143,7 @@ class CodeTask(Task):
         """The function the item's tests call ("" when unknown)."""
         return item.entry_point
 
-    def human_answer(self, item: CodeItem) -> str:
+    def format_human_answer(self, item: CodeItem) -> str:
         return f"```python\n{item.solution.strip()}\n```"
 
     def gold(self, item: CodeItem) -> str:

@@ -9,8 +9,10 @@ q_op1..q_op5, q_ans: the answer's text, taskB: the free-flow explanation).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+from restyle.data import release
 from restyle.data.hub import load_split
 from restyle.io import DataError
 from restyle.records import ExplainedMCItem
@@ -39,22 +41,64 @@ def load_hf(dataset_id: str, config_name: str | None, split: str) -> list[Explai
     return items
 
 
+_RELEASE_QUESTION_RE = re.compile(r"We have the question: (.*)\nand the options:\n", re.DOTALL)
+RELEASE_INSTRUCTION = ("\nPlease inference first, then provide the final answer (1/2/3/4/5) at "
+                       "the end, after 'Final Answer:'\n")
+
+
+def release_shown(question: str, choices: list[str]) -> str:
+    """A question in the release's format: options numbered "(1): ...", then its instruction."""
+    options = "".join(f"({n}): {c}\n" for n, c in enumerate(choices, 1))
+    return (f"We have the question: {question}\nand the options:\n{options}\n"
+            f"what is the correct option?\n{RELEASE_INSTRUCTION}")
+
+
+def release_record(row: dict, at: str, split: str, verbatim: bool) -> dict:
+    """A release row as an ECQA item: options in fields "1".."5", `gold_label` the right one's
+    number, `combined_explaination` the human explanation; a training row's question is in the
+    release's format (`original_question`), a test row's bare. The release's human answer is
+    "Inference: <explanation>" and "Final Answer: <number>"."""
+    choices = [release.text(row, str(n), at) for n in range(1, 6)]
+    gold = release.text(row, "gold_label", at)
+    if gold not in {str(n) for n in range(1, 6)}:
+        raise DataError(f"{at}: field 'gold_label' is {gold!r}, must be 1..5")
+    explanation = release.text(row, "combined_explaination", at)
+    if "original_question" in row:
+        m = _RELEASE_QUESTION_RE.match(release.text(row, "original_question", at))
+        if not m:
+            raise DataError(f"{at}: field 'original_question' does not start with 'We have the "
+                            "question: ...' and its options")
+        question = m.group(1)
+    else:
+        question = release.text(row, "question", at)
+    shown = release_shown(question, choices)
+    answer = f"Inference: {explanation}\n\nFinal Answer: {gold}"
+    if "original_question" in row:
+        release.same(row, "question", shown, at)
+        release.same(row, "answer", answer, at)
+    return {"question": question, "choices": choices, "answer": int(gold) - 1,
+            "explanation": explanation, "labels": "numbers" if verbatim else "letters",
+            **({"verbatim": {"prompt": shown, "answer": answer}} if verbatim else {})}
+
+
 class ECQA(Task):
     name = "ecqa"
     record = ExplainedMCItem
     answer_format = "End with 'The answer is (X)', where X is the letter of the correct option."
 
     def prepare(self, cfg: dict, cache_dir: str | Path) -> dict[str, list[ExplainedMCItem]]:
+        if cfg["source"] == "release":
+            return release.prepare(self, cfg, release_record)
         return hub_splits(self, cfg, load_hf)
 
-    def question(self, item: ExplainedMCItem) -> str:
+    def format_question(self, item: ExplainedMCItem) -> str:
         if item.labels == "numbers":  # "(1) bank": "1. bank" would read as a list's first step
             options = "\n".join(f"({n}) {c}" for n, c in zip(item.label_chars, item.choices))
         else:
             options = format_options(item.choices, item.label_chars)
         return f"{item.question.strip()}\n{options}"
 
-    def human_answer(self, item: ExplainedMCItem) -> str:
+    def format_human_answer(self, item: ExplainedMCItem) -> str:
         return f"{item.explanation.strip()}\nThe answer is ({item.answer_letter})."
 
     def gold(self, item: ExplainedMCItem) -> str:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import operator
 import random
+import re
 from collections.abc import Callable
 
 from pathlib import Path
 
 from restyle.answers import extract_number, numbers_match
+from restyle.data import release
 from restyle.data.hub import load_split
 from restyle.io import DataError
 from restyle.records import MathItem, gsm8k_final
@@ -147,9 +149,41 @@ def load_hf(dataset_id: str, config_name: str | None, split: str) -> list[MathIt
     return items
 
 
+# the paper's instruction after every question (its release's training questions end with it)
+RELEASE_INSTRUCTION = ("\n\nPlease provide the final answer (a number) at the end, after "
+                       "'Final Answer:'\n")
+_RELEASE_FINAL_RE = re.compile(r"\n?Final Answer:[ \t]*([^\n]+?)[ \t]*$")
+
+
+def release_question(row: dict, at: str) -> tuple[str, str]:
+    """(the bare question, the question in the release's format) of a GSM8K or MATH row: a
+    training row's `original_question` and `question` (checked to be the bare one and the
+    instruction), a test row's bare `question`."""
+    if "original_question" not in row:
+        bare = release.text(row, "question", at)
+        return bare, bare + RELEASE_INSTRUCTION
+    bare = release.text(row, "original_question", at)
+    release.same(row, "question", bare + RELEASE_INSTRUCTION, at)
+    return bare, bare + RELEASE_INSTRUCTION
+
+
+def release_record(row: dict, at: str, split: str, verbatim: bool) -> dict:
+    """A release row as a GSM8K item: its answer ends "Final Answer: N", restyle's "#### N"."""
+    bare, shown = release_question(row, at)
+    answer = release.text(row, "answer", at)
+    m = _RELEASE_FINAL_RE.search(answer)
+    if not m:
+        raise DataError(f"{at}: field 'answer' does not end with 'Final Answer: <number>'")
+    own = answer[:m.start()] + f"\n#### {m.group(1)}"
+    return {"question": bare, "answer": own, "final": gsm8k_final(own, at),
+            **({"verbatim": {"prompt": shown, "answer": answer}} if verbatim else {})}
+
+
 def prepare(cfg: dict) -> dict[str, list[MathItem]]:
     """The train and test problems that `data.gsm8k` in config asks for."""
     sizes = cfg["per_split"]
+    if cfg["source"] == "release":
+        return release.prepare(TASK, cfg, release_record)
     if cfg["source"] == "bundled":
         for split in SPLITS:
             if sizes[split] is None:
@@ -182,10 +216,10 @@ class GSM8K(Task):
     def prepare(self, cfg: dict, cache_dir: str | Path) -> dict[str, list[MathItem]]:
         return prepare(cfg)
 
-    def question(self, item: MathItem) -> str:
+    def format_question(self, item: MathItem) -> str:
         return item.question.strip()
 
-    def human_answer(self, item: MathItem) -> str:
+    def format_human_answer(self, item: MathItem) -> str:
         return item.answer
 
     def gold(self, item: MathItem) -> str:

@@ -15,6 +15,7 @@ import gzip
 import json
 from pathlib import Path
 
+from restyle.data import release
 from restyle.io import DataError
 from restyle.records import CodeItem
 from restyle.tasks.code import CodeTask
@@ -51,6 +52,39 @@ def read_problems(path: str | Path) -> list[dict]:
     return problems
 
 
+RELEASE_PREAMBLE = (
+    "\n1. Please solve the following problem using only the information and resources provided "
+    "in the question. Do not use external functions not mentioned or implied in the problem "
+    "statement.\n2. You need to try your best to solve this problem. \n3. Since entry point is "
+    "already given, you only need to fill out the context under the entry point. Remember that "
+    "you need to start with 4 white space(indentation) since you your answer will be placed "
+    "under the entry point. Place your code after 'Final Answer:'\n\n")
+RELEASE_INSTRUCTION = (
+    "Provide your answer directly. Please provide the final answer (code) at the end, after "
+    "'Final Answer:'\nBe careful about the spacing. The code after 'Final Answer:' should "
+    "start with 4 whitespace for indentation because it is under the entry point.\n")
+
+
+def release_record(row: dict, at: str, split: str, verbatim: bool) -> dict:
+    """A release row (HumanEval's own fields) as an item; in the release's format the question
+    shows the prompt and entry point, and the human answer is "Final Answer:" and the body."""
+    p = {k: release.text(row, k, at) for k in FIELDS}
+    shown = (f"{RELEASE_PREAMBLE}Problem: {p['prompt']}\nEntry point: {p['entry_point']}\n\n"
+             f"{RELEASE_INSTRUCTION}")
+    answer = f"Final Answer:\n{p['canonical_solution']}"
+    if "question" in row:  # a training row
+        release.same(row, "question", shown, at)
+        release.same(row, "answer", answer, at)
+    return {**_item(p), **({"verbatim": {"prompt": shown, "answer": answer}} if verbatim else {})}
+
+
+def _item(p: dict) -> dict:
+    """A problem's CodeItem fields but id and source."""
+    return {"prompt": p["prompt"], "solution": p["prompt"] + p["canonical_solution"],
+            "test": f"{p['test']}\n\ncheck({p['entry_point']})\n",
+            "entry_point": p["entry_point"]}
+
+
 def number(task_id: str) -> int:
     return int(task_id.rpartition("/")[2])
 
@@ -64,6 +98,8 @@ class HumanEval(CodeTask):
         self.name = "humaneval" if fold == 1 else f"humaneval{fold}"
 
     def prepare(self, cfg: dict, cache_dir: str | Path) -> dict[str, list[CodeItem]]:
+        if cfg["source"] == "release":
+            return release.prepare(self, cfg, release_record)
         path = bundled_path() if cfg["source"] == "bundled" else cfg["path"]
         if path is None:
             raise DataError("config data.humaneval.path: required for source 'file'")
@@ -78,12 +114,8 @@ class HumanEval(CodeTask):
             half = "first" if part is first else "second"
             source = (f"{path}, {half} half (task ids {'< ' if half == 'first' else '>= '}"
                       f"{HALF}) as the {split} split")
-            items = [CodeItem.from_dict({
-                "id": p["task_id"], "prompt": p["prompt"],
-                "solution": p["prompt"] + p["canonical_solution"],
-                "test": f"{p['test']}\n\ncheck({p['entry_point']})\n",
-                "entry_point": p["entry_point"], "source": source}, f"{path} {p['task_id']}")
-                for p in part]
+            items = [CodeItem.from_dict({"id": p["task_id"], **_item(p), "source": source},
+                                        f"{path} {p['task_id']}") for p in part]
             cap = cfg["per_split"][split]
             out[split] = items if cap is None else items[:cap]
             if not out[split]:
@@ -91,7 +123,11 @@ class HumanEval(CodeTask):
                                 "data.humaneval)")
         return out
 
-    def question(self, item: CodeItem) -> str:
+    def release_fields(self, cfg: dict) -> dict[str, str]:
+        # the release has every file once per fold: _1 trains on HumanEval/0-81
+        return {"fold": str(self.fold if cfg["train_half"] == "first" else 3 - self.fold)}
+
+    def format_question(self, item: CodeItem) -> str:
         return f"Complete the following Python function.\n```python\n{item.prompt.rstrip()}\n```"
 
     def program(self, item: CodeItem, code: str) -> str:

@@ -13,10 +13,11 @@ import re
 from pathlib import Path
 
 from restyle.answers import LATEX_COMMAND_RE, final_statements, unfinished
+from restyle.data import release
 from restyle.data.hub import load_split
 from restyle.io import DataError
 from restyle.records import MathItem, solution_final
-from restyle.tasks import Check, Task, hub_splits, no_answer, right, wrong
+from restyle.tasks import Check, Task, gsm8k, hub_splits, no_answer, right, wrong
 
 
 def load_hf(dataset_id: str, config_name: str | None, split: str) -> list[MathItem]:
@@ -31,6 +32,16 @@ def load_hf(dataset_id: str, config_name: str | None, split: str) -> list[MathIt
             "id": f"math/{config_name or 'all'}/{split}/{i}", "question": row["problem"],
             "answer": row["solution"], "final": solution_final(row["solution"], where)}, where))
     return items
+
+
+def release_record(row: dict, at: str, split: str, verbatim: bool) -> dict:
+    """A release row as a MATH item: restyle's answer is the row's `solution`, the release's
+    that solution and "Final Answer: <number>"."""
+    bare, shown = gsm8k.release_question(row, at)
+    solution = release.text(row, "solution", at)
+    return {"question": bare, "answer": solution, "final": solution_final(solution, at),
+            **({"verbatim": {"prompt": shown, "answer": release.text(row, "answer", at)}}
+               if verbatim else {})}
 
 
 # the tail of minerva's format
@@ -93,12 +104,14 @@ class MATH(Task):
     answer_format = "Put the final answer in \\boxed{}."
 
     def prepare(self, cfg: dict, cache_dir: str | Path) -> dict[str, list[MathItem]]:
+        if cfg["source"] == "release":
+            return release.prepare(self, cfg, release_record)
         return hub_splits(self, cfg, load_hf)
 
-    def question(self, item: MathItem) -> str:
+    def format_question(self, item: MathItem) -> str:
         return item.question.strip()
 
-    def human_answer(self, item: MathItem) -> str:
+    def format_human_answer(self, item: MathItem) -> str:
         return item.answer
 
     def gold(self, item: MathItem) -> str:

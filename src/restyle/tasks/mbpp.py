@@ -13,6 +13,7 @@ import ast
 import builtins
 from pathlib import Path
 
+from restyle.data import release
 from restyle.data.hub import load_split
 from restyle.io import DataError
 from restyle.records import CodeItem
@@ -46,6 +47,37 @@ def load_hf(dataset_id: str, config_name: str | None, split: str) -> list[CodeIt
     return items
 
 
+RELEASE_PREAMBLE = (
+    "You are an expert Python programmer, and you have a computer task. For the task, you are "
+    "given a test example to show you the input format and the function structure. Please be "
+    "careful about whitespace between each line of the code. The test is only used to show you "
+    "the input structure. You do not need to run the test.\n\n\n")
+RELEASE_INSTRUCTION = ("Provide your answer directly without any explaination. Please provide "
+                       "the final answer (code) at the end, after 'Final Answer:'\n")
+
+
+def release_record(row: dict, at: str, split: str, verbatim: bool) -> dict:
+    """A release row (the hub's `full` layout: text, code, test_list, test_setup_code) as an
+    MBPP item; in the release's format the question shows the first test as an example and the
+    human answer is "Final Answer:" and the code."""
+    description, code = release.text(row, "text", at), release.text(row, "code", at)
+    tests = row.get("test_list")
+    if not tests or not all(isinstance(t, str) for t in tests):
+        raise DataError(f"{at}: field 'test_list' must be a non-empty list of text")
+    shown = (f"{RELEASE_PREAMBLE}Task: {description}\nTest Example: {tests[0]}\n\n"
+             f"{RELEASE_INSTRUCTION}")
+    answer = f"Final Answer:\n{code}"
+    if "question" in row:  # a training row
+        release.same(row, "question", shown, at)
+        release.same(row, "answer", answer, at)
+    setup = row.get("test_setup_code") or ""
+    return {"prompt": f"{description.strip()}\nYour code should pass these tests:\n"
+                      + "\n".join(tests),
+            "solution": code, "test": "\n".join([*filter(None, [setup]), *tests]) + "\n",
+            "entry_point": "",
+            **({"verbatim": {"prompt": shown, "answer": answer}} if verbatim else {})}
+
+
 def tested_name(test: str) -> str:
     """The function MBPP's asserts test: the first name they call that is neither a builtin nor
     defined by the test's own setup ("" when none is)."""
@@ -70,9 +102,11 @@ class MBPP(CodeTask):
     name = "mbpp"
 
     def prepare(self, cfg: dict, cache_dir: str | Path) -> dict[str, list[CodeItem]]:
+        if cfg["source"] == "release":
+            return release.prepare(self, cfg, release_record)
         return hub_splits(self, cfg, load_hf)
 
-    def question(self, item: CodeItem) -> str:
+    def format_question(self, item: CodeItem) -> str:
         return item.prompt
 
     def entry_point(self, item: CodeItem) -> str:

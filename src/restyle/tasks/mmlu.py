@@ -266,10 +266,10 @@ class MMLU(Task):
     def select(self, items: Sequence[MCItem], cap: int | None) -> list[MCItem]:
         return round_robin(items, cap)  # a small cap still covers every subject
 
-    def question(self, item: MCItem) -> str:
+    def format_question(self, item: MCItem) -> str:
         return format_mc(item.question, item.choices)
 
-    def human_answer(self, item: MCItem) -> str:
+    def format_human_answer(self, item: MCItem) -> str:
         return f"The answer is ({item.answer_letter})."
 
     def gold(self, item: MCItem) -> str:
