@@ -42,6 +42,11 @@ rule report:
             caption="../report/study_b_table.rst",
             category="Study B",
         ),
+        study_b_paper=report(
+            "results/report/study_b_paper_table.csv",
+            caption="../report/study_b_paper_table.rst",
+            category="Study B",
+        ),
         scatter=report(
             "results/report/study_b_familiarity_vs_accuracy.png",
             caption="../report/study_b_scatter.rst",

@@ -34,6 +34,9 @@ study_b.to_csv(out.study_b, index=False)
 report.plot_familiarity_vs_accuracy(study_b, out.scatter)
 report.plot_familiarity_shift(study_b, out.shift)
 log.info("study A: %d rows, study B: %d rows", len(study_a), len(study_b))
+paper = report.paper_wide(report.per_target(report.study_b_paper_table, items,
+                                            familiarity=familiarity, **boot))
+paper.to_csv(out.study_b_paper, index=False)
 per_example = report.read_csvs(snakemake.input.familiarity_examples)
 sets, paired = report.study_b_familiarity(per_example, **boot)
 sets.to_csv(out.familiarity_sets, index=False)
@@ -44,7 +47,8 @@ report.plot_familiarity_matrix(matrix, out.matrix_heatmap)
 
 sections = report.summary_lines(missing, controls, study_a, study_b, snakemake.params.settings,
                                 paired, matrix)
-for path, text in ((out.summary, report.summary_markdown(sections)),
+tables = [("Study B in the paper's shape", report.paper_markdown(paper))]
+for path, text in ((out.summary, report.summary_markdown(sections, tables)),
                    (out.summary_rst, report.summary_rst(sections))):
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

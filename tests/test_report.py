@@ -303,3 +303,110 @@ def test_humaneval_folds_have_a_row_each_and_a_pooled_row_over_both_test_halves(
                                     pd.DataFrame(), table, {})
     assert any(f"`{pooled_name}` on humaneval (both folds): accuracy 0.550" in line
                for line in sections[2][1])
+
+
+def test_study_b_paper_table_per_target_set_label_and_task_with_intervals(tmp_path):
+    """The paper's shape: per target, an in-task row per set label across the tasks its sets were
+    made from (HumanEval's two folds pooled), a cross-task row per (label, source task), under
+    the base model's row; each cell accuracy with its bootstrap interval over questions; a set
+    never evaluated on a task leaves the cell empty; familiarity beside each source task."""
+    def rows(model, sft_set, task, numbers, correct, seed=0, prefix=None):
+        run = "base" if sft_set == "base" else f"{sft_set}/seed{seed}"
+        prefix = prefix or ("HumanEval/" if task.startswith("humaneval") else f"{task}/")
+        return pd.DataFrame({"model": model, "run": run, "sft_set": sft_set, "seed": seed,
+                             "task": task, "id": [f"{prefix}{i}" for i in numbers],
+                             "subject": task, "correct": correct})
+
+    half = np.arange(100) < 50  # 50 of 100 right
+    first, second = range(0, 6), range(6, 10)  # HumanEval: fold 2 tests on 0-5, fold 1 on 6-9
+    frames = []
+    for model in ("a", "b"):
+        frames += [rows(model, "base", "gsm8k", range(100), np.arange(100) < 20),
+                   rows(model, "base", "mmlu", range(4), [True, False, False, False]),
+                   rows(model, "base", "humaneval", second, [False] * 4),
+                   rows(model, "base", "humaneval2", first, [False] * 6),
+                   # two seeds agreeing: each question 0 or 1, 50 % right
+                   rows(model, "studyB-gsm8k-teacher", "gsm8k", range(100), half),
+                   rows(model, "studyB-gsm8k-teacher", "gsm8k", range(100), half, seed=1),
+                   rows(model, "studyB-gsm8k-teacher", "mmlu", range(4), [True] * 4),
+                   rows(model, "studyB-gsm8k-teacher", "humaneval", second, [True] * 4),
+                   rows(model, "studyB-gsm8k-teacher", "humaneval2", first, [False] * 6),
+                   rows(model, "studyB-humaneval-teacher", "humaneval", second, [True] * 4),
+                   rows(model, "studyB-humaneval2-teacher", "humaneval2", first,
+                        [True] * 3 + [False] * 3),
+                   rows(model, "studyB-humaneval-teacher", "gsm8k", range(100), half),
+                   rows(model, "studyB-humaneval2-teacher", "gsm8k", range(100), half),
+                   # Claude's released answers: every target trains on them; gsm8k only
+                   rows(model, "studyB-gsm8k-teacher@claude", "gsm8k", range(100),
+                        np.arange(100) < 90)]
+    frames.append(rows("a", "studyB-gsm8k-minimum_change@a", "gsm8k", range(100), half))
+    items = pd.concat(frames, ignore_index=True)
+    familiarity = pd.DataFrame([
+        {"model": m, "run": "base", "dataset": d, "tokens": tokens, "corpus_nll": nll}
+        for m in ("a", "b") for d, tokens, nll in (
+            ("studyB-gsm8k-teacher", 50, 1.0), ("studyB-gsm8k-teacher@claude", 50, 0.5),
+            ("studyB-humaneval-teacher", 100, 1.0), ("studyB-humaneval2-teacher", 300, 2.0))
+    ] + [{"model": "a", "run": "studyB-gsm8k-teacher/seed0", "dataset": "studyB-gsm8k-teacher",
+          "tokens": 50, "corpus_nll": 0.1}])  # a checkpoint's: not familiarity before training
+
+    long = report.per_target(report.study_b_paper_table, items, familiarity=familiarity,
+                             n_boot=2000, seed=0)
+    a = long[long.target == "a"].set_index(["set", "trained_on", "task"])
+    assert sorted(a.index) == sorted([
+        ("base", "", "gsm8k"), ("base", "", "mmlu"), ("base", "", "humaneval"),
+        ("teacher", "gsm8k", "gsm8k"), ("teacher", "gsm8k", "mmlu"),
+        ("teacher", "gsm8k", "humaneval"), ("teacher", "humaneval", "humaneval"),
+        ("teacher", "humaneval", "gsm8k"), ("teacher@claude", "gsm8k", "gsm8k"),
+        ("minimum_change@a", "gsm8k", "gsm8k")])
+    assert ("minimum_change@a", "gsm8k", "gsm8k") not in set(
+        long[long.target == "b"].set_index(["set", "trained_on", "task"]).index)
+    # the interval is over questions of the accuracy itself: about +-1.96 standard errors
+    teacher = a.loc[("teacher", "gsm8k", "gsm8k")]
+    assert (teacher.relation, teacher.n, teacher.accuracy) == ("in-task", 100, 0.5)
+    assert teacher.low < 0.5 < teacher.high
+    assert teacher.high - teacher.low == pytest.approx(2 * 1.96 * 0.05, abs=0.03)
+    assert a.loc[("teacher", "gsm8k", "mmlu")].relation == "cross-task"
+    assert a.loc[("teacher", "gsm8k", "mmlu")][["low", "high"]].tolist() == [1.0, 1.0]
+    # HumanEval: each fold's set on its own fold's half, every question once
+    pooled = a.loc[("teacher", "humaneval", "humaneval")]
+    assert (pooled.relation, pooled.folds, pooled.n) == ("in-task", "humaneval+humaneval2", 10)
+    assert pooled.accuracy == pytest.approx(7 / 10)
+    assert pooled.corpus_ppl == pytest.approx(np.exp((100 * 1.0 + 300 * 2.0) / 400))
+    crossed = a.loc[("teacher", "gsm8k", "humaneval")]
+    assert (crossed.n, crossed.accuracy) == (10, pytest.approx(4 / 10))
+    assert a.loc[("teacher", "humaneval", "gsm8k")].n == 100  # both folds' sets, averaged
+    assert a.loc[("base", "", "humaneval")].n == 10
+    assert teacher.corpus_ppl == pytest.approx(np.e)  # the untrained model's, not the checkpoint's
+
+    wide = report.paper_wide(long)
+    path = tmp_path / "paper.csv"
+    wide.to_csv(path, index=False)
+    wide = pd.read_csv(path)
+    assert list(wide.columns) == ["target", "set", "relation", "trained_on", "gsm8k", "gsm8k ppl",
+                                  "humaneval", "humaneval ppl", "mmlu"]
+    a = wide[wide.target == "a"]
+    assert a[["set", "relation"]].values.tolist() == [
+        ["base", "untrained"], ["teacher", "in-task"], ["teacher@claude", "in-task"],
+        ["minimum_change@a", "in-task"], ["teacher", "cross-task"], ["teacher", "cross-task"]]
+    row = a.iloc[1]
+    assert row.gsm8k == f"0.500 [{teacher.low:.3f}, {teacher.high:.3f}]"
+    assert row.humaneval.startswith("0.700 [") and pd.isna(row.mmlu)
+    assert row["gsm8k ppl"] == pytest.approx(np.e)
+    assert row["humaneval ppl"] == pytest.approx(np.exp(1.75))
+    claude = a.iloc[2]
+    assert claude.gsm8k.startswith("0.900 [") and claude["gsm8k ppl"] == pytest.approx(np.exp(0.5))
+    # never evaluated: empty, not 0
+    assert pd.isna(claude.humaneval) and pd.isna(claude.mmlu) and pd.isna(claude["humaneval ppl"])
+    from_gsm8k = a[(a.relation == "cross-task") & (a.trained_on == "gsm8k")].iloc[0]
+    assert pd.isna(from_gsm8k.gsm8k) and from_gsm8k.mmlu == "1.000 [1.000, 1.000]"
+    assert from_gsm8k["gsm8k ppl"] == pytest.approx(np.e) and pd.isna(from_gsm8k["humaneval ppl"])
+    assert set(wide.target) == {"a", "b"} and "minimum_change@a" not in set(
+        wide[wide.target == "b"].set)
+
+    text = report.summary_markdown([], [("Study B in the paper's shape",
+                                         report.paper_markdown(report.paper_wide(long)))])
+    assert "### Target a, in-task: each column's set made from that task" in text
+    assert "| set | gsm8k | gsm8k ppl | humaneval | humaneval ppl |\n" in text  # no mmlu in-task
+    assert "| set | trained_on | ppl | gsm8k | humaneval | mmlu |\n" in text
+    assert f"| teacher | 0.500 [{teacher.low:.3f}, {teacher.high:.3f}] | 2.72 | 0.700 [" in text
+    assert "| teacher@claude | 0.900 [" in text and "| 1.65 |  |  |" in text

@@ -5,8 +5,10 @@ on the original items, averaged over seeds per question, with paired bootstrap i
 ups per MMLU category and overall (micro-averaged over questions); how consistently different
 rules move the same subject. Study B: per response variant, the untrained model's familiarity
 with the set, in-task and cross-task accuracy change, and familiarity after training; and the
-familiarity matrix, every target model's perplexity on every set (who wrote x who reads). Each
-table is made per target model (`per_target`), with a `target` column.
+familiarity matrix, every target model's perplexity on every set (who wrote x who reads); and
+the paper's main table, set labels x tasks with accuracy intervals and familiarity beside them
+(`study_b_paper_table`, `paper_wide`). Each table is made per target model (`per_target`), with
+a `target` column.
 """
 
 from __future__ import annotations
@@ -230,6 +232,183 @@ def fold_pools(items: pd.DataFrame, sets: Sequence[str]
             base = items[(items.sft_set == BASE) & items.task.isin(folds)]
             out.append((name, variant, pooled, pd.concat([*cells, base], ignore_index=True)
                         .assign(task=pooled).replace({"sft_set": dict.fromkeys(fold_sets, name)})))
+    return out
+
+
+# ---------------------------------------------------------------- study B in the paper's shape
+
+PAPER_COLUMNS = ["set", "relation", "trained_on", "task", "folds", "n", "accuracy", "low", "high",
+                 "corpus_ppl"]
+
+
+def benchmark(task: str) -> str:
+    """The benchmark a task is (a fold of): its restyle.tasks.Task.config_key."""
+    return tasks.REGISTRY[task].config_key
+
+
+def _set_order(set_label: str) -> tuple:
+    """The variants' own order (study_b.VARIANTS: human first), then writer; a variant restyle
+    does not define sorts after them by name."""
+    variant, writer = study_b.parse_label(set_label)
+    known = list(study_b.VARIANTS)
+    return (known.index(variant) if variant in known else len(known), variant, writer or "")
+
+
+def _accuracy_cell(cells: pd.DataFrame, n_boot: int, seed: int) -> dict:
+    """Accuracy of `cells` (correctness averaged per question over seeds and sets) with a 95 %
+    percentile bootstrap interval over questions, and the fold tasks it pools."""
+    scores = cells.groupby("id")["correct"].mean().to_numpy(dtype=float)
+    low, high = stats.percentile_interval(stats.bootstrap_sums(scores, n_boot, seed) / len(scores))
+    return {"folds": "+".join(t for t in tasks.NAMES if t in set(cells.task)), "n": len(scores),
+            "accuracy": float(scores.mean()), "low": low, "high": high}
+
+
+def _pooled_ppl(familiarity: pd.DataFrame, sets: Sequence[str]) -> float:
+    """The untrained model's corpus perplexity on `sets` together: exp of their total response
+    NLL over their total tokens (one set: its corpus perplexity; HumanEval's two folds' sets:
+    both, each token once); NaN where none was scored."""
+    rows = familiarity[(familiarity.run == BASE) & familiarity.dataset.isin(sets)] \
+        if len(familiarity) else familiarity
+    rows = rows[rows.tokens > 0] if len(rows) else rows
+    if rows.empty:
+        return np.nan
+    return float(np.exp((rows.corpus_nll * rows.tokens).sum() / rows.tokens.sum()))
+
+
+def study_b_paper_table(items: pd.DataFrame, familiarity: pd.DataFrame, n_boot: int = 2000,
+                        seed: int = 0) -> pd.DataFrame:
+    """Study B in the shape of the paper's main table, long: one row per (set label, benchmark
+    the label's sets were made from (`trained_on`), benchmark evaluated (`task`)) with accuracy
+    and its 95 % bootstrap interval over questions (`low`, `high`), `relation` in-task where
+    both benchmarks are one, else cross-task; and the base model's row per evaluated benchmark
+    (`relation` untrained). `corpus_ppl` is the untrained model's corpus perplexity on the sets
+    the row trained on (familiarity, from the summaries of restyle.study_b.familiarity).
+
+    A set label (`teacher`, `teacher@claude`, `minimum_change@{model}`) names one set per task; a
+    benchmark with folds (HumanEval) pools them: the cell holds every allowed (set of a fold,
+    evaluated fold) pair (restyle.tasks.evaluates: in-task, each fold's set on its own fold's
+    test questions, "both folds" where both exist, else the one), each question counted once with
+    its correctness averaged over seeds and, cross-task from two folds' sets, over both sets (the
+    paper averages the folds). `folds` names the evaluated tasks a cell pools."""
+    present = [t for t in tasks.NAMES if t in set(items.task)]
+    sets = {s: study_b.parse_set_name(s) for s in items.sft_set.unique()
+            if s.startswith(STUDY_B_PREFIX)}
+    evaluated = list(dict.fromkeys(map(benchmark, present)))
+    rows = []
+    for bench in evaluated:
+        cells = items[(items.sft_set == BASE) & items.task.map(benchmark).eq(bench)]
+        if len(cells):
+            rows.append({"set": BASE, "relation": "untrained", "trained_on": "", "task": bench,
+                         **_accuracy_cell(cells, n_boot, seed), "corpus_ppl": np.nan})
+    groups: dict[tuple[str, str], list[str]] = {}
+    for name, (task, variant, writer) in sets.items():
+        groups.setdefault((study_b.label(variant, writer), benchmark(task)), []).append(name)
+    for (set_label, source), made in sorted(groups.items(),
+                                            key=lambda kv: (_set_order(kv[0][0]), kv[0][1])):
+        ppl = _pooled_ppl(familiarity, made)
+        for bench in evaluated:
+            cells = [items[(items.sft_set == s) & (items.task == t)] for s in sorted(made)
+                     for t in present if benchmark(t) == bench
+                     and tasks.evaluates(sets[s][0], t)]
+            cells = [c for c in cells if len(c)]
+            if cells:
+                rows.append({"set": set_label, "trained_on": source, "task": bench,
+                             "relation": "in-task" if bench == source else "cross-task",
+                             **_accuracy_cell(pd.concat(cells), n_boot, seed),
+                             "corpus_ppl": ppl})
+    return pd.DataFrame(rows, columns=PAPER_COLUMNS)
+
+
+def _benchmark_order(table: pd.DataFrame) -> list[str]:
+    """Benchmarks some set was made from first (the paper's five, in restyle.tasks order), then
+    those only evaluated (MMLU)."""
+    known = list(dict.fromkeys(map(benchmark, tasks.NAMES)))
+    sources = set(table.trained_on) - {""}
+    return sorted(set(table.task), key=lambda b: (b not in sources, known.index(b)))
+
+
+def _interval(row) -> str:
+    return f"{row.accuracy:.3f} [{row.low:.3f}, {row.high:.3f}]"
+
+
+def paper_wide(table: pd.DataFrame) -> pd.DataFrame:
+    """The paper's table as a reader reads it, from `study_b_paper_table` rows (per target): per
+    target the base model's row, then one in-task row per set label (its set made from each
+    column's task, on that task: the paper's main table) and one cross-task row per (label,
+    task it was made from) with its accuracy on the other tasks. A cell is "accuracy [low,
+    high]"; a cell never evaluated is empty, not 0. `{task} ppl` beside each task a set was made
+    from: the untrained target's corpus perplexity on the row's set made from that task. One
+    perplexity per task, not one per row, because an in-task row spans several sets, one per
+    task, each read by the target on its own; a column then compares the sets of one task, as
+    the paper's claim (lower perplexity, better learning) is about."""
+    order = _benchmark_order(table)
+    sources = [b for b in order if b in set(table.trained_on)]
+    rows = []
+    for target, t in table.groupby("target", sort=True):
+        base = t[t.relation == "untrained"]
+        study = t[t.relation != "untrained"]
+        if study.empty:
+            continue
+        keys = [(BASE, "untrained", "", base)]
+        keys += [(s, "in-task", "", g) for s, g in study[study.relation == "in-task"]
+                 .groupby("set", sort=False)]
+        keys += [(s, "cross-task", src, g) for (s, src), g in study[study.relation == "cross-task"]
+                 .groupby(["set", "trained_on"], sort=False)]
+        for set_label, relation, trained_on, g in keys:
+            if g.empty:
+                continue
+            row = {"target": target, "set": set_label, "relation": relation,
+                   "trained_on": trained_on}
+            cells = g.set_index("task")
+            ppl = study[study.set == set_label].drop_duplicates("trained_on").set_index(
+                "trained_on").corpus_ppl
+            for bench in order:
+                row[bench] = _interval(cells.loc[bench]) if bench in cells.index else ""
+                if bench in sources:
+                    show = set_label != BASE and (relation == "in-task" or bench == trained_on)
+                    row[f"{bench} ppl"] = ppl.get(bench, np.nan) if show else np.nan
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["target", "set", "relation", "trained_on", *[
+        c for b in order for c in ([b, f"{b} ppl"] if b in sources else [b])]])
+
+
+def _filled(frame: pd.DataFrame) -> list[str]:
+    """The columns of `frame` with a value in some row."""
+    return [c for c in frame.columns if frame[c].map(lambda v: not (pd.isna(v) or v == "")).any()]
+
+
+def _markdown_table(frame: pd.DataFrame) -> list[str]:
+    """`frame` as a markdown table; a number as 0.00, a missing value empty."""
+    text = frame.map(lambda v: "" if pd.isna(v) else f"{v:.2f}" if isinstance(v, float)
+                     else str(v))
+    return [f"| {' | '.join(frame.columns)} |", f"|{'---|' * len(frame.columns)}",
+            *(f"| {' | '.join(r)} |" for r in text.itertuples(index=False))]
+
+
+def paper_markdown(wide: pd.DataFrame) -> list[str]:
+    """`paper_wide` as markdown: per target an in-task table (the paper's main table) and a
+    cross-task one, each with the base model's row on top; columns a set has a value in."""
+    if wide.empty:
+        return ["No study B set was trained and evaluated in this run."]
+    out = ["Accuracy [95 % bootstrap interval over questions], per question over seeds; "
+           "`{task} ppl`: the untrained target's corpus perplexity on the row's set made from "
+           "that task (lower = more familiar). HumanEval pools both folds where both exist. An "
+           "empty cell was not evaluated.", ""]
+    for target, t in wide.groupby("target", sort=True):
+        base = t[t.relation == "untrained"]
+        for relation, title in (("in-task", "in-task: each column's set made from that task"),
+                                ("cross-task", "cross-task: the set made from `trained_on`")):
+            rows = t[t.relation == relation].drop(columns=["target", "relation"])
+            if rows.empty:
+                continue
+            if relation == "cross-task":  # one set per row: its one perplexity
+                ppl = [c for c in rows.columns if c.endswith(" ppl")]
+                own = [r[f"{r.trained_on} ppl"] for _, r in rows.iterrows()]
+                rows = rows.drop(columns=ppl)
+                rows.insert(2, "ppl", own)
+            columns = _filled(rows)
+            out += [f"### Target {target}, {title}", "",
+                    *_markdown_table(pd.concat([base, rows])[columns]), ""]
     return out
 
 
@@ -556,10 +735,14 @@ def summary_lines(missing: pd.DataFrame, control_rows: pd.DataFrame, study_a: pd
             ("Settings", [f"{k}: {v}" for k, v in settings.items()])]
 
 
-def summary_markdown(sections: list[tuple[str, list[str]]]) -> str:
+def summary_markdown(sections: list[tuple[str, list[str]]],
+                     tables: Sequence[tuple[str, list[str]]] = ()) -> str:
+    """The first page: `sections` as bullet lists, then `tables` (heading, markdown lines)."""
     out = ["# restyle: summary", ""]
     for heading, lines in sections:
         out += [f"## {heading}", "", *(f"- {line}" for line in lines), ""]
+    for heading, lines in tables:
+        out += [f"## {heading}", "", *lines, ""]
     return "\n".join(out)
 
 
