@@ -28,7 +28,6 @@ rule all:
         [model_manifest(t) for t in config["target_models"]],
         # rules/common.smk: every split of every task a stage reads
         [restyle_tasks.get(t).path(s) for t in used_tasks() for s in restyle_tasks.get(t).splits],
-        "resources/data/ruozhiba.jsonl",
         study_b_outputs(),  # rules/study_b_common.smk
         study_a_outputs,  # rules/study_a_common.smk; a function: it waits for the rules checkpoint
     default_target: True

@@ -46,7 +46,8 @@ def code_version(script, task=None):
 
 def used_tasks():
     """Every task a configured stage reads: study A's, study B's and the evaluated ones."""
-    named = [restyle_study_a.TASK, *config["study_b"]["tasks"], *config["eval"]["tasks"]]
+    study_a = [restyle_study_a.TASK] if config["study_a"]["enabled"] else []
+    named = [*study_a, *config["study_b"]["tasks"], *config["eval"]["tasks"]]
     return [name for name in restyle_tasks.NAMES if name in named]
 
 

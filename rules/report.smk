@@ -8,7 +8,7 @@ rule report:
         familiarity=lambda wc: report_familiarity(),
         familiarity_examples=report_familiarity_examples(),
         # what each set kept, to name the arms with no checkpoint and why
-        rules=STUDY_A_RULES,
+        rules=[STUDY_A_RULES] if STUDY_A["enabled"] else [],
         study_a_stats=STUDY_A_STATS,
         study_b_stats=[STUDY_B_STATS] if study_b_sft_sets() else [],
         # the teacher bill: estimated before the run, accounted by every teacher stage

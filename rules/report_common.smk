@@ -59,7 +59,8 @@ def teacher_accounting():
         task=STUDY_B["tasks"],
         label=study_b_labels(),
     )
-    return ["results/study_a/rules/accounting.csv", *study_a, *study_b]
+    rules = ["results/study_a/rules/accounting.csv"] if STUDY_A["enabled"] else []
+    return [*rules, *study_a, *study_b]
 
 
 def teacher_label(name):

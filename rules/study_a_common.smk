@@ -29,7 +29,10 @@ def study_a_rule(slug):
 
 
 def study_a_names():
-    """Study A's sets by name: the baselines in config, then each rule's slug."""
+    """Study A's sets by name: the baselines in config, then each rule's slug (none when study A
+    is off)."""
+    if not STUDY_A["enabled"]:
+        return []
     return [*STUDY_A["baselines"], *(r["slug"] for r in study_a_rules())]
 
 
@@ -56,8 +59,11 @@ def study_a_sft_files(wildcards=None):
 
 
 def study_a_outputs(wildcards=None):
-    """Everything the study A stage makes: rules.json, every SFT set, the gate statistics."""
-    return [STUDY_A_RULES, *study_a_sft_files(), STUDY_A_STATS]
+    """Everything the study A stage makes: its questions, rules.json, every SFT set, the gate
+    statistics (only the empty statistics when study A is off)."""
+    if not STUDY_A["enabled"]:
+        return [STUDY_A_STATS]
+    return ["resources/data/ruozhiba.jsonl", STUDY_A_RULES, *study_a_sft_files(), STUDY_A_STATS]
 
 
 def study_a_rules_inputs(wildcards):

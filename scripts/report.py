@@ -15,7 +15,8 @@ log.info("%d evaluated questions, %d familiarity rows", len(items), len(familiar
 missing = report.missing_arms(
     pd.read_csv(snakemake.input.study_a_stats, keep_default_na=False),
     report.read_csvs(snakemake.input.study_b_stats),
-    json.loads(Path(snakemake.input.rules).read_text(encoding="utf-8")), snakemake.params.seeds)
+    json.loads(Path(snakemake.input.rules[0]).read_text(encoding="utf-8"))
+    if snakemake.input.rules else {"mode": "off"}, snakemake.params.seeds)
 write_csv(out.missing_arms, missing.to_dict("records"), report.MISSING_COLUMNS)
 for arm in missing.itertuples():
     log.warning("missing arm: study %s %s (seeds %s): %s", arm.study, arm.arm, arm.seeds,
