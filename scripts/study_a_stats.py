@@ -1,10 +1,13 @@
 import pandas as pd
 
 from restyle import logs
+from restyle.study_a.rewrite import STATS_FIELDS
 
 log = logs.to_file(snakemake.log[0], snakemake.rule)
-table = pd.concat([pd.read_csv(path, keep_default_na=False) for path in snakemake.input.stats],
-                  ignore_index=True)
+# no set when study A is off (study_a.enabled: false): the table is empty, with its header
+table = pd.concat([pd.DataFrame(columns=STATS_FIELDS), *(
+    pd.read_csv(path, keep_default_na=False) for path in snakemake.input.stats)],
+    ignore_index=True)
 table.to_csv(snakemake.output[0], index=False)
 overall = table[table.subject == "all"]
 for row in overall.itertuples():
