@@ -19,7 +19,7 @@ folds humaneval and humaneval2) with the paper's prompt format (`data.{task}.sou
   correctness filter.
 
 Code tasks run every program in restyle's sandbox, `--jobs` at once (default 2); the whole
-release takes a few minutes. It is not in CI: the release is not a package and CI has no network
+release takes about a minute on two cores. It is not in CI: the release is not a package and CI has no network
 (the tests' fixture release, a few rows written by the test, covers the same readers).
 None of the release's rows is printed, only counts, file names, item ids and checker reasons.
 """
