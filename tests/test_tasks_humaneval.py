@@ -168,3 +168,29 @@ def test_a_fold_s_sets_are_never_evaluated_on_the_other_fold():
     assert not tasks.evaluates("humaneval2", "humaneval")
     assert tasks.evaluates("humaneval", "humaneval") and tasks.evaluates("humaneval2", "mmlu")
     assert tasks.evaluates("gsm8k", "humaneval2") and tasks.evaluates("mmlu", "humaneval")
+
+
+def test_a_released_set_asked_with_another_instruction_follows_its_training_rows_by_task_id(
+        tmp_path):
+    # the release's GPT-4 and Claude HumanEval sets ask the same problems with another
+    # instruction than groundtruth_{fold}.json: the task id, not the question text, pairs them
+    from types import SimpleNamespace
+
+    from restyle.data import release
+
+    folder = tmp_path / "dataset" / "CODE"
+    folder.mkdir(parents=True)
+    train = [{"task_id": f"HumanEval/{i}", "question": f"Solve {i}. Answer directly."}
+             for i in range(2)]
+    replies = [{"task_id": f"HumanEval/{i}", "question": f"Solve {i}. Reason first.",
+                "answer": f"Final Answer:\n    return {i}\n"} for i in range(2)]
+    (folder / "groundtruth_1.json").write_text(json.dumps(train))
+    (folder / "teacher_1.json").write_text(json.dumps(replies))
+    items = [SimpleNamespace(id=release.item_id("CODE/groundtruth_1.json", i)) for i in range(2)]
+    got = release.replies(tmp_path, "CODE/teacher_1.json", "CODE/groundtruth_1.json", items, "k")
+    assert [(it, answer) for it, answer, _ in got] == [
+        (it, r["answer"]) for it, r in zip(items, replies)]
+    replies[1]["task_id"] = "HumanEval/7"
+    (folder / "teacher_1.json").write_text(json.dumps(replies))
+    with pytest.raises(DataError, match=r"teacher_1.json row 1: field 'task_id' differs"):
+        release.replies(tmp_path, "CODE/teacher_1.json", "CODE/groundtruth_1.json", items, "k")

@@ -139,8 +139,8 @@ def replies(release_dir: str | Path | None, set_file: str, train_file: str, item
             key: str) -> list[tuple[object, object, dict]]:
     """The released answers to `items` (read from the training file `train_file`, ids by
     `item_id`): (item, the `answer` field of its row of `set_file`, provenance). A released set
-    follows its training file row by row; a row whose question differs is an error. `key` is the
-    config key that names the set."""
+    follows its training file row by row; a row whose problem (`task_id` where both rows have
+    one, else the question) differs is an error. `key` is the config key that names the set."""
     set_path = path(release_dir, set_file, key)
     train_path = path(release_dir, train_file, key)
     rows, truth = read_rows(set_path), read_rows(train_path)
