@@ -48,7 +48,8 @@ report.plot_familiarity_matrix(matrix, out.matrix_heatmap)
 
 sections = report.summary_lines(missing, controls, study_a, study_b, snakemake.params.settings,
                                 paired, matrix)
-tables = [("Study B in the paper's shape", report.paper_markdown(paper))]
+tables = [("Study B in the paper's shape", report.paper_markdown(paper)),
+          ("Training curves", report.training_curves(items))]
 for path, text in ((out.summary, report.summary_markdown(sections, tables)),
                    (out.summary_rst, report.summary_rst(sections))):
     with atomic_path(path) as tmp:

@@ -410,3 +410,23 @@ def test_study_b_paper_table_per_target_set_label_and_task_with_intervals(tmp_pa
     assert "| set | trained_on | ppl | gsm8k | humaneval | mmlu |\n" in text
     assert f"| teacher | 0.500 [{teacher.low:.3f}, {teacher.high:.3f}] | 2.72 | 0.700 [" in text
     assert "| teacher@claude | 0.900 [" in text and "| 1.65 |  |  |" in text
+
+
+def test_training_curves_lists_the_event_folders_of_every_evaluated_checkpoint(tmp_path):
+    items = pd.DataFrame([
+        {"model": "tiny", "run": "base", "sft_set": "base", "seed": 0},
+        {"model": "tiny", "run": "studyB-gsm8k-human/seed0", "sft_set": "studyB-gsm8k-human",
+         "seed": 0},
+        {"model": "tiny", "run": "studyB-gsm8k-human/seed1", "sft_set": "studyB-gsm8k-human",
+         "seed": 1},
+        {"model": "tiny", "run": "studyB-gsm8k-teacher/seed0", "sft_set": "studyB-gsm8k-teacher",
+         "seed": 0}])
+    assert report.training_curves(items, tmp_path) == []  # report_to none: nothing written
+    for seed in (0, 1):
+        (tmp_path / f"results/train/tiny/studyB-gsm8k-human/seed{seed}/tensorboard").mkdir(
+            parents=True)
+    lines = report.training_curves(items, tmp_path)
+    assert lines[0].startswith("All of them: `tensorboard --logdir results/train`")
+    assert lines[2:] == ["- tiny, `studyB-gsm8k-human`: "
+                         "`results/train/tiny/studyB-gsm8k-human/seed0/tensorboard`, "
+                         "`results/train/tiny/studyB-gsm8k-human/seed1/tensorboard`"]

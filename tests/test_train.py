@@ -23,7 +23,8 @@ from restyle import config, launch, models, train
 from restyle.chat import IGNORE_INDEX, encode
 from restyle.io import read_jsonl
 from restyle.records import SFTRecord
-from restyle.train import Job, TrainSettings, build_trainer, complete_checkpoints, launch_job, run
+from restyle.train import (Job, TrainSettings, build_trainer, complete_checkpoints, launch_job, run,
+                           tensorboard_dir)
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
@@ -69,6 +70,16 @@ def make_job(tmp: Path, manifest: Path, sft: Path, seed: int = 0, **overrides) -
                metrics=str(out / "train_metrics.json"), checkpoint_dir=str(tmp / "checkpoints"),
                seed=seed, settings=default_settings(**overrides),
                labels={"model": "smollm2", "sft_set": "toy"})
+
+
+def scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar of a TensorBoard run folder, as tensorboard reads it: tag -> [(step, value)]."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)]
+            for tag in events.Tags()["scalars"]}
 
 
 def expected_encodings(manifest: Path, sft: Path, max_length: int):
@@ -178,6 +189,15 @@ def test_lora_fine_tune_learns_masks_the_prompt_and_saves_a_loadable_adapter(
         "use_liger_kernel": False, "torch_compile": False}
     assert saved["model"] == "smollm2" and saved["sft_set"] == "toy" and saved["seed"] == 0
     assert metrics == saved
+    # the curves (train.report_to tensorboard) outlive the checkpoints, one record a step
+    curves = scalars(tensorboard_dir(job))
+    for tag in ("train/loss", "train/learning_rate", "train/grad_norm",
+                "train/tokens_per_second_per_process"):
+        assert [step for step, _ in curves[tag]] == [1, 2, 3], tag
+    assert [v for _, v in curves["train/loss"]] == pytest.approx(
+        [p["loss"] for p in saved["loss_curve"]], rel=1e-5)
+    assert all(v > 0 for _, v in curves["train/tokens_per_second_per_process"])
+    assert "train/mfu" not in curves  # no known peak on a CPU
 
     # the adapter loads on the base model (as evaluation does), changes its output, and lowers
     # the response loss on the training set
@@ -322,6 +342,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, smollm2_manifest,
     launch_job(job, gpus=0, cpus=2, log_path=str(tmp_path / "2.log"))
     metrics = json.loads(Path(job.metrics).read_text())
     assert metrics["resumed_from_step"] >= done
+    # the resumed run adds its own event file to the first run's curves: every step is there
+    assert len(list(tensorboard_dir(job).glob("events.out.tfevents.*"))) == 2
+    assert {step for step, _ in scalars(tensorboard_dir(job))["train/loss"]} == {1, 2, 3}
     assert metrics["steps"] == metrics["planned_steps"] == 3
     assert [p["step"] for p in metrics["loss_curve"]] == [1, 2, 3]
     assert "resuming from" in (tmp_path / "2.log").read_text()

@@ -735,6 +735,25 @@ def summary_lines(missing: pd.DataFrame, control_rows: pd.DataFrame, study_a: pd
             ("Settings", [f"{k}: {v}" for k, v in settings.items()])]
 
 
+def training_curves(items: pd.DataFrame, root: str | Path = ".") -> list[str]:
+    """Where each evaluated checkpoint's training curves are (train.report_to tensorboard:
+    restyle.train.tensorboard_dir, below the work folder `root`), one line per model and SFT set
+    with its seeds' folders; none where no run wrote any (report_to none)."""
+    runs = items[items.run != BASE][["model", "sft_set", "seed"]].drop_duplicates() \
+        if len(items) else pd.DataFrame(columns=["model", "sft_set", "seed"])
+    lines = []
+    for (model, sft_set), seeds in runs.groupby(["model", "sft_set"], sort=True):
+        folders = [f"results/train/{model}/{sft_set}/seed{int(s)}/tensorboard"
+                   for s in sorted(seeds.seed)]
+        found = [f"`{f}`" for f in folders if (Path(root) / f).is_dir()]
+        if found:
+            lines.append(f"- {model}, `{sft_set}`: {', '.join(found)}")
+    if not lines:
+        return []
+    return ["All of them: `tensorboard --logdir results/train` (loss, learning rate, grad norm, "
+            "tokens/s and MFU per process; each run's folder below).", "", *lines]
+
+
 def summary_markdown(sections: list[tuple[str, list[str]]],
                      tables: Sequence[tuple[str, list[str]]] = ()) -> str:
     """The first page: `sections` as bullet lists, then `tables` (heading, markdown lines)."""

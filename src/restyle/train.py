@@ -81,7 +81,9 @@ JOB_FILE = "job.json"
 TRAINER_STATE = "trainer_state.json"  # written last into a checkpoint: its presence = complete
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 # Settings that do not change what is computed; a change of these keeps the checkpoints.
-_NOT_FINGERPRINTED = {"logging_steps", "save_steps", "keep_checkpoints", "per_model", "seeds"}
+_NOT_FINGERPRINTED = {"logging_steps", "save_steps", "keep_checkpoints", "per_model", "seeds",
+                      "report_to"}
+TENSORBOARD = "tensorboard"  # beside checkpoints/ in a run's folder: its training curves
 
 
 @functools.lru_cache(maxsize=None)
@@ -144,6 +146,7 @@ class TrainSettings:
     use_liger_kernel: bool | str
     torch_compile: bool
     logging_steps: int
+    report_to: str
     save_steps: int
     keep_checkpoints: bool
     deepspeed: str | None
@@ -588,6 +591,7 @@ def _progress_class():
             _synchronize(args.device)
             self.t0 = time.perf_counter()
             self.seconds = None
+            self.last = (self.t0, 0, 0)  # time, tokens, context tokens at the last loss record
 
         def count(self, inputs) -> None:
             import torch
@@ -627,6 +631,27 @@ def _progress_class():
             if state.is_world_process_zero and logs and "loss" in logs:
                 log.info("step %d/%d loss %.4f lr %.3g", state.global_step, state.max_steps,
                          logs["loss"], logs.get("learning_rate", float("nan")))
+                if self.flops is not None:  # for the curves (a callback added after this one)
+                    logs.update(self.rates(args, state))
+
+        # (FLOPs per token, per context token, device peak FLOP/s or None): set by `run` when
+        # the loss records carry throughput (train.report_to tensorboard)
+        flops = None
+
+        def rates(self, args, state) -> dict:
+            """This process's tokens/s and MFU since the last loss record (a host sync, once per
+            record). MFU counts attention as train_metrics.json's `mfu` does."""
+            t, tokens, _, _, context = self._mark(args, state)
+            t0, tokens0, context0 = self.last
+            self.last = (t, tokens, context)
+            if t <= t0:
+                return {}
+            flops_token, attention, peak = self.flops
+            out = {"tokens_per_second_per_process": (tokens - tokens0) / (t - t0)}
+            if peak:
+                achieved = (flops_token * (tokens - tokens0) + attention * (context - context0))
+                out["mfu"] = achieved / (t - t0) / peak
+            return out
 
         def counts(self) -> dict:
             """This process's tokens and seconds, whole loop and steady part (zero seconds when
@@ -731,7 +756,9 @@ def build_trainer(job: Job, s: TrainSettings):
         use_liger_kernel=plan["use_liger_kernel"],
         torch_compile=plan["torch_compile"],
         include_num_input_tokens_seen="non_padding",
-        report_to="none",
+        # TensorBoard through its callback (`_curves`), into the run's own folder; wandb by
+        # transformers' integration (WANDB_DIR, WANDB_MODE from the environment)
+        report_to="wandb" if s.report_to == "wandb" else "none",
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
@@ -803,6 +830,25 @@ def _barrier() -> None:
         dist.barrier()
 
 
+def tensorboard_dir(job: Job) -> Path:
+    """Where a run's TensorBoard event files go: `tensorboard` beside its checkpoints, so they
+    outlive them (`tensorboard --logdir results/train` shows every run)."""
+    return Path(job.checkpoint_dir).parent / TENSORBOARD
+
+
+def _curves(job: Job, resume: str | None):
+    """The TensorBoard callback of a run: loss, learning rate, grad norm and (from Progress)
+    tokens/s and MFU per loss record. A run that starts over drops the curves of an earlier one;
+    a resumed run adds its own event file to them."""
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    folder = tensorboard_dir(job)
+    if resume is None:
+        shutil.rmtree(folder, ignore_errors=True)
+    return TensorBoardCallback(SummaryWriter(log_dir=str(folder)))
+
+
 def run(job: Job, trainer_hook=None) -> dict | None:
     """Train (resuming from the last checkpoint if any), save the adapter or model atomically,
     write train_metrics.json. Runs in each launched process; returns the metrics on rank 0.
@@ -830,6 +876,10 @@ def run(job: Job, trainer_hook=None) -> dict | None:
     progress = next(cb for cb in trainer.callback_handler.callbacks
                     if isinstance(cb, _progress_class()))
     flops_token, attention = flops_per_token(trainer.model), attention_flops(trainer.model.config)
+    if s.report_to == "tensorboard" and rank == 0:
+        progress.flops = (flops_token, attention, device_peak_flops(_device_name(device))
+                          if device == "cuda" else None)
+        trainer.add_callback(_curves(job, resume))
     stop = _stop_callback()
     trainer.add_callback(stop)
     stop.install()
