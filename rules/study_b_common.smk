@@ -55,7 +55,10 @@ def study_b_templates(task, label):
     """Hashes of the prompt text the set sends (none for a released set)."""
     if restyle_study_b.released(label, STUDY_B):
         return {}
-    return study_b_variants.template_hashes(task, restyle_study_b.parse_label(label)[0])
+    data = config["data"][restyle_tasks.get(task).config_key]
+    return study_b_variants.template_hashes(
+        task, restyle_study_b.parse_label(label)[0], data.get("prompt") == "release"
+    )
 
 
 def study_b_release(task, label):

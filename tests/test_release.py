@@ -205,3 +205,21 @@ def test_study_b_from_a_release_through_training_evaluation_and_the_report(tiny,
     paper = (workdir / "results/report/study_b_paper_table.csv").read_text()
     assert "minimum_change@tiny" in paper and "teacher" in paper
     assert not (workdir / "results/study_a/rules").exists()
+
+
+def test_a_set_made_from_release_questions_asks_for_the_answer_the_question_asks(
+        fixture_release):
+    """A teacher writing a variant of a question in the release's format is asked to end as the
+    question says ("... after 'Final Answer:'", ECQA's option numbers), not in restyle's letters;
+    the job's template hashes follow the format sent."""
+    task = tasks.get("ecqa")
+    items = task.prepare(data_cfg("ecqa", fixture_release), "unused")["train"]
+    ctx = variants.Context(task, "teacher_steps", {"instructions": {"ecqa": ""}}, items)
+    sent = ctx.fill("steps", items[0])
+    assert variants.RELEASE_FORMAT in sent and task.answer_format not in sent
+    assert sent.startswith(task.prompt(items[0], "")) and "(1/2/3/4/5)" in sent
+    mine = task.prepare(data_cfg("ecqa", fixture_release, "restyle"), "unused")["train"]
+    assert task.answer_format in variants.Context(
+        task, "teacher_steps", {"instructions": {"ecqa": ""}}, mine).fill("steps", mine[0])
+    assert (variants.template_hashes("ecqa", "teacher_steps", True)["format"]
+            != variants.template_hashes("ecqa", "teacher_steps")["format"])

@@ -71,13 +71,20 @@ TEMPLATES: dict[str, Prompt] = {
 }
 
 
-def template_hashes(task: str, variant: str) -> dict[str, str]:
+# the answer format a template asks of a question in the release's format (data.{task}.prompt
+# release), whose own instruction says how to end ("... after 'Final Answer:'")
+RELEASE_FORMAT = "End the answer as the question asks."
+
+
+def template_hashes(task: str, variant: str, release_format: bool = False) -> dict[str, str]:
     """Hashes of the prompt text `variant` sends for `task` (a param of its job): each template it
-    uses and, when one asks for it, the task's answer format (restyle.tasks)."""
+    uses and, when one asks for it, the answer format: the task's (restyle.tasks), or
+    RELEASE_FORMAT for questions in the release's format (`release_format`)."""
     names = VARIANTS[variant].templates
     out = {name: template_hash(TEMPLATES[name]) for name in names}
     if any("{format}" in TEMPLATES[name] for name in names):
-        out["format"] = template_hash(tasks.get(task).answer_format)
+        fmt = RELEASE_FORMAT if release_format else tasks.get(task).answer_format
+        out["format"] = template_hash(fmt)
     return out
 
 
@@ -146,7 +153,9 @@ class Context:
         return [{"role": "user", "content": self.task.prompt(item, self.instruction)}]
 
     def fill(self, template: str, item, **extra) -> str:
-        fields = {"prompt": self.prompt(item)[-1]["content"], "format": self.task.answer_format,
+        own = getattr(item, "verbatim", None) is not None  # asked in the release's format
+        fields = {"prompt": self.prompt(item)[-1]["content"],
+                  "format": RELEASE_FORMAT if own else self.task.answer_format,
                   "question": self.task.question(item), "answer": self.task.human_answer(item),
                   "gold": self.task.gold(item), **extra}
         return TEMPLATES[template].format(**fields)
