@@ -1,5 +1,6 @@
 # Two commands on a fresh machine (README):  make run   |   make test
 # The teacher bill before running, nothing sent (README):  make estimate
+# How far a run is, while it runs or after (README):  make status
 # Both create .venv on first use; later calls reuse it until pyproject.toml changes.
 
 PYTHON ?= python3
@@ -8,7 +9,7 @@ BIN := $(VENV)/bin
 CORES ?= 2
 SNAKEMAKE_ARGS ?=
 
-.PHONY: run test estimate bubblewrap
+.PHONY: run test estimate status bubblewrap
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +38,11 @@ run: $(VENV)/.installed bubblewrap
 # counted again each time, since the teacher cache changes without Snakemake knowing
 estimate: $(VENV)/.installed
 	$(BIN)/python -m restyle.estimate $(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
+
+# how far the run in this folder is (README): give it the run's SNAKEMAKE_ARGS; a login node
+# can run it beside the run (dry runs without the lock, no torch)
+status: $(VENV)/.installed
+	$(BIN)/python -m restyle.status $(SNAKEMAKE_ARGS)
 
 test: $(VENV)/.installed bubblewrap
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
