@@ -77,6 +77,16 @@ def same(row: dict, key: str, rebuilt: str, at: str) -> None:
                         f"it (expected {rebuilt[:200]!r}..., found {str(row[key])[:200]!r}...)")
 
 
+def verbatim(row: dict, at: str, training: bool, prompt: str, answer: str, wanted: bool
+             ) -> dict:
+    """The record's `verbatim` field (when `wanted`: config prompt release) from the question and
+    human answer rebuilt in the release's format; a training row must hold exactly those."""
+    if training:
+        same(row, "question", prompt, at)
+        same(row, "answer", answer, at)
+    return {"verbatim": {"prompt": prompt, "answer": answer}} if wanted else {}
+
+
 def commit(release_dir: str | Path) -> str | None:
     """The commit of the release clone (provenance of every row read from it); None when it is
     not a git checkout."""

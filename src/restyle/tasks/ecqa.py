@@ -73,12 +73,9 @@ def release_record(row: dict, at: str, split: str, verbatim: bool) -> dict:
         question = release.text(row, "question", at)
     shown = release_shown(question, choices)
     answer = f"Inference: {explanation}\n\nFinal Answer: {gold}"
-    if "original_question" in row:
-        release.same(row, "question", shown, at)
-        release.same(row, "answer", answer, at)
     return {"question": question, "choices": choices, "answer": int(gold) - 1,
             "explanation": explanation, "labels": "numbers" if verbatim else "letters",
-            **({"verbatim": {"prompt": shown, "answer": answer}} if verbatim else {})}
+            **release.verbatim(row, at, "original_question" in row, shown, answer, verbatim)}
 
 
 class ECQA(Task):

@@ -72,10 +72,8 @@ def release_record(row: dict, at: str, split: str, verbatim: bool) -> dict:
     shown = (f"{RELEASE_PREAMBLE}Problem: {p['prompt']}\nEntry point: {p['entry_point']}\n\n"
              f"{RELEASE_INSTRUCTION}")
     answer = f"Final Answer:\n{p['canonical_solution']}"
-    if "question" in row:  # a training row
-        release.same(row, "question", shown, at)
-        release.same(row, "answer", answer, at)
-    return {**_item(p), **({"verbatim": {"prompt": shown, "answer": answer}} if verbatim else {})}
+    # a training row holds the question it was asked
+    return {**_item(p), **release.verbatim(row, at, "question" in row, shown, answer, verbatim)}
 
 
 def _item(p: dict) -> dict:

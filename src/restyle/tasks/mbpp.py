@@ -31,20 +31,30 @@ def load_hf(dataset_id: str, config_name: str | None, split: str) -> list[CodeIt
     for i, row in enumerate(ds.rows):
         where = ds.where(i)
         description, code = _text(row, "prompt", "text"), _text(row, "code")
-        tests = row.get("test_list")
         if description is None or code is None:
             raise DataError(f"{where}: missing or non-text field 'prompt' (or 'text') or 'code'")
-        if not tests or not all(isinstance(t, str) for t in tests):
-            raise DataError(f"{where}: field 'test_list' must be a non-empty list of text")
-        setup = [*(row.get("test_imports") or []), row.get("test_setup_code") or ""]
         items.append(CodeItem.from_dict({
-            "id": f"mbpp/{row.get('task_id', i)}",
-            "prompt": f"{description.strip()}\nYour code should pass these tests:\n"
+            "id": f"mbpp/{row.get('task_id', i)}", **_fields(row, description, code, where),
+            "source": f"{ds.origin} ({dataset_id} {config_name} {split})"}, where))
+    return items
+
+
+def _fields(row: dict, description: str, code: str, at: str) -> dict:
+    """An MBPP row's CodeItem fields but id and source: the prompt shows the description and the
+    tests, as MBPP's own prompt does; the test is the setup (imports) and the asserts."""
+    tests = _tests(row, at)
+    setup = [*(row.get("test_imports") or []), row.get("test_setup_code") or ""]
+    return {"prompt": f"{description.strip()}\nYour code should pass these tests:\n"
                       + "\n".join(tests),
             "solution": code, "test": "\n".join([*filter(None, setup), *tests]) + "\n",
-            "entry_point": "", "source": f"{ds.origin} ({dataset_id} {config_name} {split})"},
-            where))
-    return items
+            "entry_point": ""}
+
+
+def _tests(row: dict, at: str) -> list[str]:
+    tests = row.get("test_list")
+    if not tests or not all(isinstance(t, str) for t in tests):
+        raise DataError(f"{at}: field 'test_list' must be a non-empty list of text")
+    return tests
 
 
 RELEASE_PREAMBLE = (
@@ -61,21 +71,12 @@ def release_record(row: dict, at: str, split: str, verbatim: bool) -> dict:
     MBPP item; in the release's format the question shows the first test as an example and the
     human answer is "Final Answer:" and the code."""
     description, code = release.text(row, "text", at), release.text(row, "code", at)
-    tests = row.get("test_list")
-    if not tests or not all(isinstance(t, str) for t in tests):
-        raise DataError(f"{at}: field 'test_list' must be a non-empty list of text")
-    shown = (f"{RELEASE_PREAMBLE}Task: {description}\nTest Example: {tests[0]}\n\n"
+    shown = (f"{RELEASE_PREAMBLE}Task: {description}\nTest Example: {_tests(row, at)[0]}\n\n"
              f"{RELEASE_INSTRUCTION}")
-    answer = f"Final Answer:\n{code}"
-    if "question" in row:  # a training row
-        release.same(row, "question", shown, at)
-        release.same(row, "answer", answer, at)
-    setup = row.get("test_setup_code") or ""
-    return {"prompt": f"{description.strip()}\nYour code should pass these tests:\n"
-                      + "\n".join(tests),
-            "solution": code, "test": "\n".join([*filter(None, [setup]), *tests]) + "\n",
-            "entry_point": "",
-            **({"verbatim": {"prompt": shown, "answer": answer}} if verbatim else {})}
+    return {**_fields(row, description, code, at),
+            # a training row holds the question it was asked
+            **release.verbatim(row, at, "question" in row, shown, f"Final Answer:\n{code}",
+                               verbatim)}
 
 
 def tested_name(test: str) -> str:
